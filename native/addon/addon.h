@@ -1,0 +1,30 @@
+// addon.h: what the addon's module files share. Each feature registers itself from its own
+// file (tensor.cc, device.cc, model.cc, augment.cc ...) through an Init* function called by
+// addon.cc; argument checks happen here at the edge, native work runs in AsyncWorkers.
+#pragma once
+#include <napi.h>
+
+#include <string>
+
+#include "byol/backend.h"
+#include "byol/tensor.h"
+
+namespace byol_addon {
+
+// Module registration (one per file).
+void InitTensor(Napi::Env env, Napi::Object exports);   // tensor.cc
+void InitDevice(Napi::Env env, Napi::Object exports);   // device.cc
+void InitModel(Napi::Env env, Napi::Object exports);    // model.cc (BYOL step)
+void InitAugment(Napi::Env env, Napi::Object exports);  // augment.cc
+
+// The backend for a device name ("cpu", "cuda", "cuda:1"). Backends live for the life of
+// the process (tensors point at them). Throws byol::Error naming the device on failure.
+byol::Backend* GetBackend(const std::string& device);
+
+// The core tensor behind a JS Tensor handle. Throws a TypeError naming `arg_name` when the
+// value is not a live (undisposed) native tensor.
+byol::Tensor UnwrapTensor(const Napi::Value& value, const char* arg_name);
+// Wraps a core tensor into a new native handle object (shape as the core holds it).
+Napi::Object WrapTensor(Napi::Env env, byol::Tensor tensor);
+
+}  // namespace byol_addon

@@ -1,0 +1,193 @@
+// backend.h: the device interface every op of the BYOL step goes through.
+// Contract (llm.c style): outputs first, then inputs, then sizes. All float tensors are
+// fp32, contiguous, row-major. Images are NHWC; conv weights are OIHW (PyTorch layout, so
+// weights interchange without copies); linear weights are [out, in].
+// Gradient convention: activation gradients are written (=); parameter gradients
+// (dweight, dbias, dgamma, dbeta) are written when accumulate == false and added (+=)
+// when accumulate == true, because the online network runs once per view and both views'
+// gradients sum into one buffer.
+// Pointers are device pointers of this backend (host memory for the CPU backend).
+// A backend that lacks an op throws byol::NotSupported (tests report "not supported").
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "byol/error.h"
+
+namespace byol {
+
+// Bumped whenever the Backend vtable or a struct below changes; the CUDA plugin is built
+// separately and loaded at run time, and a mismatch is refused with both numbers.
+constexpr int kBackendApiVersion = 1;
+
+enum class DeviceType { cpu = 0, cuda = 1 };
+const char* device_name(DeviceType d);
+
+class NotSupported : public Error {
+ public:
+  explicit NotSupported(const std::string& what) : Error(what) {}
+};
+
+// 2-D convolution without bias. inp (N,H,W,C) NHWC, weight (K,C,R,S) OIHW,
+// out (N,P,Q,K) with P = (H + 2*pad - R)/stride + 1, Q likewise.
+struct ConvShape {
+  int N = 0, H = 0, W = 0, C = 0;  // input
+  int K = 0, R = 0, S = 0;         // output channels, kernel height, width
+  int stride = 1, pad = 0;
+  int P() const { return (H + 2 * pad - R) / stride + 1; }
+  int Q() const { return (W + 2 * pad - S) / stride + 1; }
+};
+
+// Max pooling, square window. inp (N,H,W,C), out (N,P,Q,C).
+struct PoolShape {
+  int N = 0, H = 0, W = 0, C = 0;
+  int kernel = 3, stride = 2, pad = 1;
+  int P() const { return (H + 2 * pad - kernel) / stride + 1; }
+  int Q() const { return (W + 2 * pad - kernel) / stride + 1; }
+};
+
+// One parameter tensor inside a flat parameter buffer. `decay` false marks biases and
+// BatchNorm parameters: LARS gives them neither weight decay nor the trust ratio (BYOL.md),
+// AdamW/SGD no weight decay.
+struct ParamSegment {
+  int64_t offset = 0;  // in floats
+  int64_t size = 0;
+  bool decay = true;
+};
+
+struct LarsOptions {
+  float lr = 0, weight_decay = 0, momentum = 0.9f, trust_coefficient = 1e-3f;
+  float eps = 0;             // 0 = the reference implementation (no epsilon)
+  bool solo_learn = false;   // trust = eta*|p| / (|g| + wd*|p| + eps), skip every 1-D tensor
+};
+struct SgdOptions {
+  float lr = 0, weight_decay = 0, momentum = 0.9f;
+  bool nesterov = false;
+};
+struct AdamWOptions {
+  float lr = 0, weight_decay = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+  int64_t step = 1;  // 1-based step for bias correction
+};
+
+struct AugmentParams;  // byol/augment.h
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceType type() const = 0;
+  // One line: what this backend runs on ("cpu: AMD EPYC, 2 threads, oneDNN 2.6.3").
+  virtual std::string describe() const = 0;
+
+  // ---- memory ----
+  virtual void* alloc(size_t bytes) = 0;  // throws with the size asked on failure
+  virtual void release(void* ptr) = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill(float* dst, float value, size_t n) = 0;
+  // Waits for all queued work (a no-op on the CPU).
+  virtual void synchronize() = 0;
+
+  // ---- convolution (no bias) ----
+  virtual void conv2d_forward(float* out, const float* inp, const float* weight,
+                              const ConvShape& s) = 0;
+  virtual void conv2d_backward_data(float* dinp, const float* dout, const float* weight,
+                                    const ConvShape& s) = 0;
+  virtual void conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
+                                      const ConvShape& s, bool accumulate) = 0;
+
+  // ---- batch norm over rows: x is (M, C), M = N*H*W for 2-D (NHWC), M = N for 1-D ----
+  // Training: normalizes with batch statistics (biased variance), saves mean and
+  // rstd = 1/sqrt(var + eps) (each C floats) for the backward, and when running_mean is
+  // not null updates running_mean/var with momentum (PyTorch sense: new = (1-m)*old + m*batch)
+  // using the unbiased variance var * M/(M-1). Requires M > 1.
+  virtual void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd,
+                                       float* running_mean, float* running_var,
+                                       const float* inp, const float* gamma, const float* beta,
+                                       int M, int C, float momentum, float eps) = 0;
+  virtual void batchnorm_forward_eval(float* out, const float* inp, const float* gamma,
+                                      const float* beta, const float* running_mean,
+                                      const float* running_var, int M, int C, float eps) = 0;
+  virtual void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
+                                  const float* inp, const float* save_mean,
+                                  const float* save_rstd, const float* gamma, int M, int C,
+                                  bool accumulate) = 0;
+
+  // ---- elementwise ----
+  virtual void relu_forward(float* out, const float* inp, size_t n) = 0;
+  // dinp = dout where out > 0 else 0 (mask from the forward output; in-place allowed).
+  virtual void relu_backward(float* dinp, const float* dout, const float* out, size_t n) = 0;
+  // out = a + b (residual add; out may alias a or b).
+  virtual void add(float* out, const float* a, const float* b, size_t n) = 0;
+  // dst += src
+  virtual void accumulate(float* dst, const float* src, size_t n) = 0;
+
+  // ---- pooling ----
+  // argmax holds, per output element, the flat index h*W + w of the chosen input pixel.
+  virtual void maxpool2d_forward(float* out, int32_t* argmax, const float* inp,
+                                 const PoolShape& s) = 0;
+  virtual void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax,
+                                  const PoolShape& s) = 0;
+  // inp (N, HW, C) -> out (N, C): mean over HW.
+  virtual void avgpool_forward(float* out, const float* inp, int N, int HW, int C) = 0;
+  virtual void avgpool_backward(float* dinp, const float* dout, int N, int HW, int C) = 0;
+
+  // ---- linear: inp (B, I), weight (O, I), bias (O) or null, out (B, O) ----
+  virtual void linear_forward(float* out, const float* inp, const float* weight,
+                              const float* bias, int B, int I, int O) = 0;
+  // dinp (=) may be null (first layer); dbias may be null (no bias).
+  virtual void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                               const float* inp, const float* weight, int B, int I, int O,
+                               bool accumulate) = 0;
+
+  // ---- losses (the scalar result lives in device memory: no host sync in a step) ----
+  // BYOL regression loss of BYOL.md for one direction:
+  //   loss (+)= mean_b || n(p_b) - n(z_b) ||^2, n(x) = x * rsqrt(max(|x|^2, 1e-12)).
+  // p, z: (B, D). z is a target output (no gradient).
+  virtual void byol_loss_forward(float* loss, const float* p, const float* z, int B, int D,
+                                 bool accumulate) = 0;
+  // dp = dloss * d(loss)/dp (=).
+  virtual void byol_loss_backward(float* dp, const float* p, const float* z, float dloss,
+                                  int B, int D) = 0;
+  // Softmax cross-entropy, mean over the batch. logits (B, K), labels int32 in [0, K).
+  // probs (B, K) is saved for the backward.
+  virtual void cross_entropy_forward(float* loss, float* probs, const float* logits,
+                                     const int32_t* labels, int B, int K) = 0;
+  virtual void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* labels,
+                                      float dloss, int B, int K) = 0;
+
+  // ---- parameter updates over flat buffers ----
+  // target += (1 - tau) * (online - target)
+  virtual void ema_update(float* target, const float* online, size_t n, float tau) = 0;
+  // segments is a HOST array (the offsets table). grads are read-only; params and the
+  // optimizer state (momentum; AdamW: exp_avg then exp_avg_sq in `state`, 2n floats)
+  // are updated in place. Default implementations report NotSupported.
+  virtual void lars_update(float* params, float* momentum, const float* grads,
+                           const ParamSegment* segments, int num_segments,
+                           const LarsOptions& opt) {
+    throw NotSupported(std::string(device_name(type())) + ": lars_update not implemented");
+  }
+  virtual void sgd_update(float* params, float* momentum, const float* grads,
+                          const ParamSegment* segments, int num_segments, const SgdOptions& opt) {
+    throw NotSupported(std::string(device_name(type())) + ": sgd_update not implemented");
+  }
+  virtual void adamw_update(float* params, float* state, const float* grads,
+                            const ParamSegment* segments, int num_segments,
+                            const AdamWOptions& opt) {
+    throw NotSupported(std::string(device_name(type())) + ": adamw_update not implemented");
+  }
+
+  // ---- augmentation (byol/augment.h): uint8 NHWC images -> normalized float NHWC views.
+  // params is a HOST array of N per-sample parameter sets drawn by the core.
+  virtual void augment(float* out, const uint8_t* images, const AugmentParams* params, int N,
+                       int H, int W, int C, int out_h, int out_w) {
+    throw NotSupported(std::string(device_name(type())) + ": augment not implemented");
+  }
+};
+
+// The CPU backend (oneDNN + OpenMP). threads <= 0 means all cores.
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+
+}  // namespace byol

@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+// run.mjs: the whole test suite (`npm test`): the C++ test runner (op table vs PyTorch
+// fixtures, CUDA vs CPU where a GPU exists) and the uvu tests of the JS API, then one
+// closing line "N passed, N failed, N skipped" summing both. Exit 1 on any failure.
+// Arguments: --only native|js, and a filter passed to the C++ runner (--filter X).
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const argv = process.argv.slice(2);
+const only = argv.includes('--only') ? argv[argv.indexOf('--only') + 1] : null;
+const filter = argv.includes('--filter') ? argv[argv.indexOf('--filter') + 1] : null;
+const totals = { passed: 0, failed: 0, skipped: 0 };
+const parts = [];
+
+function run(name, command, args, parse) {
+  const started = Date.now();
+  const result = spawnSync(command, args, {
+    cwd: root,
+    encoding: 'utf8',
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  const output = (result.stdout ?? '') + (result.stderr ?? '');
+  process.stdout.write(output);
+  let counts = result.error ? null : parse(output);
+  if (!counts) {
+    console.log(`\n${name}: no test summary found (exit ${result.status}${result.error ? `, ${result.error.message}` : ''}): counted as 1 failure`);
+    counts = { passed: 0, failed: 1, skipped: 0 };
+  } else if (result.status !== 0 && counts.failed === 0) {
+    console.log(`\n${name}: exited with ${result.status} although no test failed: counted as 1 failure`);
+    counts.failed = 1;
+  }
+  for (const k of Object.keys(totals)) totals[k] += counts[k];
+  parts.push({ name, ...counts, seconds: (Date.now() - started) / 1000 });
+}
+
+if (only !== 'js') {
+  const runner = ['build-cmake/native/tests/byol_tests', 'build-cmake/byol_tests']
+    .map((p) => join(root, p)).find((p) => existsSync(p));
+  if (!runner) {
+    console.log('native: the C++ test runner is not built (run `npm run build:cmake`): counted as 1 failure');
+    totals.failed += 1;
+    parts.push({ name: 'native (C++ runner)', passed: 0, failed: 1, skipped: 0, seconds: 0 });
+  } else {
+    run('native (C++ runner)', runner, filter ? ['--filter', filter] : [], (out) => {
+      const m = [...out.matchAll(/^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?\s*$/gm)].pop();
+      return m && { passed: +m[1], failed: +m[2], skipped: +(m[3] ?? 0) };
+    });
+  }
+}
+
+if (only !== 'native') {
+  const uvu = join(root, 'node_modules', 'uvu', 'bin.js');
+  run('js (uvu)', process.execPath, [uvu, 'test', '\\.test\\.mjs$'], (out) => {
+    const total = out.match(/Total:\s+(\d+)/);
+    const passed = out.match(/Passed:\s+(\d+)/);
+    const skipped = out.match(/Skipped:\s+(\d+)/);
+    if (!total || !passed) return null;
+    return { passed: +passed[1], failed: +total[1] - +passed[1], skipped: skipped ? +skipped[1] : 0 };
+  });
+}
+
+console.log('\nsuite                    passed  failed  skipped  seconds');
+for (const p of parts) {
+  console.log(`${p.name.padEnd(24)} ${String(p.passed).padStart(6)}  ${String(p.failed).padStart(6)}  ${String(p.skipped).padStart(7)}  ${p.seconds.toFixed(1).padStart(7)}`);
+}
+console.log(`${totals.passed} passed, ${totals.failed} failed, ${totals.skipped} skipped`);
+process.exit(totals.failed > 0 ? 1 : 0);
