@@ -20,7 +20,8 @@ function run(name, command, args, parse) {
   const result = spawnSync(command, args, {
     cwd: root,
     encoding: 'utf8',
-    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+    // Passive OpenMP waiting: spinning threads steal the 2 cores from each other under load.
+    env: { OMP_WAIT_POLICY: 'passive', ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
     maxBuffer: 256 * 1024 * 1024,
   });
   const output = (result.stdout ?? '') + (result.stderr ?? '');

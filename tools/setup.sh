@@ -12,7 +12,7 @@ CACHE="${BYOL_CACHE:-$HOME/.cache/byol}"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 need_apt=()
-for pkg in libdnnl-dev dataset-fashion-mnist cmake g++ make python3-pip; do
+for pkg in libdnnl-dev dataset-fashion-mnist cmake g++ make; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -25,9 +25,9 @@ echo "setup: oneDNN ✓ $(dpkg -s libdnnl-dev | sed -n 's/^Version: //p')"
 # cuDNN + cuBLAS wheels (headers and .so.N) for building the CUDA plugin; only with nvcc.
 NVCC="${CUDACXX:-/usr/local/cuda/bin/nvcc}"
 if [ -x "$NVCC" ]; then
-  if [ ! -f "$CACHE/cuda/nvidia/cudnn/include/cudnn.h" ] || [ ! -d "$CACHE/cuda/nvidia/cu13" ] && [ ! -d "$CACHE/cuda/nvidia/cublas" ]; then
+  if [ ! -f "$CACHE/cuda/nvidia/cudnn/include/cudnn.h" ] || [ ! -f "$CACHE/cuda/nvidia/cu13/include/cublas_v2.h" ]; then
     echo "setup: fetching cuDNN and cuBLAS wheels into $CACHE/cuda"
-    python3 -m pip install -q --disable-pip-version-check --no-deps --target "$CACHE/cuda" \
+    python3 -m pip install -q --disable-pip-version-check --retries 1 --no-deps --target "$CACHE/cuda" \
       nvidia-cudnn-cu13 nvidia-cublas
   fi
   echo "setup: nvcc ✓ ($NVCC), cuDNN/cuBLAS wheels ✓ ($CACHE/cuda)"
@@ -37,7 +37,7 @@ fi
 
 # PyTorch is needed only to regenerate fixtures and run benchmarks, not to test.
 if [ "${BYOL_WITH_TORCH:-0}" = 1 ]; then
-  python3 -m pip install -q --disable-pip-version-check --target "$CACHE/py" \
+  python3 -m pip install -q --disable-pip-version-check --retries 1 --target "$CACHE/py" \
     torch==2.13.0+cpu safetensors numpy pillow
 fi
 

@@ -21,6 +21,12 @@ void InitAugment(Napi::Env env, Napi::Object exports);  // augment.cc
 // the process (tensors point at them). Throws byol::Error naming the device on failure.
 byol::Backend* GetBackend(const std::string& device);
 
+// "cpu" / "cuda:N" for a backend made by GetBackend.
+std::string BackendDeviceName(const byol::Backend* backend);
+// Call first in every AsyncWorker::Execute: OpenMP's thread count is per calling thread,
+// so libuv pool threads must re-apply the count set with setNumThreads().
+void ApplyThreadSetting();
+
 // The core tensor behind a JS Tensor handle. Throws a TypeError naming `arg_name` when the
 // value is not a live (undisposed) native tensor.
 byol::Tensor UnwrapTensor(const Napi::Value& value, const char* arg_name);

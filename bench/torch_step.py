@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""torch_step.py: the BYOL training step of tools/ref_byol.py (the same model, loss, LARS and EMA
+as the native step) timed in PyTorch on the CPU, for bench/step_cpu.mjs to compare against.
+
+    PYTHONPATH=/root/.cache/byol/py python3 bench/torch_step.py --threads 2 --steps 20
+
+Prints one JSON line: {"steps_per_s", "ms_per_step", "threads", "peak_rss_mb", "rss_mb" (after
+warm-up and at the end), "torch", "config"}. Default: ResNet-18 cifar stem, batch 64, 32x32x3,
+projector 4096/256, predictor 4096, LARS (BYOL.md), random views, the same lr/tau every step.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import torch  # noqa: E402
+
+import ref_byol  # noqa: E402
+
+
+def rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--stem", default="cifar")
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--out", type=int, default=256)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    config = dict(encoder=dict(arch=a.arch, stem=a.stem, inChannels=3, width=a.width),
+                  projector=dict(hidden=a.hidden, out=a.out), predictor=dict(hidden=a.hidden),
+                  optimizer=dict(name="lars", weightDecay=1.5e-6, momentum=0.9, trustCoefficient=1e-3))
+    torch.manual_seed(0)
+    model = ref_byol.BYOL(config)
+    momenta = {n: torch.zeros_like(p) for n, p in model.online_params()}
+    g = torch.Generator().manual_seed(1)
+    v1 = torch.randn(a.batch, 3, a.size, a.size, generator=g)
+    v2 = torch.randn(a.batch, 3, a.size, a.size, generator=g)
+
+    def step():
+        return ref_byol.byol_step(model, v1, v2, 0.1, 0.99, momenta, config["optimizer"]).item()
+
+    for _ in range(a.warmup):
+        step()
+    rss_start = rss_mb()
+    start = time.perf_counter()
+    for _ in range(a.steps):
+        loss = step()
+    elapsed = time.perf_counter() - start
+    print(json.dumps(dict(
+        steps_per_s=a.steps / elapsed, ms_per_step=1000 * elapsed / a.steps, steps=a.steps,
+        threads=torch.get_num_threads(), loss=loss, rss_mb=[round(rss_start, 1), round(rss_mb(), 1)],
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        torch=torch.__version__, config=config, batch=a.batch, size=a.size)))
+
+
+if __name__ == "__main__":
+    main()

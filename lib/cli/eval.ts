@@ -1,0 +1,154 @@
+// eval.ts (cli): `byol eval RUN_DIR` (linear probe and/or kNN on frozen features, optional
+// baselines; results merged into RUN_DIR/eval.json) and `byol embed RUN_DIR --out FILE`
+// (representations of a split to .npy or .safetensors).
+// Contract: flags are checked before any work (exit 2 on a bad one); printed accuracies are
+// the ones written to eval.json.
+import * as path from 'node:path';
+
+import { type Dataset } from '../data';
+import { embedDataset, evalView, loadRunModel, writeNpy, writeSafetensors } from '../eval/embed';
+import { type KnnOptions } from '../eval/knn';
+import { type LinearProbeOptions } from '../eval/linear';
+import { type EvalReport, evaluateRun } from '../eval/run';
+import { loadDatasetSpec } from '../train/data';
+import { type DataOptions } from '../train/options';
+import { ByolOptionError, integer, number, oneOf } from '../validate';
+import { type FlagSpec, UsageError, formatFlags, parseArgs } from './args';
+
+const EVAL_FLAGS: FlagSpec[] = [
+  { flag: '--linear', type: 'boolean', help: 'linear probe (default: linear and kNN)' },
+  { flag: '--knn', type: 'boolean', help: 'weighted kNN (default: linear and kNN)' },
+  { flag: '--baseline', type: 'boolean', help: 'also raw pixels and a random-init encoder, same probes' },
+  { flag: '--device', type: 'string', metavar: 'DEV', help: "embedding device (the run's)" },
+  { flag: '--batch-size', type: 'int', metavar: 'N', help: 'embedding batch size (256)' },
+  { flag: '--epochs', type: 'int', metavar: 'N', help: 'linear probe epochs (100)' },
+  { flag: '--lr', type: 'number', metavar: 'LR', help: 'linear probe peak learning rate (0.1)' },
+  { flag: '--k', type: 'int', metavar: 'K', help: 'kNN neighbours (200)' },
+  { flag: '--temperature', type: 'number', metavar: 'T', help: 'kNN temperature (0.1)' },
+  { flag: '--threads', type: 'int', metavar: 'N', help: 'kNN worker threads (CPUs)' },
+  { flag: '--json', type: 'boolean', help: 'print eval.json on stdout' },
+  { flag: '--help', type: 'boolean', help: 'show this help' },
+];
+
+const EMBED_FLAGS: FlagSpec[] = [
+  { flag: '--out', type: 'string', metavar: 'FILE', help: 'output .npy or .safetensors (required)' },
+  { flag: '--format', type: 'string', metavar: 'FMT', help: 'npy | safetensors (default: from --out)' },
+  { flag: '--split', type: 'string', metavar: 'SPLIT', help: 'train | test (test)' },
+  { flag: '--random', type: 'boolean', help: 'a random-init encoder of the run\'s architecture instead' },
+  { flag: '--device', type: 'string', metavar: 'DEV', help: "device (the run's)" },
+  { flag: '--batch-size', type: 'int', metavar: 'N', help: 'batch size (256)' },
+  { flag: '--help', type: 'boolean', help: 'show this help' },
+];
+
+export const EVAL_HELP = `Usage: byol eval RUN_DIR [--linear] [--knn] [--baseline] [options]
+
+Evaluates the encoder of a run on frozen features (BatchNorm in eval mode): a linear probe
+(multinomial logistic regression, SGD Nesterov 0.9, cosine LR, standardized features) and a
+weighted kNN (k 200, T 0.1, cosine). Features are cached in RUN_DIR/features-*.bin, keyed by
+the weights checksum; results are merged into RUN_DIR/eval.json.
+
+Options:
+${formatFlags(EVAL_FLAGS)}`;
+
+export const EMBED_HELP = `Usage: byol embed RUN_DIR --out FILE [options]
+
+Writes the encoder output y of every image of a split: .npy (float32 [n, dim]; labels go to
+FILE.labels.npy) or .safetensors (tensors "features" and "labels").
+
+Options:
+${formatFlags(EMBED_FLAGS)}`;
+
+function runDirArg(positionals: string[], command: string): string {
+  if (positionals.length !== 1) {
+    throw new UsageError(`byol ${command} takes one run directory (received ${positionals.length ? positionals.join(' ') : 'none'})`);
+  }
+  return positionals[0];
+}
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(2)}%`;
+}
+
+export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStream; err: NodeJS.WritableStream }): Promise<number> {
+  const parsed = parseArgs(argv, EVAL_FLAGS, 'eval');
+  if (parsed.flags.has('--help')) {
+    io.out.write(`${EVAL_HELP}\n`);
+    return 0;
+  }
+  const runDir = runDirArg(parsed.positionals, 'eval');
+  const f = parsed.flags;
+  const both = !f.has('--linear') && !f.has('--knn');
+  const linear: LinearProbeOptions = {};
+  if (f.has('--epochs')) linear.epochs = integer('--epochs', f.get('--epochs'), 1, 100000);
+  if (f.has('--lr')) linear.lr = number('--lr', f.get('--lr'), 0, 1e4);
+  const knn: KnnOptions = {};
+  if (f.has('--k')) knn.k = integer('--k', f.get('--k'), 1, 1 << 20);
+  if (f.has('--temperature')) knn.temperature = number('--temperature', f.get('--temperature'), 1e-4, 1e4);
+  if (f.has('--threads')) knn.threads = integer('--threads', f.get('--threads'), 0, 256);
+  const batchSize = f.has('--batch-size') ? integer('--batch-size', f.get('--batch-size'), 1, 1 << 16) : undefined;
+  const report: EvalReport = await evaluateRun(runDir, {
+    linear: both || f.has('--linear') ? linear : false,
+    knn: both || f.has('--knn') ? knn : false,
+    baselines: f.has('--baseline'),
+    device: f.get('--device') as string | undefined,
+    batchSize,
+    onMessage: (text) => io.err.write(`byol eval: ${text}\n`),
+  });
+  if (f.has('--json')) {
+    io.out.write(`${JSON.stringify(report, null, 2)}\n`);
+    return 0;
+  }
+  io.out.write(`${'features'.padEnd(12)}${'linear top-1'.padStart(14)}${'top-5'.padStart(9)}` +
+    `${'kNN top-1'.padStart(12)}${'top-5'.padStart(9)}\n`);
+  for (const [name, r] of Object.entries(report.results)) {
+    io.out.write(`${name.padEnd(12)}${(r.linear ? pct(r.linear.top1) : '-').padStart(14)}` +
+      `${(r.linear ? pct(r.linear.top5) : '-').padStart(9)}${(r.knn ? pct(r.knn.top1) : '-').padStart(12)}` +
+      `${(r.knn ? pct(r.knn.top5) : '-').padStart(9)}\n`);
+  }
+  io.out.write(`results in ${path.join(runDir, 'eval.json')}\n`);
+  return 0;
+}
+
+export async function embedCommand(argv: string[], io: { out: NodeJS.WritableStream; err: NodeJS.WritableStream }): Promise<number> {
+  const parsed = parseArgs(argv, EMBED_FLAGS, 'embed');
+  if (parsed.flags.has('--help')) {
+    io.out.write(`${EMBED_HELP}\n`);
+    return 0;
+  }
+  const runDir = runDirArg(parsed.positionals, 'embed');
+  const f = parsed.flags;
+  const out = f.get('--out') as string | undefined;
+  if (!out) throw new UsageError('byol embed needs --out FILE (.npy or .safetensors)');
+  const format = f.has('--format')
+    ? oneOf('--format', f.get('--format'), ['npy', 'safetensors'] as const)
+    : out.endsWith('.safetensors') ? 'safetensors' : out.endsWith('.npy') ? 'npy' : null;
+  if (!format) throw new ByolOptionError(`Cannot tell the format of --out ${out}: name it .npy or .safetensors, or give --format`);
+  const split = f.has('--split') ? oneOf('--split', f.get('--split'), ['train', 'test'] as const) : 'test';
+  const batchSize = f.has('--batch-size') ? integer('--batch-size', f.get('--batch-size'), 1, 1 << 16) : undefined;
+  const run = await loadRunModel(runDir, { device: f.get('--device') as string | undefined, random: f.has('--random') });
+  try {
+    if (run.state.config.data.kind === 'memory') {
+      throw new ByolOptionError(`The run in ${runDir} trained on an in-memory dataset; use embedDataset() from the library`);
+    }
+    const spec = { ...(run.state.config.data as DataOptions) };
+    if (spec.kind !== 'synthetic') delete spec.limit;
+    const dataset: Dataset = await loadDatasetSpec(spec, split);
+    io.err.write(`byol: embedding ${dataset.name} (${dataset.n} images)\n`);
+    const embeddings = await embedDataset(run.model, dataset, { view: evalView(run.state.config, dataset), batchSize });
+    const shape = [embeddings.n, embeddings.dim];
+    if (format === 'npy') {
+      await writeNpy(out, embeddings.features, shape);
+      if (embeddings.labels) await writeNpy(out.replace(/(\.npy)?$/, '.labels.npy'), embeddings.labels, [embeddings.n]);
+    } else {
+      const tensors: Record<string, { data: Float32Array | Int32Array; shape: number[] }> = {
+        features: { data: embeddings.features, shape },
+      };
+      if (embeddings.labels) tensors.labels = { data: embeddings.labels, shape: [embeddings.n] };
+      await writeSafetensors(out, tensors, { dataset: dataset.name, weights: run.key, step: String(run.state.step) });
+    }
+    io.out.write(`wrote ${embeddings.n} x ${embeddings.dim} features to ${out}\n`);
+    return 0;
+  } finally {
+    run.model.dispose();
+  }
+}

@@ -1,0 +1,87 @@
+// png.ts: writes 8-bit grayscale or RGB pixels as PNG, with sharp when it loads and with the
+// small encoder below otherwise (zlib deflate + CRC-32, filter type 0 on every row).
+// Contract: pixels are row-major, height x width x channels (1 or 3) bytes; the file is
+// written atomically by the caller's path only when encoding succeeded.
+import { promises as fs } from 'node:fs';
+import * as zlib from 'node:zlib';
+
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+export function crc32(bytes: Uint8Array, crc = 0): number {
+  let c = ~crc >>> 0;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xFF] ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+function chunk(type: string, data: Uint8Array): Buffer {
+  const out = Buffer.alloc(12 + data.length);
+  out.writeUInt32BE(data.length, 0);
+  out.write(type, 4, 'latin1');
+  out.set(data, 8);
+  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+  return out;
+}
+
+// The PNG file bytes (our own encoder).
+export function encodePng(pixels: Uint8Array, width: number, height: number, channels: 1 | 3): Buffer {
+  if (pixels.length !== width * height * channels) {
+    throw new RangeError(`encodePng: expected ${width * height * channels} bytes for ${width}x${height}x${channels} ` +
+      `but received ${pixels.length}`);
+  }
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8; // bit depth
+  header[9] = channels === 1 ? 0 : 2; // color type: grayscale or truecolor
+  header[10] = 0; // deflate
+  header[11] = 0; // adaptive filtering
+  header[12] = 0; // no interlace
+  const stride = width * channels;
+  const raw = Buffer.alloc((stride + 1) * height);
+  for (let y = 0; y < height; y++) {
+    raw[y * (stride + 1)] = 0; // filter: none
+    raw.set(pixels.subarray(y * stride, (y + 1) * stride), y * (stride + 1) + 1);
+  }
+  const signature = Buffer.from([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]);
+  return Buffer.concat([signature, chunk('IHDR', header), chunk('IDAT', zlib.deflateSync(raw, { level: 9 })),
+    chunk('IEND', new Uint8Array(0))]);
+}
+
+type SharpFactory = (input: Uint8Array, options: { raw: { width: number; height: number; channels: 1 | 3 } }) =>
+  { png(): { toBuffer(): Promise<Buffer> } };
+
+function loadSharp(): SharpFactory | null {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return require('sharp') as SharpFactory;
+  } catch {
+    return null;
+  }
+}
+
+// Writes a PNG; returns which encoder made it.
+export async function writePng(file: string, pixels: Uint8Array, width: number, height: number, channels: 1 | 3,
+  options: { useSharp?: boolean } = {}): Promise<'sharp' | 'builtin'> {
+  const sharp = options.useSharp === false ? null : loadSharp();
+  let bytes: Buffer;
+  let encoder: 'sharp' | 'builtin';
+  if (sharp) {
+    bytes = await sharp(pixels, { raw: { width, height, channels } }).png().toBuffer();
+    encoder = 'sharp';
+  } else {
+    bytes = encodePng(pixels, width, height, channels);
+    encoder = 'builtin';
+  }
+  const temp = `${file}.tmp-${process.pid}`;
+  await fs.writeFile(temp, bytes);
+  await fs.rename(temp, file);
+  return encoder;
+}

@@ -1,0 +1,90 @@
+// device.ts: device names, the CUDA probe and the CPU thread count.
+// Contract: 'cpu' never touches CUDA; CUDA is probed only when asked for (devices(),
+// probeCuda(), or a 'cuda'/'auto' device), once per GPU; 'auto' prefers CUDA and falls back
+// to the CPU with one console.warn line saying why. Names resolve to 'cpu' or 'cuda:N'.
+import { DeviceError } from './errors';
+import { native, type CudaProbe } from './native';
+import { integer, invalid } from './validate';
+
+export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
+
+export interface CudaStatus {
+  available: boolean;
+  // Why CUDA cannot be used: the loader's report (every path tried and why it failed).
+  reason?: string;
+  // What it runs on, when available.
+  description?: string;
+}
+
+export interface DeviceInfo {
+  // One line: what the CPU backend runs on (threads, oneDNN version).
+  cpu: string;
+  cuda: CudaStatus;
+}
+
+const DEVICE_PATTERN = /^(cpu|auto|cuda(?::(\d{1,4}))?)$/;
+const cudaProbes = new Map<number, CudaStatus>();
+let warnedAutoFallback = false;
+
+function parseDevice(device: unknown, name: string): { kind: 'cpu' | 'auto' | 'cuda'; index: number } {
+  const match = typeof device === 'string' ? DEVICE_PATTERN.exec(device) : null;
+  if (!match) throw invalid(name, "one of 'cpu', 'cuda', 'cuda:N' or 'auto'", device);
+  if (match[1] === 'cpu' || match[1] === 'auto') return { kind: match[1], index: 0 };
+  return { kind: 'cuda', index: match[2] === undefined ? 0 : Number(match[2]) };
+}
+
+// A loader report in one line: its first line (without the path list) and its hint; the
+// whole report stays available from probeCuda().reason.
+function oneLine(report: string): string {
+  const lines = report.split('\n');
+  const hint = lines.find((line) => line.startsWith('hint: '));
+  const head = lines[0].replace(/[;:]?\s*tried:$/, '');
+  return `${head}${hint ? ` (${hint})` : ''}${lines.length > 1 ? '; probeCuda().reason has the full report' : ''}`;
+}
+
+// Loads the CUDA backend for GPU `index` (first call only; the answer is cached for the
+// process) and says whether it can be used. Never throws for a machine without CUDA.
+export function probeCuda(index = 0): CudaStatus {
+  integer('index', index, 0, 9999);
+  let status = cudaProbes.get(index);
+  if (!status) {
+    const probe: CudaProbe = native.probeCuda(index);
+    status = probe.available
+      ? { available: true, description: probe.description }
+      : { available: false, reason: probe.reason };
+    cudaProbes.set(index, status);
+  }
+  return { ...status };
+}
+
+// What this process can compute on. Probes CUDA (GPU 0) the first time it is called.
+export function devices(): DeviceInfo {
+  return { cpu: native.describeDevice('cpu'), cuda: probeCuda(0) };
+}
+
+// The canonical device for a name: 'cpu' or 'cuda:N'. 'cuda' means 'cuda:0'. A CUDA device
+// that cannot be used throws DeviceError with the loader's report; 'auto' then gives 'cpu'.
+// `name` is the option name used in error messages.
+export function resolveDevice(device: unknown, name = 'device'): string {
+  const parsed = parseDevice(device, name);
+  if (parsed.kind === 'cpu') return 'cpu';
+  const status = probeCuda(parsed.index);
+  const canonical = `cuda:${parsed.index}`;
+  if (status.available) return canonical;
+  if (parsed.kind === 'cuda') throw new DeviceError(canonical, status.reason ?? 'unknown reason');
+  if (!warnedAutoFallback) {
+    warnedAutoFallback = true;
+    console.warn(`byol: device 'auto' is using the CPU: ${oneLine(status.reason ?? 'unknown reason')}`);
+  }
+  return 'cpu';
+}
+
+// Threads for the CPU backend's OpenMP kernels and oneDNN (default: OMP_NUM_THREADS, else
+// all cores). Applies to work started after the call.
+export function setNumThreads(threads: number): void {
+  native.setNumThreads(integer('threads', threads, 1, 4096));
+}
+
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}

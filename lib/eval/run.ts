@@ -1,0 +1,170 @@
+// run.ts (eval): evaluation of a run directory, as `byol eval` does it: features of the train
+// and test splits (cached), then the linear probe and/or kNN, optionally the baselines (raw
+// pixels and a randomly initialized encoder of the same architecture) with the same probes;
+// results are merged into run-dir/eval.json (kept per weights checksum).
+// Contract: the trained model comes from the verified checkpoint; every feature set is
+// computed once per (weights, dataset, preprocessing) and reused from the cache.
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+
+import { type Dataset } from '../data';
+import { writeFileAtomic } from '../train/checkpoint';
+import { loadDatasetSpec } from '../train/data';
+import { type DataOptions } from '../train/options';
+import { ByolOptionError, boolean, invalid, isPlainObject, knownKeys, withDefault } from '../validate';
+import { type Embeddings, type RunModel, cachedFeatures, embedDataset, evalView, loadRunModel, pixelFeatures } from './embed';
+import { type KnnOptions, type KnnResult, evaluateKnn } from './knn';
+import { type LinearProbeOptions, type LinearProbeResult, evaluateLinear } from './linear';
+
+export const EVAL_FILE = 'eval.json';
+
+export interface EvaluateRunOptions {
+  linear?: boolean | LinearProbeOptions; // default true
+  knn?: boolean | KnnOptions; // default true
+  // Also evaluate raw pixels and a random-init encoder with the same probes. Default false.
+  baselines?: boolean;
+  device?: string; // default: the run's device
+  batchSize?: number; // embedding batch size; default 256
+  // Training data for the test split when the run trained on an in-memory dataset.
+  data?: { train: Dataset; test: Dataset };
+  onMessage?: (text: string) => void;
+}
+
+export interface ProbeResults {
+  linear?: LinearProbeResult;
+  knn?: KnnResult;
+}
+
+export interface EvalReport {
+  runDir: string;
+  step: number;
+  sha256: string;
+  dataset: { train: string; test: string };
+  results: Record<string, ProbeResults>; // 'byol', 'random', 'pixels'
+  updatedAt: string;
+}
+
+const SOURCE_LABELS: Record<string, string> = {
+  byol: 'trained encoder', random: 'random-init encoder', pixels: 'raw pixels',
+};
+
+interface FeatureSource {
+  features: (dataset: Dataset, split: string) => Promise<Embeddings>;
+  dispose?: () => void;
+}
+
+function percent(x: number): string {
+  return `${(100 * x).toFixed(2)}%`;
+}
+
+function probeOption<T extends object>(name: string, value: unknown): T | null {
+  if (value === undefined || value === true) return {} as T;
+  if (value === false) return null;
+  if (!isPlainObject(value)) throw invalid(name, 'boolean or object of probe options', value);
+  return value as T;
+}
+
+async function datasets(runDir: string, spec: DataOptions | { kind: 'memory' }, given?: { train: Dataset; test: Dataset }) {
+  if (given) return given;
+  if (spec.kind === 'memory') {
+    throw new ByolOptionError(`The run in ${runDir} trained on an in-memory dataset; pass data: { train, test }`);
+  }
+  // The full training split (a training-time limit does not shrink the probe's data), and
+  // the test split.
+  const full = { ...(spec as DataOptions) };
+  if (full.kind !== 'synthetic') delete full.limit;
+  const [train, test] = await Promise.all([loadDatasetSpec(full, 'train'), loadDatasetSpec(full, 'test')]);
+  if (!train.labels || !test.labels) {
+    throw new ByolOptionError(`Evaluation needs labels, but ${!train.labels ? train.name : test.name} has none`);
+  }
+  return { train, test };
+}
+
+export async function evaluateRun(runDir: string, options: EvaluateRunOptions = {}): Promise<EvalReport> {
+  if (!isPlainObject(options as unknown)) throw invalid('options', 'object', options);
+  knownKeys('options', options as unknown as Record<string, unknown>, ['linear', 'knn', 'baselines', 'device', 'batchSize', 'data', 'onMessage']);
+  const linearOptions = probeOption<LinearProbeOptions>('options.linear', options.linear);
+  const knnOptions = probeOption<KnnOptions>('options.knn', options.knn);
+  if (!linearOptions && !knnOptions) throw new ByolOptionError('Nothing to evaluate: options.linear and options.knn are both false');
+  const baselines = withDefault(options.baselines, false, (v) => boolean('options.baselines', v));
+  const say = options.onMessage ?? (() => undefined);
+
+  const trained = await loadRunModel(runDir, { device: options.device });
+  const { state } = trained;
+  const { train, test } = await datasets(runDir, state.config.data, options.data);
+  const view = evalView(state.config, train);
+  const embedWith = (run: RunModel) => async (dataset: Dataset, split: string) => {
+    const result = await cachedFeatures(runDir, run.key, split, dataset, view, run.model.featureDim, () => {
+      say(`embedding ${dataset.name} (${dataset.n} images) with the ${run.key.startsWith('random') ? 'random' : 'trained'} encoder`);
+      return embedDataset(run.model, dataset, { view, batchSize: options.batchSize });
+    });
+    if (result.cached) say(`features of ${dataset.name} from the cache (${run.key.slice(0, 16)})`);
+    return result;
+  };
+  const sources: { name: string; open: () => Promise<FeatureSource> }[] = [
+    { name: 'byol', open: async () => ({ features: embedWith(trained) }) },
+  ];
+  if (baselines) {
+    sources.push({
+      name: 'random',
+      open: async () => {
+        const random = await loadRunModel(runDir, { device: options.device, random: true });
+        return { features: embedWith(random), dispose: () => random.model.dispose() };
+      },
+    });
+    sources.push({ name: 'pixels', open: async () => ({ features: async (d: Dataset) => pixelFeatures(d) }) });
+  }
+
+  const results: Record<string, ProbeResults> = {};
+  try {
+    for (const entry of sources) {
+      const source = await entry.open();
+      try {
+        const trainFeatures = await source.features(train, 'train');
+        const testFeatures = await source.features(test, 'test');
+        const data = {
+          train: { features: trainFeatures.features, labels: train.labels! },
+          test: { features: testFeatures.features, labels: test.labels! },
+          dim: trainFeatures.dim,
+          classes: train.classes,
+        };
+        const out: ProbeResults = {};
+        const label = SOURCE_LABELS[entry.name] ?? entry.name;
+        if (knnOptions) {
+          say(`${label}: kNN (k ${knnOptions.k ?? 200}, T ${knnOptions.temperature ?? 0.1}) on ${data.dim}-d features`);
+          out.knn = await evaluateKnn(data, knnOptions);
+          say(`${label}: kNN top-1 ${percent(out.knn.top1)}  top-5 ${percent(out.knn.top5)}`);
+        }
+        if (linearOptions) {
+          say(`${label}: linear probe (${linearOptions.epochs ?? 100} epochs) on ${data.dim}-d features`);
+          out.linear = await evaluateLinear(data, linearOptions);
+          say(`${label}: linear top-1 ${percent(out.linear.top1)}  top-5 ${percent(out.linear.top5)}`);
+        }
+        results[entry.name] = out;
+      } finally {
+        source.dispose?.();
+      }
+    }
+  } finally {
+    trained.model.dispose();
+  }
+
+  // Merge with earlier results of the same weights (e.g. --knn now, --linear before).
+  const file = path.join(runDir, EVAL_FILE);
+  let merged = results;
+  try {
+    const previous = JSON.parse(await fs.readFile(file, 'utf8')) as EvalReport;
+    if (previous.sha256 === state.weights.sha256) {
+      merged = { ...previous.results };
+      for (const [name, probes] of Object.entries(results)) merged[name] = { ...merged[name], ...probes };
+    }
+  } catch {
+    // no earlier results (or unreadable ones, which are replaced)
+  }
+  const report: EvalReport = {
+    runDir: path.resolve(runDir), step: state.step, sha256: state.weights.sha256,
+    dataset: { train: train.name, test: test.name }, results: merged, updatedAt: new Date().toISOString(),
+  };
+  await writeFileAtomic(file, `${JSON.stringify(report, null, 2)}\n`);
+  return report;
+}

@@ -1,0 +1,486 @@
+// trainer.ts: the BYOL training loop: data, schedules, the native step, JSON-lines log,
+// progress, checkpoints, exact resume, abort and divergence handling.
+// Contract: options are validated in the constructor (ByolOptionError naming the option);
+// run() resolves with how the run ended ('completed' or 'interrupted' after options.signal
+// aborted: the current step finishes and a checkpoint is written) and rejects on failure
+// (NonFiniteLossError for a NaN/inf loss: no checkpoint is written after it, so the last
+// good one stays). A run resumed from a checkpoint computes the same losses as one that was
+// never stopped: data order and augmentation are keyed by (seed, epoch, sample index, view),
+// schedules are pure functions of the step, and the checkpoint holds the full model and
+// optimizer state. Every native call is async; the event loop stays free.
+import { EventEmitter } from 'node:events';
+import { promises as fs } from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+
+import { type AugmentConfig, augmentBatch, augmentPair } from '../augment';
+import { type Dataset, DataLoader, validateDataset } from '../data';
+import { resolveDevice, setNumThreads } from '../device';
+import { ByolOptionError, invalid, isPlainObject } from '../validate';
+import {
+  CHECKPOINT_FILE, CheckpointError, ENCODER_FILE, type RunPlan, type RunState, STATE_FILE, readRunStateSync,
+  saveCheckpoint, verifyCheckpoint,
+} from './checkpoint';
+import { defaultAugmentPreset, defaultStem, loadDatasetSpec } from './data';
+import { type LogRecord, RunLog, type StepRecord } from './log';
+import { type ModelSpec, type TrainableModel, createModel, emaTau, learningRate } from './model';
+import {
+  type DataOptions, RESUME_OVERRIDABLE, type TrainConfig, type TrainerOptions, isDatasetObject, mergeOptions,
+  resolveTrainConfig,
+} from './options';
+import { Progress, type ProgressStream } from './progress';
+
+export const LOG_FILE = 'log.jsonl';
+
+export type StepMetrics = StepRecord;
+
+export interface TrainResult {
+  status: 'completed' | 'interrupted';
+  runDir: string;
+  step: number; // completed steps
+  totalSteps: number;
+  loss: number | null; // of the last step
+  checkpoint: string | null; // the checkpoint written last (null if none)
+  elapsed: number; // seconds of training (across resumes)
+}
+
+export interface StartInfo {
+  runDir: string;
+  plan: RunPlan;
+  config: TrainConfig;
+  device: string;
+  resumedFrom: number | null; // step, when resumed
+}
+
+// A NaN or infinite loss; the model is no longer trustworthy. `checkpoint` is the last good
+// checkpoint (null when none was written yet).
+export class NonFiniteLossError extends Error {
+  readonly step: number;
+  readonly loss: number;
+  readonly checkpoint: string | null;
+  constructor(step: number, loss: number, checkpoint: string | null, checkpointStep: number | null) {
+    super(`Training diverged: the loss is ${loss} at step ${step}. ` + (checkpoint
+      ? `The last good checkpoint (step ${checkpointStep}) is kept in ${checkpoint}; `
+      : 'No checkpoint had been written yet; ') +
+      'lower optimizer.lr (--lr), raise the warmup or check the data before resuming.');
+    this.name = 'NonFiniteLossError';
+    this.step = step;
+    this.loss = loss;
+    this.checkpoint = checkpoint;
+  }
+}
+
+// Augmented views of one batch, identified by the global step.
+interface PreparedBatch {
+  step: number;
+  views: [import('../tensor').Tensor<'float32'>, import('../tensor').Tensor<'float32'>];
+}
+
+// Batches by global step (epoch = step / stepsPerEpoch): the shuffling of DataLoader.order()
+// and the augmentation keys of DataLoader, but able to start mid-epoch for resume.
+class BatchSource {
+  readonly #dataset: Dataset;
+  readonly #loader: DataLoader;
+  readonly #views: [AugmentConfig, AugmentConfig];
+  readonly #batchSize: number;
+  readonly #stepsPerEpoch: number;
+  readonly #seed: number;
+  readonly #device: string;
+  #orderEpoch = -1;
+  #order: Int32Array = new Int32Array(0);
+
+  constructor(dataset: Dataset, views: [AugmentConfig, AugmentConfig], batchSize: number, stepsPerEpoch: number,
+    seed: number, device: string) {
+    this.#dataset = dataset;
+    this.#views = views;
+    this.#batchSize = batchSize;
+    this.#stepsPerEpoch = stepsPerEpoch;
+    this.#seed = seed;
+    this.#device = device;
+    this.#loader = new DataLoader(dataset, { batchSize, seed, shuffle: true, dropLast: true });
+  }
+
+  async fetch(step: number): Promise<PreparedBatch> {
+    const epoch = Math.floor(step / this.#stepsPerEpoch);
+    const position = step % this.#stepsPerEpoch;
+    if (epoch !== this.#orderEpoch) {
+      this.#order = this.#loader.order(epoch);
+      this.#orderEpoch = epoch;
+    }
+    const indices = this.#order.slice(position * this.#batchSize, (position + 1) * this.#batchSize);
+    const { height, width, channels } = this.#dataset;
+    const size = height * width * channels;
+    const images = new Uint8Array(indices.length * size);
+    for (let i = 0; i < indices.length; i++) {
+      images.set(this.#dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
+    }
+    const shape = [indices.length, height, width, channels];
+    const made: import('../tensor').Tensor<'float32'>[] = [];
+    try {
+      for (let v = 0; v < 2; v++) {
+        // view numbers 1 and 2, as DataLoader numbers them
+        const out = await augmentBatch(images, null, {
+          config: this.#views[v], seed: this.#seed, epoch, indices, view: v + 1, device: this.#device, shape,
+        });
+        made.push(out.images);
+      }
+    } catch (error) {
+      for (const t of made) t.dispose();
+      throw error;
+    }
+    return { step, views: [made[0], made[1]] };
+  }
+}
+
+function disposeBatch(batch: PreparedBatch | undefined): void {
+  if (!batch) return;
+  for (const view of batch.views) view.dispose();
+}
+
+export class Trainer extends EventEmitter {
+  // The resolved configuration (for a resumed run: the stored one).
+  readonly config: TrainConfig;
+  readonly runDir: string;
+  readonly #options: TrainerOptions;
+  readonly #resumeState: RunState | null;
+  readonly #dataset: Dataset | null;
+  #running: Promise<TrainResult> | null = null;
+  // Where progress goes; tests and embedders can redirect it.
+  progressStream: ProgressStream = process.stderr;
+
+  constructor(options: TrainerOptions) {
+    super();
+    if (!isPlainObject(options)) throw invalid('options', 'object', options);
+    this.#options = options;
+    if (options.resume !== undefined) {
+      if (typeof options.resume !== 'string' || options.resume === '') {
+        throw new ByolOptionError(`Expected non-empty string for resume but received ${JSON.stringify(options.resume)}`);
+      }
+      const extra = Object.keys(options).filter((k) => options[k as keyof TrainerOptions] !== undefined &&
+        !(RESUME_OVERRIDABLE as readonly string[]).includes(k));
+      if (extra.length > 0) {
+        throw new ByolOptionError(`Option resume continues a run with the configuration in its ${STATE_FILE}; ` +
+          `remove ${extra.join(', ')} (only ${RESUME_OVERRIDABLE.filter((k) => k !== 'resume').join(', ')} may change)`);
+      }
+      const state = readRunStateSync(options.resume);
+      this.#resumeState = state;
+      // Validate the stored configuration again (it may have been edited) with the overrides.
+      const stored = withoutNulls({ ...state.config, preset: undefined }) as Record<string, unknown>;
+      const overrides: Record<string, unknown> = {};
+      for (const key of ['device', 'threads', 'printEvery', 'progress', 'signal', 'faultInjection'] as const) {
+        if (options[key] !== undefined) overrides[key] = options[key];
+      }
+      if (state.config.data.kind === 'memory') {
+        if (!isDatasetObject(options.data)) {
+          throw new ByolOptionError(`The run in ${options.resume} trained on an in-memory dataset ` +
+            `(${(state.config.data as { name: string }).name}); pass the same Dataset as option data to resume it`);
+        }
+        stored.data = options.data;
+      } else if (options.data !== undefined) {
+        throw new ByolOptionError(`Option data cannot change when resuming ${options.resume} ` +
+          `(it trained on ${JSON.stringify(state.config.data)})`);
+      }
+      stored.out = options.resume;
+      this.config = resolveTrainConfig(mergeOptions(stored, overrides) as TrainerOptions);
+      this.config.preset = state.config.preset;
+    } else {
+      this.#resumeState = null;
+      this.config = resolveTrainConfig(options);
+    }
+    this.#dataset = isDatasetObject(options.data) ? validateDataset(options.data, 'data') : null;
+    this.runDir = path.resolve(this.config.out);
+  }
+
+  // Runs to the end (or to an abort). Calling it again returns the same promise.
+  run(): Promise<TrainResult> {
+    this.#running ??= this.#run();
+    return this.#running;
+  }
+
+  // Metrics of every step as they come; starts the run if it has not started. Ends when the
+  // run ends; throws what run() rejects with.
+  async *metrics(): AsyncGenerator<StepMetrics, void, undefined> {
+    const queue: StepMetrics[] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    let failure: unknown = null;
+    const onStep = (metrics: StepMetrics) => {
+      queue.push(metrics);
+      wake?.();
+    };
+    this.on('step', onStep);
+    this.run().then(() => { done = true; wake?.(); }, (error: unknown) => { failure = error; done = true; wake?.(); });
+    try {
+      for (;;) {
+        if (queue.length > 0) {
+          yield queue.shift()!;
+          continue;
+        }
+        if (done) {
+          if (failure) throw failure;
+          return;
+        }
+        await new Promise<void>((resolve) => { wake = resolve; });
+        wake = null;
+      }
+    } finally {
+      this.off('step', onStep);
+    }
+  }
+
+  [Symbol.asyncIterator](): AsyncGenerator<StepMetrics, void, undefined> {
+    return this.metrics();
+  }
+
+  async #run(): Promise<TrainResult> {
+    const config = this.config;
+    const resume = this.#resumeState;
+    const runDir = this.runDir;
+    const signal = this.#options.signal;
+    const nanAtStep = this.#options.faultInjection?.nanAtStep;
+
+    if (config.threads !== null) setNumThreads(config.threads);
+    const device = resolveDevice(config.device, 'device');
+
+    // A finished or foreign run directory is never overwritten.
+    if (!resume) {
+      try {
+        await fs.access(path.join(runDir, STATE_FILE));
+        throw new ByolOptionError(`Run directory ${runDir} already holds a run (${STATE_FILE}); resume it with ` +
+          `resume: '${config.out}' (--resume ${config.out}) or choose another out (--out)`);
+      } catch (error) {
+        if (error instanceof ByolOptionError) throw error;
+      }
+    }
+    const dataset = this.#dataset ?? await loadDatasetSpec(config.data as DataOptions, 'train');
+    const plan = this.#plan(dataset);
+    const views = this.#views(dataset);
+    if (resume) checkPlan(resume, plan, path.join(runDir, STATE_FILE));
+    await fs.mkdir(runDir, { recursive: true });
+
+    const spec: ModelSpec = {
+      encoder: { arch: config.encoder.arch, stem: plan.stem, inChannels: plan.inChannels, width: config.encoder.width },
+      projector: config.projector,
+      predictor: config.predictor,
+      optimizer: modelOptimizer(config),
+      device,
+      seed: config.seed,
+    };
+    const model = await createModel(spec);
+    plan.featureDim = model.featureDim;
+    let log: RunLog | null = null;
+    let pending: Promise<PreparedBatch> | null = null;
+    const progress = new Progress(config.progress, this.progressStream, config.printEvery);
+    try {
+      let step = 0;
+      let elapsedBefore = 0;
+      let lastCheckpoint: string | null = null;
+      let lastCheckpointStep: number | null = null;
+      if (resume) {
+        const weights = await verifyCheckpoint(runDir, resume);
+        try {
+          await model.load(weights);
+        } catch (error) {
+          throw new CheckpointError(weights, `cannot be loaded: ${(error as Error).message}`, { cause: error });
+        }
+        step = resume.step;
+        elapsedBefore = resume.elapsed;
+        lastCheckpoint = weights;
+        lastCheckpointStep = step;
+      }
+      log = await RunLog.open(path.join(runDir, LOG_FILE), resume ? resume.step : undefined);
+      const start: StartInfo = { runDir, plan, config, device, resumedFrom: resume ? resume.step : null };
+      await log.write({ event: resume ? 'resume' : 'start', step, device, plan, config: config as unknown as Record<string, unknown> } as LogRecord);
+      this.emit('start', start);
+      progress.message(`byol: ${resume ? `resuming at step ${step} of` : 'training'} ${plan.totalSteps} steps ` +
+        `(${plan.stepsPerEpoch} per epoch) on ${device}; run directory ${runDir}`);
+
+      const source = new BatchSource(dataset, views, config.batchSize, plan.stepsPerEpoch, config.seed, device);
+      const startedAt = performance.now();
+      let lastTick = startedAt;
+      let lastLoss: number | null = resume?.lastLoss ?? null;
+      let rate: number | null = null; // smoothed images/s for the ETA
+      const stateAt = (at: number, status: RunState['status']) => ({
+        status,
+        step: at,
+        epoch: Math.floor(at / plan.stepsPerEpoch),
+        stepInEpoch: at % plan.stepsPerEpoch,
+        schedule: {
+          baseLr: config.optimizer.lr, scaledLr: (config.optimizer.lr * config.batchSize) / 256,
+          warmupSteps: plan.warmupSteps, totalSteps: plan.totalSteps, tauBase: config.tauBase,
+          lr: learningRate(at, config.optimizer.lr, config.batchSize, plan.warmupSteps, plan.totalSteps),
+          tau: emaTau(at, config.tauBase, plan.totalSteps),
+        },
+        seed: config.seed,
+        elapsed: elapsedBefore + (performance.now() - startedAt) / 1000,
+        lastLoss,
+        config,
+        plan,
+        byolVersion: packageVersion(),
+      });
+      const checkpoint = async (at: number, status: RunState['status']) => {
+        const state = await saveCheckpoint(runDir, model, stateAt(at, status));
+        lastCheckpoint = path.join(runDir, CHECKPOINT_FILE);
+        lastCheckpointStep = at;
+        await log!.write({ event: 'checkpoint', step: at, sha256: state.weights.sha256, status });
+        this.emit('checkpoint', { step: at, file: lastCheckpoint, state });
+      };
+
+      if (step < plan.totalSteps && !signal?.aborted) pending = source.fetch(step);
+      let status: TrainResult['status'] = 'completed';
+      while (step < plan.totalSteps) {
+        if (signal?.aborted) {
+          status = 'interrupted';
+          break;
+        }
+        const batch = await pending!;
+        pending = step + 1 < plan.totalSteps ? source.fetch(step + 1) : null;
+        // Observed now so that a failure while the step runs is not "unhandled"; awaited later.
+        pending?.catch(() => undefined);
+        const k = step;
+        const lr = learningRate(k, config.optimizer.lr, config.batchSize, plan.warmupSteps, plan.totalSteps);
+        const tau = emaTau(k, config.tauBase, plan.totalSteps);
+        let loss: number;
+        try {
+          loss = await model.step(batch.views[0], batch.views[1], lr, tau);
+        } finally {
+          disposeBatch(batch);
+        }
+        step += 1;
+        if (nanAtStep === step) loss = Number.NaN;
+        const now = performance.now();
+        const imagesPerSec = (config.batchSize * 1000) / Math.max(1e-6, now - lastTick);
+        lastTick = now;
+        const record: StepRecord = {
+          step, epoch: Math.floor(k / plan.stepsPerEpoch), loss, lr, tau, imagesPerSec,
+          elapsed: elapsedBefore + (now - startedAt) / 1000,
+        };
+        await log.write(record);
+        if (!Number.isFinite(loss)) {
+          await log.write({ event: 'diverged', step, loss, checkpointStep: lastCheckpointStep });
+          progress.finish();
+          throw new NonFiniteLossError(step, loss, lastCheckpoint, lastCheckpointStep);
+        }
+        lastLoss = loss;
+        rate = rate === null ? imagesPerSec : 0.9 * rate + 0.1 * imagesPerSec;
+        progress.update({
+          step, totalSteps: plan.totalSteps, epoch: record.epoch, epochs: plan.totalSteps / plan.stepsPerEpoch,
+          loss, lr, imagesPerSec: rate, eta: step > 1 ? ((plan.totalSteps - step) * config.batchSize) / rate : null,
+        });
+        this.emit('step', record);
+        if (step === plan.totalSteps) break;
+        if (signal?.aborted) {
+          status = 'interrupted';
+          break;
+        }
+        if (plan.checkpointEvery > 0 && step % plan.checkpointEvery === 0) await checkpoint(step, 'running');
+      }
+      if (status === 'completed') {
+        if (lastCheckpointStep !== step) await checkpoint(step, 'completed');
+        await model.saveEncoder(path.join(runDir, ENCODER_FILE));
+      } else if (lastCheckpointStep !== step) {
+        await checkpoint(step, 'interrupted');
+      }
+      const elapsed = elapsedBefore + (performance.now() - startedAt) / 1000;
+      await log.write({ event: status === 'completed' ? 'end' : 'interrupted', step, elapsed });
+      progress.finish();
+      progress.message(status === 'completed'
+        ? `byol: finished ${step} steps in ${elapsed.toFixed(1)} s; checkpoint ${lastCheckpoint}`
+        : `byol: interrupted after step ${step}; checkpoint written to ${lastCheckpoint}; ` +
+          `continue with --resume ${runDir}`);
+      const result: TrainResult = {
+        status, runDir, step, totalSteps: plan.totalSteps, loss: lastLoss, checkpoint: lastCheckpoint, elapsed,
+      };
+      this.emit('end', result);
+      return result;
+    } finally {
+      progress.finish();
+      if (pending) {
+        const left = pending;
+        left.then(disposeBatch, () => undefined);
+      }
+      await log?.close();
+      model.dispose();
+    }
+  }
+
+  // Everything the run derives from its configuration and data.
+  #plan(dataset: Dataset): RunPlan {
+    const config = this.config;
+    const views = this.#views(dataset);
+    const imageSize = views[0].outputSize;
+    const stepsPerEpoch = Math.floor(dataset.n / config.batchSize);
+    if (stepsPerEpoch < 1) {
+      throw new ByolOptionError(`Expected batchSize at most the dataset size ${dataset.n} (${dataset.name}) but ` +
+        `received ${config.batchSize}`);
+    }
+    const totalSteps = config.steps ?? config.epochs! * stepsPerEpoch;
+    const o = config.optimizer;
+    const warmupSteps = o.warmupSteps ?? (o.warmupEpochs !== null
+      ? Math.round(o.warmupEpochs * stepsPerEpoch)
+      // BYOL.md's 10 epochs, but never more than a tenth of a short run.
+      : Math.min(10 * stepsPerEpoch, Math.floor(totalSteps / 10)));
+    if (warmupSteps > totalSteps) {
+      throw new ByolOptionError(`Expected a warmup of at most the run's ${totalSteps} steps but ` +
+        `optimizer.${o.warmupSteps !== null ? 'warmupSteps' : 'warmupEpochs'} gives ${warmupSteps}; ` +
+        'give a shorter optimizer.warmupSteps');
+    }
+    return {
+      datasetName: dataset.name, datasetSize: dataset.n, inChannels: dataset.channels, imageSize,
+      stem: config.encoder.stem ?? defaultStem(Math.max(...imageSize)), stepsPerEpoch, totalSteps, warmupSteps,
+      checkpointEvery: config.checkpointEvery ?? stepsPerEpoch, featureDim: 0,
+    };
+  }
+
+  #views(dataset: Dataset): [AugmentConfig, AugmentConfig] {
+    return trainViews(this.config, dataset);
+  }
+}
+
+// The two augmentation configs of a run on `dataset` (also used by evaluation and the CLI's
+// augment command).
+export function trainViews(config: TrainConfig, dataset: Dataset): [AugmentConfig, AugmentConfig] {
+  const augment = { ...config.augment };
+  augment.preset ??= defaultAugmentPreset(dataset);
+  augment.outputSize ??= [dataset.height, dataset.width];
+  return augmentPair(augment);
+}
+
+// The model's optimizer settings of a run (the schedule-related ones stay in the trainer).
+export function modelOptimizer(config: TrainConfig): ModelSpec['optimizer'] {
+  const o = config.optimizer;
+  return { name: o.name, weightDecay: o.weightDecay, momentum: o.momentum, trustCoefficient: o.trustCoefficient,
+    variant: o.variant };
+}
+
+function checkPlan(state: RunState, plan: RunPlan, file: string): void {
+  const keys = ['datasetSize', 'inChannels', 'stepsPerEpoch', 'totalSteps', 'warmupSteps'] as const;
+  for (const key of keys) {
+    if (state.plan[key] !== plan[key]) {
+      throw new CheckpointError(file, `the run was planned with ${key} ${state.plan[key]} but the data now gives ` +
+        `${plan[key]} (dataset ${plan.datasetName}); resuming would not continue the same run`);
+    }
+  }
+  const [h, w] = state.plan.imageSize;
+  if (h !== plan.imageSize[0] || w !== plan.imageSize[1]) {
+    throw new CheckpointError(file, `the run was planned with image size ${h}x${w} but now gets ` +
+      `${plan.imageSize[0]}x${plan.imageSize[1]}`);
+  }
+}
+
+// state.json writes unset options as null; the options API spells them as absent.
+function withoutNulls(value: unknown): unknown {
+  if (!isPlainObject(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, v] of Object.entries(value)) if (v !== null) out[key] = withoutNulls(v);
+  return out;
+}
+
+function packageVersion(): string {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-var-requires
+    return (require('../../package.json') as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}

@@ -1,0 +1,188 @@
+// device.cc: the addon's device registry (one process-wide backend per device name) and the
+// bindings that describe and probe devices. Contract: "cpu" never touches CUDA; "cuda[:N]"
+// loads the plugin once per GPU, and a failed load throws the loader's full message.
+#include <omp.h>
+
+#include <atomic>
+#include <cctype>
+#include <map>
+#include <mutex>
+#include <new>
+
+#include "addon.h"
+#include "byol/plugin.h"
+
+namespace byol_addon {
+
+
+namespace {
+
+struct DeviceId {
+  byol::DeviceType type = byol::DeviceType::cpu;
+  int index = 0;
+};
+
+DeviceId ParseDevice(const std::string& name) {
+  if (name == "cpu") return {byol::DeviceType::cpu, 0};
+  if (name == "cuda") return {byol::DeviceType::cuda, 0};
+  const std::string prefix = "cuda:";
+  if (name.compare(0, prefix.size(), prefix) == 0) {
+    std::string digits = name.substr(prefix.size());
+    // At most 4 digits keeps stoi in range; no machine has 10000 GPUs.
+    bool ok = !digits.empty() && digits.size() <= 4;
+    for (char c : digits) ok = ok && std::isdigit(static_cast<unsigned char>(c));
+    if (ok) return {byol::DeviceType::cuda, std::stoi(digits)};
+  }
+  BYOL_FAIL("unknown device '", name, "': expected 'cpu', 'cuda' or 'cuda:N' (N a GPU index)");
+}
+
+// Backends are created on first use and deliberately never destroyed: tensors (and their
+// JS handles, which may be finalized at any point of shutdown, or never) point at them, and
+// tearing down a CUDA context from a static destructor after the driver unloaded crashes.
+std::mutex g_registry_mutex;
+byol::Backend* g_cpu_backend = nullptr;
+std::map<int, byol::Backend*> g_cuda_backends;
+std::map<const byol::Backend*, std::string> g_backend_names;
+
+// 0 = the OpenMP default (OMP_NUM_THREADS or all cores).
+std::atomic<int> g_num_threads{0};
+
+// Turns core exceptions (byol::Error, bad_alloc) into JS errors; node-addon-api only
+// converts Napi::Error by itself and would terminate the process on anything else.
+template <typename Body>
+Napi::Value Guarded(Napi::Env env, Body&& body) {
+  try {
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::bad_alloc&) {
+    throw Napi::Error::New(env, "byol: out of host memory");
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsString())
+    throw Napi::TypeError::New(info.Env(), std::string("Expected string for ") + name);
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+int ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, int min, int max) {
+  Napi::Env env = info.Env();
+  if (info.Length() <= i || !info[i].IsNumber())
+    throw Napi::TypeError::New(env, std::string("Expected integer for ") + name);
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= min && v <= max) || v != static_cast<double>(static_cast<int64_t>(v))) {
+    throw Napi::TypeError::New(env, std::string("Expected integer between ") + std::to_string(min) +
+                                        " and " + std::to_string(max) + " for " + name);
+  }
+  return static_cast<int>(v);
+}
+
+// describeDevice(device): the backend's one-line description; creates it on first use.
+Napi::Value DescribeDevice(const Napi::CallbackInfo& info) {
+  std::string device = ArgString(info, 0, "device");
+  return Guarded(info.Env(), [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), GetBackend(device)->describe());
+  });
+}
+
+// probeCuda(index): { available, description } or { available: false, reason }; never throws
+// for a missing GPU, because "is CUDA there?" is a question, not an error.
+Napi::Value ProbeCuda(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int index = ArgInt(info, 0, "index", 0, 9999);
+  Napi::Object result = Napi::Object::New(env);
+  try {
+    byol::Backend* backend = GetBackend("cuda:" + std::to_string(index));
+    result.Set("available", true);
+    result.Set("description", backend->describe());
+  } catch (const std::exception& e) {
+    result.Set("available", false);
+    result.Set("reason", e.what());
+  }
+  return result;
+}
+
+Napi::Value CudaLibraryCandidates(const Napi::CallbackInfo& info) {
+  return Guarded(info.Env(), [&]() -> Napi::Value {
+    std::vector<std::string> paths = byol::cuda_library_candidates();
+    Napi::Array out = Napi::Array::New(info.Env(), paths.size());
+    for (size_t i = 0; i < paths.size(); ++i) out.Set(static_cast<uint32_t>(i), paths[i]);
+    return out;
+  });
+}
+
+// setNumThreads(n): OpenMP's thread count is a per-thread setting, so it is applied here (the
+// main thread) and again at the start of every AsyncWorker (ApplyThreadSetting), because the
+// libuv pool threads that run native work do not inherit it from the main thread.
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  int n = ArgInt(info, 0, "threads", 1, 4096);
+  g_num_threads.store(n);
+  omp_set_num_threads(n);
+  return info.Env().Undefined();
+}
+
+Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+  int n = g_num_threads.load();
+  return Napi::Number::New(info.Env(), n > 0 ? n : omp_get_max_threads());
+}
+
+}  // namespace
+
+byol::Backend* GetBackend(const std::string& device) {
+  DeviceId id = ParseDevice(device);
+  // Held across a CUDA load (which can take seconds) on purpose: concurrent first requests
+  // for one GPU must not create two contexts.
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  if (id.type == byol::DeviceType::cpu) {
+    if (!g_cpu_backend) {
+      // 0 = follow the calling thread's OpenMP setting, which setNumThreads() and
+      // ApplyThreadSetting() control; a fixed count here would override them forever.
+      g_cpu_backend = byol::make_cpu_backend(0).release();
+      g_backend_names[g_cpu_backend] = "cpu";
+    }
+    return g_cpu_backend;
+  }
+  auto found = g_cuda_backends.find(id.index);
+  if (found != g_cuda_backends.end()) return found->second;
+  std::string name = "cuda:" + std::to_string(id.index);
+  std::unique_ptr<byol::Backend> backend;
+  try {
+    backend = byol::load_cuda_backend(id.index);
+  } catch (const std::exception& e) {
+    // Not cached: a later request retries (the user may have fixed BYOL_CUDA_LIBRARY or freed
+    // the GPU); the CPU backend is untouched either way.
+    throw byol::Error("device '" + name + "' is not available: " + e.what());
+  }
+  BYOL_CHECK(backend != nullptr, "device '", name, "': the CUDA loader returned no backend");
+  byol::Backend* raw = backend.release();
+  g_cuda_backends[id.index] = raw;
+  g_backend_names[raw] = name;
+  return raw;
+}
+
+std::string BackendDeviceName(const byol::Backend* backend) {
+  if (!backend) return "none";
+  std::lock_guard<std::mutex> lock(g_registry_mutex);
+  auto found = g_backend_names.find(backend);
+  if (found != g_backend_names.end()) return found->second;
+  return byol::device_name(backend->type());
+}
+
+void ApplyThreadSetting() {
+  int n = g_num_threads.load();
+  if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
+}
+
+void InitDevice(Napi::Env env, Napi::Object exports) {
+  exports.Set("describeDevice", Napi::Function::New(env, DescribeDevice, "describeDevice"));
+  exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda, "probeCuda"));
+  exports.Set("cudaLibraryCandidates",
+              Napi::Function::New(env, CudaLibraryCandidates, "cudaLibraryCandidates"));
+  exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
+  exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
+}
+
+}  // namespace byol_addon

@@ -1,0 +1,449 @@
+// model.cc (addon): the BYOL model bindings (byol/model.h) behind lib/byol.ts.
+//   createModel(options, device) -> Promise<NativeModel>   (allocation + init off the main thread)
+//   NativeModel: step(view1, view2, lr, tau) -> Promise<number>; embed(images) / project(images,
+//     target) -> Promise<NativeTensor>; saveWeights(path, optimizer) / loadWeights(path) ->
+//     Promise<boolean (file had optimizer state)>; saveEncoder(path); dispose(); info().
+//   learningRate(step, baseLr, batchSize, warmupSteps, totalSteps), emaTau(step, tauBase, totalSteps).
+// Contract: arguments are checked again here (lib/byol.ts checks them first, same messages);
+// every model call runs in an AsyncWorker and calls on one model are serialized by its mutex.
+// dispose() frees the model at once unless a call is running, then when that call ends.
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+
+#include "addon.h"
+#include "byol/model.h"
+
+namespace byol_addon {
+
+
+namespace {
+
+[[noreturn]] void ThrowExpected(Napi::Env env, const std::string& name, const std::string& expected,
+                                const Napi::Value& value) {
+  std::ostringstream os;
+  os << "Expected " << expected << " for " << name << " but received ";
+  if (value.IsNumber()) {
+    os.precision(17);
+    os << value.As<Napi::Number>().DoubleValue() << " of type number";
+  } else if (value.IsString()) {
+    os << '"' << value.As<Napi::String>().Utf8Value() << "\" of type string";
+  } else if (value.IsBoolean()) {
+    os << (value.As<Napi::Boolean>().Value() ? "true" : "false") << " of type boolean";
+  } else if (value.IsUndefined()) {
+    os << "undefined of type undefined";
+  } else if (value.IsNull()) {
+    os << "null of type null";
+  } else {
+    os << "a value of type " << (value.IsArray() ? "array" : "object");
+  }
+  throw Napi::TypeError::New(env, os.str());
+}
+
+double GetNumber(const Napi::Object& obj, const char* key, double lo, double hi) {
+  Napi::Env env = obj.Env();
+  Napi::Value v = obj.Get(key);
+  if (!v.IsNumber()) ThrowExpected(env, key, "number", v);
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || d < lo || d > hi) {
+    std::ostringstream expected;
+    expected << "number between " << lo << " and " << hi;
+    ThrowExpected(env, key, expected.str(), v);
+  }
+  return d;
+}
+
+int GetInt(const Napi::Object& obj, const char* key, int lo, int hi) {
+  const double d = GetNumber(obj, key, lo, hi);
+  if (std::floor(d) != d) ThrowExpected(obj.Env(), key, "integer", obj.Get(key));
+  return static_cast<int>(d);
+}
+
+bool GetBool(const Napi::Object& obj, const char* key) {
+  Napi::Value v = obj.Get(key);
+  if (!v.IsBoolean()) ThrowExpected(obj.Env(), key, "boolean", v);
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string GetString(const Napi::Object& obj, const char* key) {
+  Napi::Value v = obj.Get(key);
+  if (!v.IsString()) ThrowExpected(obj.Env(), key, "string", v);
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (info.Length() <= i || !info[i].IsString() || info[i].As<Napi::String>().Utf8Value().empty())
+    ThrowExpected(info.Env(), name, "non-empty string", info.Length() > i ? info[i] : info.Env().Undefined());
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi) {
+  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
+  if (!v.IsNumber()) ThrowExpected(info.Env(), name, "number", v);
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d) || d < lo || d > hi) {
+    std::ostringstream expected;
+    expected << "number between " << lo << " and " << hi;
+    ThrowExpected(info.Env(), name, expected.str(), v);
+  }
+  return d;
+}
+
+int64_t ArgInteger(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi) {
+  const double d = ArgNumber(info, i, name, lo, hi);
+  if (std::floor(d) != d) ThrowExpected(info.Env(), name, "integer", info[i]);
+  return static_cast<int64_t>(d);
+}
+
+// The flat options object lib/byol.ts builds (names as in its error messages).
+byol::ModelConfig ParseConfig(const Napi::Object& o) {
+  Napi::Env env = o.Env();
+  byol::ModelConfig c;
+  auto wrap = [&](auto&& body) {
+    try {
+      body();
+    } catch (const byol::Error& e) {
+      throw Napi::TypeError::New(env, e.what());
+    }
+  };
+  wrap([&] { c.encoder.arch = byol::parse_arch(GetString(o, "encoder.arch"), "encoder.arch"); });
+  wrap([&] { c.encoder.stem = byol::parse_stem(GetString(o, "encoder.stem"), "encoder.stem"); });
+  c.encoder.in_channels = GetInt(o, "encoder.inChannels", 1, 3);
+  c.encoder.width = GetNumber(o, "encoder.width", 1.0 / 64, 64);
+  c.projector_hidden = GetInt(o, "projector.hidden", 1, 65536);
+  c.projector_out = GetInt(o, "projector.out", 1, 65536);
+  c.predictor = GetBool(o, "predictor");
+  if (c.predictor) c.predictor_hidden = GetInt(o, "predictor.hidden", 1, 65536);
+  wrap([&] { c.optimizer.kind = byol::parse_optimizer(GetString(o, "optimizer.name"), "optimizer.name"); });
+  c.optimizer.weight_decay = static_cast<float>(GetNumber(o, "optimizer.weightDecay", 0, 1000));
+  c.optimizer.momentum = static_cast<float>(GetNumber(o, "optimizer.momentum", 0, 1));
+  c.optimizer.trust_coefficient = static_cast<float>(GetNumber(o, "optimizer.trustCoefficient", 0, 1000));
+  c.optimizer.lars_eps = static_cast<float>(GetNumber(o, "optimizer.eps", 0, 1));
+  c.optimizer.solo_learn = GetBool(o, "optimizer.soloLearn");
+  c.optimizer.nesterov = GetBool(o, "optimizer.nesterov");
+  c.optimizer.beta1 = static_cast<float>(GetNumber(o, "optimizer.beta1", 0, 0.999999));
+  c.optimizer.beta2 = static_cast<float>(GetNumber(o, "optimizer.beta2", 0, 0.999999999));
+  c.optimizer.adam_eps = static_cast<float>(GetNumber(o, "optimizer.adamEps", 0, 1));
+  const double seed = GetNumber(o, "seed", 0, 9007199254740991.0);
+  if (std::floor(seed) != seed) ThrowExpected(env, "seed", "integer", o.Get("seed"));
+  c.seed = static_cast<uint64_t>(seed);
+  wrap([&] { c.target_init = byol::parse_target_init(GetString(o, "initTarget"), "initTarget"); });
+  c.bn_momentum = static_cast<float>(GetNumber(o, "bnMomentum", 0, 1));
+  c.bn_eps = static_cast<float>(GetNumber(o, "bnEps", 1e-12, 1));
+  wrap([&] { byol::validate_model_config(c); });
+  return c;
+}
+
+// What workers share with the handle: the model (null once disposed) and the lock that
+// serializes calls. Workers keep their own reference to the model, so dispose() during a
+// call frees the memory when the call ends.
+struct ModelSlot {
+  std::mutex mutex;
+  std::shared_ptr<byol::ByolModel> model;
+  std::string device;
+};
+
+// A worker around one model call; Execute() never touches JS. Errors come back as strings.
+class ModelWorker : public Napi::AsyncWorker {
+ public:
+  ModelWorker(Napi::Env env, const char* name, std::shared_ptr<ModelSlot> slot)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), slot_(std::move(slot)),
+        model_(slot_->model), name_(name) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      ApplyThreadSetting();
+      std::lock_guard<std::mutex> lock(slot_->mutex);
+      Run(*model_);
+    } catch (const std::bad_alloc&) {
+      SetError(std::string(name_) + ": out of memory");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(Napi::Error::New(Env(), error.Message()).Value()); }
+
+ protected:
+  virtual void Run(byol::ByolModel& model) = 0;
+  Napi::Promise::Deferred deferred_;
+
+ private:
+  std::shared_ptr<ModelSlot> slot_;
+  std::shared_ptr<byol::ByolModel> model_;
+  const char* name_;
+};
+
+class StepWorker : public ModelWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, byol::Tensor v1, byol::Tensor v2, float lr, float tau)
+      : ModelWorker(env, "byol:Byol.step", std::move(slot)), v1_(std::move(v1)), v2_(std::move(v2)), lr_(lr), tau_(tau) {}
+  void Run(byol::ByolModel& model) override { loss_ = model.step(v1_, v2_, lr_, tau_); }
+  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), loss_)); }
+
+ private:
+  byol::Tensor v1_, v2_;
+  float lr_, tau_, loss_ = 0;
+};
+
+class ForwardWorker : public ModelWorker {
+ public:
+  enum class Kind { embed, project_online, project_target };
+  ForwardWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, byol::Tensor images, Kind kind)
+      : ModelWorker(env, "byol:Byol.embed", std::move(slot)), images_(std::move(images)), kind_(kind) {}
+  void Run(byol::ByolModel& model) override {
+    out_ = kind_ == Kind::embed ? model.embed(images_) : model.project(images_, kind_ == Kind::project_target);
+  }
+  void OnOK() override { deferred_.Resolve(WrapTensor(Env(), std::move(out_))); }
+
+ private:
+  byol::Tensor images_, out_;
+  Kind kind_;
+};
+
+class FileWorker : public ModelWorker {
+ public:
+  enum class Kind { save_weights, save_weights_with_optimizer, load_weights, save_encoder };
+  FileWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, std::string path, Kind kind)
+      : ModelWorker(env, "byol:Byol.weights", std::move(slot)), path_(std::move(path)), kind_(kind) {}
+  void Run(byol::ByolModel& model) override {
+    switch (kind_) {
+      case Kind::save_weights: model.save_weights(path_, false); break;
+      case Kind::save_weights_with_optimizer: model.save_weights(path_, true); break;
+      case Kind::load_weights: had_optimizer_ = model.load_weights(path_); break;
+      case Kind::save_encoder: model.save_encoder(path_); break;
+    }
+  }
+  void OnOK() override { deferred_.Resolve(Napi::Boolean::New(Env(), had_optimizer_)); }
+
+ private:
+  std::string path_;
+  Kind kind_;
+  bool had_optimizer_ = false;
+};
+
+const napi_type_tag kModelTag = {0x6279'6f6c'4d6f'6465ULL, 0x1c5e'93a7'0b42'd8f6ULL};
+
+class NativeModel : public Napi::ObjectWrap<NativeModel> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "NativeModel",
+                       {
+                           InstanceMethod<&NativeModel::Step>("step"),
+                           InstanceMethod<&NativeModel::Embed>("embed"),
+                           InstanceMethod<&NativeModel::Project>("project"),
+                           InstanceMethod<&NativeModel::SaveWeights>("saveWeights"),
+                           InstanceMethod<&NativeModel::LoadWeights>("loadWeights"),
+                           InstanceMethod<&NativeModel::SaveEncoder>("saveEncoder"),
+                           InstanceMethod<&NativeModel::Info>("info"),
+                           InstanceMethod<&NativeModel::Dispose>("dispose"),
+                       });
+  }
+
+  // Only createModel constructs handles (the slot comes in an External).
+  explicit NativeModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeModel>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "NativeModel cannot be constructed from JavaScript; use Byol.create()");
+    slot_ = *info[0].As<Napi::External<std::shared_ptr<ModelSlot>>>().Data();
+    info.This().As<Napi::Object>().TypeTag(&kModelTag);
+  }
+
+ private:
+  std::shared_ptr<ModelSlot> Live(Napi::Env env, const char* method) {
+    if (!slot_ || !slot_->model)
+      throw Napi::Error::New(env, std::string("Byol model was disposed: cannot call ") + method + " after dispose()");
+    return slot_;
+  }
+
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto slot = Live(env, "step()");
+    byol::Tensor v1 = UnwrapTensor(info.Length() > 0 ? info[0] : env.Undefined(), "view1");
+    byol::Tensor v2 = UnwrapTensor(info.Length() > 1 ? info[1] : env.Undefined(), "view2");
+    const float lr = static_cast<float>(ArgNumber(info, 2, "lr", 0, 1e6));
+    const float tau = static_cast<float>(ArgNumber(info, 3, "tau", 0, 1));
+    auto* worker = new StepWorker(env, slot, std::move(v1), std::move(v2), lr, tau);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info, ForwardWorker::Kind kind, const char* method) {
+    Napi::Env env = info.Env();
+    auto slot = Live(env, method);
+    byol::Tensor images = UnwrapTensor(info.Length() > 0 ? info[0] : env.Undefined(), "images");
+    auto* worker = new ForwardWorker(env, slot, std::move(images), kind);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+  Napi::Value Embed(const Napi::CallbackInfo& info) { return Forward(info, ForwardWorker::Kind::embed, "embed()"); }
+  Napi::Value Project(const Napi::CallbackInfo& info) {
+    const bool target = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    return Forward(info, target ? ForwardWorker::Kind::project_target : ForwardWorker::Kind::project_online,
+                   "project()");
+  }
+
+  Napi::Value File(const Napi::CallbackInfo& info, FileWorker::Kind kind, const char* method) {
+    Napi::Env env = info.Env();
+    auto slot = Live(env, method);
+    std::string path = ArgString(info, 0, "path");
+    auto* worker = new FileWorker(env, slot, std::move(path), kind);
+    Napi::Promise promise = worker->Promise();
+    worker->Queue();
+    return promise;
+  }
+  Napi::Value SaveWeights(const Napi::CallbackInfo& info) {
+    const bool optimizer = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+    return File(info, optimizer ? FileWorker::Kind::save_weights_with_optimizer : FileWorker::Kind::save_weights,
+                "saveWeights()");
+  }
+  Napi::Value LoadWeights(const Napi::CallbackInfo& info) {
+    return File(info, FileWorker::Kind::load_weights, "loadWeights()");
+  }
+  Napi::Value SaveEncoder(const Napi::CallbackInfo& info) {
+    return File(info, FileWorker::Kind::save_encoder, "saveEncoder()");
+  }
+
+  // Sizes of the model, read without the lock: they never change after construction, except
+  // the counters, which are read as a snapshot.
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto slot = Live(env, "info()");
+    const byol::ByolModel& m = *slot->model;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("featureDim", m.feature_dim());
+    o.Set("outputDim", m.output_dim());
+    o.Set("numParams", static_cast<double>(m.num_params()));
+    o.Set("numTargetParams", static_cast<double>(m.num_target_params()));
+    o.Set("device", slot->device);
+    o.Set("config", byol::model_config_json(m.config()));
+    return o;
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    if (slot_) slot_->model.reset();  // a running worker holds its own reference
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<ModelSlot> slot_;
+};
+
+std::mutex g_constructors_mutex;
+std::unordered_map<napi_env, Napi::FunctionReference*> g_constructors;
+
+Napi::Function ModelConstructor(Napi::Env env) {
+  std::lock_guard<std::mutex> lock(g_constructors_mutex);
+  auto found = g_constructors.find(env);
+  BYOL_CHECK(found != g_constructors.end(), "byol: the model module is not initialized in this environment");
+  return found->second->Value();
+}
+
+class CreateWorker : public Napi::AsyncWorker {
+ public:
+  CreateWorker(Napi::Env env, byol::Backend* backend, byol::ModelConfig config, std::string device)
+      : Napi::AsyncWorker(env, "byol:Byol.create"), deferred_(Napi::Promise::Deferred::New(env)), backend_(backend),
+        config_(config), device_(std::move(device)) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+  void Execute() override {
+    try {
+      ApplyThreadSetting();
+      slot_ = std::make_shared<ModelSlot>();
+      slot_->model = std::make_shared<byol::ByolModel>(backend_, config_);
+      slot_->device = device_;
+    } catch (const std::bad_alloc&) {
+      SetError("Byol.create: out of memory allocating the model");
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(ModelConstructor(env).New({Napi::External<std::shared_ptr<ModelSlot>>::New(env, &slot_)}));
+    } catch (const std::exception& e) {
+      deferred_.Reject(Napi::Error::New(env, e.what()).Value());
+    }
+  }
+  void OnError(const Napi::Error& error) override { deferred_.Reject(Napi::Error::New(Env(), error.Message()).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  byol::Backend* backend_;
+  byol::ModelConfig config_;
+  std::string device_;
+  std::shared_ptr<ModelSlot> slot_;
+};
+
+Napi::Value CreateModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) ThrowExpected(env, "options", "object", info.Length() ? info[0] : env.Undefined());
+  byol::ModelConfig config = ParseConfig(info[0].As<Napi::Object>());
+  const std::string device = ArgString(info, 1, "device");
+  byol::Backend* backend = nullptr;
+  try {
+    backend = GetBackend(device);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  auto* worker = new CreateWorker(env, backend, config, BackendDeviceName(backend));
+  Napi::Promise promise = worker->Promise();
+  worker->Queue();
+  return promise;
+}
+
+Napi::Value LearningRate(const Napi::CallbackInfo& info) {
+  const double kMax = 9007199254740991.0;
+  const int64_t step = ArgInteger(info, 0, "step", 0, kMax);
+  const double base = ArgNumber(info, 1, "baseLr", 0, 1e6);
+  const int64_t batch = ArgInteger(info, 2, "batchSize", 1, kMax);
+  const int64_t warmup = ArgInteger(info, 3, "warmupSteps", 0, kMax);
+  const int64_t total = ArgInteger(info, 4, "totalSteps", 1, kMax);
+  try {
+    return Napi::Number::New(info.Env(), byol::learning_rate(step, base, batch, warmup, total));
+  } catch (const byol::Error& e) {
+    throw Napi::RangeError::New(info.Env(), e.what());
+  }
+}
+
+Napi::Value EmaTau(const Napi::CallbackInfo& info) {
+  const double kMax = 9007199254740991.0;
+  const int64_t step = ArgInteger(info, 0, "step", 0, kMax);
+  const double base = ArgNumber(info, 1, "tauBase", 0, 1);
+  const int64_t total = ArgInteger(info, 2, "totalSteps", 1, kMax);
+  try {
+    return Napi::Number::New(info.Env(), byol::ema_tau(step, base, total));
+  } catch (const byol::Error& e) {
+    throw Napi::RangeError::New(info.Env(), e.what());
+  }
+}
+
+}  // namespace
+
+void InitModel(Napi::Env env, Napi::Object exports) {
+  Napi::Function constructor = NativeModel::Define(env);
+  {
+    std::lock_guard<std::mutex> lock(g_constructors_mutex);
+    g_constructors[static_cast<napi_env>(env)] = new Napi::FunctionReference(Napi::Persistent(constructor));
+  }
+  napi_env raw_env = env;
+  env.AddCleanupHook([raw_env]() {
+    std::lock_guard<std::mutex> lock(g_constructors_mutex);
+    auto found = g_constructors.find(raw_env);
+    if (found == g_constructors.end()) return;
+    delete found->second;
+    g_constructors.erase(found);
+  });
+  exports.Set("NativeModel", constructor);
+  exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
+  exports.Set("learningRate", Napi::Function::New(env, LearningRate, "learningRate"));
+  exports.Set("emaTau", Napi::Function::New(env, EmaTau, "emaTau"));
+}
+
+}  // namespace byol_addon

@@ -1,0 +1,215 @@
+// conv.cc: 2-D convolution (forward, backward-data, backward-weight) on oneDNN.
+// Contract: byol/backend.h. Activations are NHWC and handed to oneDNN as they are; weights
+// are OIHW in our buffers and reordered to whatever layout oneDNN picks (format_tag::any),
+// because its fast kernels want blocked weights and a weights reorder costs far less than
+// the convolution. Primitives are built once per shape and cached.
+#include <sstream>
+
+#include "cpu_backend.h"
+
+namespace byol {
+namespace cpu {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+constexpr memory::data_type kF32 = memory::data_type::f32;
+
+std::string shape_text(const ConvShape& s) {
+  std::ostringstream os;
+  os << "input (N=" << s.N << ", H=" << s.H << ", W=" << s.W << ", C=" << s.C << "), weight (K="
+     << s.K << ", C=" << s.C << ", R=" << s.R << ", S=" << s.S << "), stride " << s.stride
+     << ", pad " << s.pad;
+  return os.str();
+}
+
+void check_shape(const char* op, const ConvShape& s) {
+  BYOL_CHECK(s.N > 0 && s.H > 0 && s.W > 0 && s.C > 0 && s.K > 0 && s.R > 0 && s.S > 0, op,
+             ": expected every size > 0 but received ", shape_text(s));
+  BYOL_CHECK(s.stride > 0, op, ": expected stride > 0 but received ", s.stride);
+  BYOL_CHECK(s.pad >= 0, op, ": expected pad >= 0 but received ", s.pad);
+  BYOL_CHECK(s.H + 2 * s.pad >= s.R && s.W + 2 * s.pad >= s.S, op,
+             ": the kernel does not fit the padded input: ", shape_text(s));
+}
+
+}  // namespace
+
+ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) {
+  PlanKey key{op, {s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.stride, s.pad, 0}, accumulate};
+  auto found = conv_plans_.find(key);
+  if (found != conv_plans_.end()) return *found->second;
+  limit_cache();
+
+  const int P = s.P(), Q = s.Q();
+  memory::desc src_md({s.N, s.C, s.H, s.W}, kF32, Tag::nhwc);
+  memory::desc dst_md({s.N, s.K, P, Q}, kF32, Tag::nhwc);
+  memory::desc any_weights_md({s.K, s.C, s.R, s.S}, kF32, Tag::any);
+  memory::desc user_weights_md({s.K, s.C, s.R, s.S}, kF32, Tag::oihw);
+  // PyTorch's output size rounds down, so the right/bottom padding actually used can be
+  // less than `pad` (even negative: input rows the kernel never reaches). oneDNN wants
+  // the exact amount, the same value ideep hands it for torch's own CPU convolutions.
+  memory::dims strides{s.stride, s.stride};
+  memory::dims pad_l{s.pad, s.pad};
+  memory::dims pad_r{(P - 1) * s.stride + s.R - s.H - s.pad, (Q - 1) * s.stride + s.S - s.W - s.pad};
+
+  // Direct convolution, never Winograd: results must match PyTorch to ~1e-5.
+  dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
+                                           dnnl::algorithm::convolution_direct, src_md,
+                                           any_weights_md, dst_md, strides, pad_l, pad_r);
+  dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, engine_);
+
+  auto plan = std::make_unique<ConvPlan>();
+  plan->user_weights_md = user_weights_md;
+  switch (op) {
+    case PlanOp::conv_forward: {
+      plan->primitive = dnnl::convolution_forward(fwd_pd);
+      plan->input_md = src_md;
+      plan->output_md = dst_md;
+      plan->weights_md = fwd_pd.weights_desc();
+      plan->impl = fwd_pd.impl_info_str();
+      break;
+    }
+    case PlanOp::conv_backward_data: {
+      dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, src_md,
+                                                 any_weights_md, dst_md, strides, pad_l, pad_r);
+      dnnl::convolution_backward_data::primitive_desc pd(desc, engine_, fwd_pd);
+      plan->primitive = dnnl::convolution_backward_data(pd);
+      plan->input_md = dst_md;
+      plan->output_md = src_md;
+      plan->weights_md = pd.weights_desc();
+      plan->impl = pd.impl_info_str();
+      break;
+    }
+    case PlanOp::conv_backward_weight: {
+      dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, src_md,
+                                                    any_weights_md, dst_md, strides, pad_l,
+                                                    pad_r);
+      dnnl::convolution_backward_weights::primitive_desc pd(desc, engine_, fwd_pd);
+      plan->primitive = dnnl::convolution_backward_weights(pd);
+      plan->input_md = src_md;
+      plan->output_md = dst_md;
+      plan->weights_md = pd.diff_weights_desc();
+      plan->impl = pd.impl_info_str();
+      break;
+    }
+    default:
+      BYOL_FAIL("conv_plan: op ", static_cast<int>(op), " is not a convolution");
+  }
+
+  if (op == PlanOp::conv_backward_weight) {
+    // Backward-weight has no sum post-op in oneDNN, but a reorder does: the gradient lands
+    // in scratch in oneDNN's layout and one reorder both converts it to OIHW and, when
+    // accumulating, adds it to what the buffer holds (dst = src + 1.0 * dst).
+    plan->via_scratch = accumulate || plan->weights_md != user_weights_md;
+    if (plan->via_scratch) {
+      dnnl::primitive_attr attr;
+      if (accumulate) {
+        dnnl::post_ops sum;
+        sum.append_sum(1.f);
+        attr.set_post_ops(sum);
+      }
+      plan->weights_reorder = dnnl::reorder(dnnl::reorder::primitive_desc(
+          engine_, plan->weights_md, engine_, user_weights_md, attr));
+    }
+  } else {
+    plan->via_scratch = plan->weights_md != user_weights_md;
+    if (plan->via_scratch)
+      plan->weights_reorder = dnnl::reorder(
+          dnnl::reorder::primitive_desc(engine_, user_weights_md, engine_, plan->weights_md));
+  }
+
+  ConvPlan& ref = *plan;
+  conv_plans_.emplace(key, std::move(plan));
+  return ref;
+}
+
+std::string CpuBackend::conv_implementation(PlanOp op, const ConvShape& s) {
+  check_shape("conv_implementation", s);
+  std::lock_guard<std::mutex> lock(dnnl_mutex_);
+  return conv_plan(op, s, false).impl;
+}
+
+void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weight,
+                                const ConvShape& s) {
+  const char* op = "conv2d_forward";
+  check_shape(op, s);
+  BYOL_CPU_CHECK_PTR(op, out);
+  BYOL_CPU_CHECK_PTR(op, inp);
+  BYOL_CPU_CHECK_PTR(op, weight);
+  use_threads();
+  std::lock_guard<std::mutex> lock(dnnl_mutex_);
+  try {
+    ConvPlan& plan = conv_plan(PlanOp::conv_forward, s, false);
+    memory user_weights(plan.user_weights_md, engine_, const_cast<float*>(weight));
+    memory weights = user_weights;
+    if (plan.via_scratch) {
+      weights = memory(plan.weights_md, engine_, scratch_.get(plan.weights_md.get_size()));
+      plan.weights_reorder.execute(stream_, user_weights, weights);
+    }
+    memory src(plan.input_md, engine_, const_cast<float*>(inp));
+    memory dst(plan.output_md, engine_, out);
+    plan.primitive.execute(stream_,
+                           {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+    stream_.wait();
+  } catch (const dnnl::error& e) {
+    BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for ", shape_text(s));
+  }
+}
+
+void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* weight,
+                                      const ConvShape& s) {
+  const char* op = "conv2d_backward_data";
+  check_shape(op, s);
+  BYOL_CPU_CHECK_PTR(op, dinp);
+  BYOL_CPU_CHECK_PTR(op, dout);
+  BYOL_CPU_CHECK_PTR(op, weight);
+  use_threads();
+  std::lock_guard<std::mutex> lock(dnnl_mutex_);
+  try {
+    ConvPlan& plan = conv_plan(PlanOp::conv_backward_data, s, false);
+    memory user_weights(plan.user_weights_md, engine_, const_cast<float*>(weight));
+    memory weights = user_weights;
+    if (plan.via_scratch) {
+      weights = memory(plan.weights_md, engine_, scratch_.get(plan.weights_md.get_size()));
+      plan.weights_reorder.execute(stream_, user_weights, weights);
+    }
+    memory diff_dst(plan.input_md, engine_, const_cast<float*>(dout));
+    memory diff_src(plan.output_md, engine_, dinp);
+    plan.primitive.execute(stream_, {{DNNL_ARG_DIFF_DST, diff_dst},
+                                     {DNNL_ARG_WEIGHTS, weights},
+                                     {DNNL_ARG_DIFF_SRC, diff_src}});
+    stream_.wait();
+  } catch (const dnnl::error& e) {
+    BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for ", shape_text(s));
+  }
+}
+
+void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
+                                        const ConvShape& s, bool accumulate) {
+  const char* op = "conv2d_backward_weight";
+  check_shape(op, s);
+  BYOL_CPU_CHECK_PTR(op, dweight);
+  BYOL_CPU_CHECK_PTR(op, dout);
+  BYOL_CPU_CHECK_PTR(op, inp);
+  use_threads();
+  std::lock_guard<std::mutex> lock(dnnl_mutex_);
+  try {
+    ConvPlan& plan = conv_plan(PlanOp::conv_backward_weight, s, accumulate);
+    memory user_dweights(plan.user_weights_md, engine_, dweight);
+    memory dweights = user_dweights;
+    if (plan.via_scratch)
+      dweights = memory(plan.weights_md, engine_, scratch_.get(plan.weights_md.get_size()));
+    memory src(plan.input_md, engine_, const_cast<float*>(inp));
+    memory diff_dst(plan.output_md, engine_, const_cast<float*>(dout));
+    plan.primitive.execute(stream_, {{DNNL_ARG_SRC, src},
+                                     {DNNL_ARG_DIFF_DST, diff_dst},
+                                     {DNNL_ARG_DIFF_WEIGHTS, dweights}});
+    if (plan.via_scratch) plan.weights_reorder.execute(stream_, dweights, user_dweights);
+    stream_.wait();
+  } catch (const dnnl::error& e) {
+    BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for ", shape_text(s));
+  }
+}
+
+}  // namespace cpu
+}  // namespace byol

@@ -1,0 +1,183 @@
+// cpu_backend.h: the CPU backend's class, private to native/cpu. Convolution and matmul
+// run on oneDNN (cached primitives, one engine and stream); everything else is OpenMP C++.
+// Contract: byol/backend.h. Ops are serialized per backend only where they share state
+// (the oneDNN plans and scratch below, under dnnl_mutex_); plain kernels are reentrant.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "byol/backend.h"
+
+namespace byol {
+namespace cpu {
+
+// Which oneDNN primitive a plan runs; part of the cache key.
+enum class PlanOp : int32_t {
+  conv_forward = 0,
+  conv_backward_data,
+  conv_backward_weight,
+  linear_forward,
+  linear_backward_data,
+  linear_backward_weight,
+};
+
+// Cache key: the op plus every size and flag its primitives depend on.
+struct PlanKey {
+  PlanOp op;
+  int32_t dims[10];  // conv: N H W C K R S stride pad; linear: B I O has_bias
+  bool accumulate;
+  bool operator==(const PlanKey& o) const;
+};
+struct PlanKeyHash {
+  size_t operator()(const PlanKey& k) const;
+};
+
+// A convolution primitive ready to run: user activations are NHWC, user weights OIHW;
+// the primitive works on weights in the layout oneDNN chose (often blocked), so weights
+// pass through one reorder: OIHW -> chosen before forward/backward-data, chosen -> OIHW
+// (summing into the user's buffer when accumulating) after backward-weight.
+struct ConvPlan {
+  dnnl::primitive primitive;
+  dnnl::memory::desc input_md;          // fwd: src; bwd-data: diff_dst; bwd-weight: src
+  dnnl::memory::desc output_md;         // fwd: dst; bwd-data: diff_src; bwd-weight: diff_dst (input)
+  dnnl::memory::desc user_weights_md;   // OIHW
+  dnnl::memory::desc weights_md;        // the primitive's weights (or diff weights) layout
+  bool via_scratch = false;             // weights go through scratch + weights_reorder
+  dnnl::reorder weights_reorder;
+  std::string impl;                     // oneDNN's implementation name, for benchmarks
+};
+
+// A matmul for linear layers; transposes are expressed through strides, never copied.
+struct LinearPlan {
+  dnnl::primitive primitive;
+  dnnl::memory::desc src_md, weights_md, bias_md, dst_md;
+};
+
+// 64-byte aligned, grow-only host buffer (oneDNN scratch for reordered weights).
+class ScratchBuffer {
+ public:
+  ~ScratchBuffer();
+  void* get(size_t bytes);  // valid until the next get() with a larger size
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int threads);
+  ~CpuBackend() override;
+
+  DeviceType type() const override { return DeviceType::cpu; }
+  std::string describe() const override;
+
+  void* alloc(size_t bytes) override;
+  void release(void* ptr) override;
+  void upload(void* dst, const void* host_src, size_t bytes) override;
+  void download(void* host_dst, const void* src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void fill(float* dst, float value, size_t n) override;
+  void synchronize() override {}
+
+  void conv2d_forward(float* out, const float* inp, const float* weight,
+                      const ConvShape& s) override;
+  void conv2d_backward_data(float* dinp, const float* dout, const float* weight,
+                            const ConvShape& s) override;
+  void conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
+                              const ConvShape& s, bool accumulate) override;
+
+  void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd,
+                               float* running_mean, float* running_var, const float* inp,
+                               const float* gamma, const float* beta, int M, int C,
+                               float momentum, float eps) override;
+  void batchnorm_forward_eval(float* out, const float* inp, const float* gamma,
+                              const float* beta, const float* running_mean,
+                              const float* running_var, int M, int C, float eps) override;
+  void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
+                          const float* inp, const float* save_mean, const float* save_rstd,
+                          const float* gamma, int M, int C, bool accumulate) override;
+
+  void relu_forward(float* out, const float* inp, size_t n) override;
+  void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override;
+  void add(float* out, const float* a, const float* b, size_t n) override;
+  void accumulate(float* dst, const float* src, size_t n) override;
+
+  void maxpool2d_forward(float* out, int32_t* argmax, const float* inp,
+                         const PoolShape& s) override;
+  void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax,
+                          const PoolShape& s) override;
+  void avgpool_forward(float* out, const float* inp, int N, int HW, int C) override;
+  void avgpool_backward(float* dinp, const float* dout, int N, int HW, int C) override;
+
+  void linear_forward(float* out, const float* inp, const float* weight, const float* bias,
+                      int B, int I, int O) override;
+  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                       const float* inp, const float* weight, int B, int I, int O,
+                       bool accumulate) override;
+
+  void byol_loss_forward(float* loss, const float* p, const float* z, int B, int D,
+                         bool accumulate) override;
+  void byol_loss_backward(float* dp, const float* p, const float* z, float dloss, int B,
+                          int D) override;
+  void cross_entropy_forward(float* loss, float* probs, const float* logits,
+                             const int32_t* labels, int B, int K) override;
+  void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* labels,
+                              float dloss, int B, int K) override;
+
+  void ema_update(float* target, const float* online, size_t n, float tau) override;
+  void lars_update(float* params, float* momentum, const float* grads,
+                   const ParamSegment* segments, int num_segments,
+                   const LarsOptions& opt) override;
+  void sgd_update(float* params, float* momentum, const float* grads,
+                  const ParamSegment* segments, int num_segments,
+                  const SgdOptions& opt) override;
+  void adamw_update(float* params, float* state, const float* grads,
+                    const ParamSegment* segments, int num_segments,
+                    const AdamWOptions& opt) override;
+  void augment(float* out, const uint8_t* images, const AugmentParams* params, int N, int H,
+               int W, int C, int out_h, int out_w) override;
+
+  // Number of cached oneDNN plans, and the oneDNN implementation a convolution runs
+  // (e.g. "brg:avx512_core"), for tests and benchmarks.
+  size_t cached_plans() const;
+  std::string conv_implementation(PlanOp op, const ConvShape& s);
+
+ private:
+  // OpenMP's thread count is a per-host-thread setting and ops may arrive from any thread
+  // (Node's worker pool), so every op applies the configured count before it runs.
+  void use_threads() const;
+
+  ConvPlan& conv_plan(PlanOp op, const ConvShape& s, bool accumulate);
+  LinearPlan& linear_plan(PlanOp op, int B, int I, int O, bool has_bias, bool accumulate);
+  void limit_cache();
+
+  int threads_;  // OpenMP threads every op runs with (>= 1)
+  std::string cpu_model_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+
+  mutable std::mutex dnnl_mutex_;  // guards the plans, scratch_ and stream_
+  std::unordered_map<PlanKey, std::unique_ptr<ConvPlan>, PlanKeyHash> conv_plans_;
+  std::unordered_map<PlanKey, std::unique_ptr<LinearPlan>, PlanKeyHash> linear_plans_;
+  ScratchBuffer scratch_;
+};
+
+// Argument checks shared by the ops; `op` names the op in the message.
+#define BYOL_CPU_CHECK_PTR(op, ptr) \
+  BYOL_CHECK((ptr) != nullptr, op, ": expected a buffer for ", #ptr, " but received null")
+#define BYOL_CPU_CHECK_POSITIVE(op, value) \
+  BYOL_CHECK((value) > 0, op, ": expected ", #value, " > 0 but received ", (value))
+
+// Element counts below which a kernel stays on one thread: waking the team costs more
+// than the work.
+constexpr int64_t kParallelMinElements = 1 << 15;
+
+}  // namespace cpu
+}  // namespace byol

@@ -1,0 +1,224 @@
+// cuda_backend.h: byol::Backend on one NVIDIA GPU (cuDNN convolutions, cuBLAS GEMMs, our
+// kernels), as built into libbyol_cuda.so and created through byol_cuda_create (plugin.h).
+// Contract: every op is enqueued on the backend's one stream, in call order; nothing
+// synchronizes the host except download(), synchronize() and the first use of a new conv
+// shape in benchmark mode. Memory comes from a stream-ordered pool on that stream. Ops may
+// be called from any host thread (each op makes the backend's device current).
+// Settings read once from the environment:
+//   BYOL_CUDA_TF32         unset or 0: full FP32 everywhere (results within ~1e-5 of the
+//                          CPU backend); 1: TF32 tensor cores in convolutions and GEMMs
+//                          (PyTorch's conv default; ~1e-3 relative error, several times faster);
+//                          "conv": TF32 in convolutions only.
+//   BYOL_CUDNN_BENCHMARK   1: time cuDNN's algorithms once per conv shape (cudnnFind*)
+//                          instead of taking its heuristic's first choice.
+//   BYOL_CUDNN_DETERMINISTIC 1: only deterministic cuDNN algorithms.
+//   BYOL_CUDNN_WORKSPACE_MB  most workspace one conv may use (default 1024).
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cudnn.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "byol/backend.h"
+#include "cuda_check.h"
+
+namespace byol {
+namespace cuda {
+
+[[noreturn]] void throw_cudnn_error(cudnnStatus_t status, const char* call, const char* file, int line);
+[[noreturn]] void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line);
+
+}  // namespace cuda
+}  // namespace byol
+
+#define BYOL_CUDNN_CHECK(call)                                                   \
+  do {                                                                           \
+    cudnnStatus_t byol_status_ = (call);                                         \
+    if (byol_status_ != CUDNN_STATUS_SUCCESS)                                    \
+      ::byol::cuda::throw_cudnn_error(byol_status_, #call, __FILE__, __LINE__);  \
+  } while (0)
+
+#define BYOL_CUBLAS_CHECK(call)                                                  \
+  do {                                                                           \
+    cublasStatus_t byol_status_ = (call);                                        \
+    if (byol_status_ != CUBLAS_STATUS_SUCCESS)                                   \
+      ::byol::cuda::throw_cublas_error(byol_status_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+namespace byol {
+namespace cuda {
+
+class CudaBackend;
+
+// Device memory from the backend's pool, freed (stream-ordered) when it goes out of scope:
+// scratch space of one op. Move-only.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(CudaBackend* backend, size_t bytes);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* data() const { return data_; }
+  float* f32() const { return static_cast<float*>(data_); }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  CudaBackend* backend_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Descriptors and chosen algorithms of one convolution shape (cached per ConvShape).
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  // One per direction: the math type lives in the descriptor and each direction's chosen
+  // algorithm may want a different one.
+  cudnnConvolutionDescriptor_t conv_forward = nullptr, conv_backward_data = nullptr,
+                               conv_backward_filter = nullptr;
+  bool has_forward = false, has_backward_data = false, has_backward_filter = false;
+  cudnnConvolutionFwdAlgo_t forward_algo{};
+  cudnnConvolutionBwdDataAlgo_t backward_data_algo{};
+  cudnnConvolutionBwdFilterAlgo_t backward_filter_algo{};
+  size_t forward_workspace = 0, backward_data_workspace = 0, backward_filter_workspace = 0;
+  ConvPlan() = default;
+  ConvPlan(const ConvPlan&) = delete;
+  ConvPlan& operator=(const ConvPlan&) = delete;
+  ~ConvPlan();
+};
+
+class CudaBackend final : public Backend {
+ public:
+  // Throws byol::Error naming what is missing: the NVIDIA driver, a GPU, the device index,
+  // a usable kernel image for this GPU, or a library handle (cuDNN, cuBLAS).
+  explicit CudaBackend(int device);
+  ~CudaBackend() override;
+
+  DeviceType type() const override { return DeviceType::cuda; }
+  std::string describe() const override;
+
+  void* alloc(size_t bytes) override;
+  void release(void* ptr) override;
+  void upload(void* dst, const void* host_src, size_t bytes) override;
+  void download(void* host_dst, const void* src, size_t bytes) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void fill(float* dst, float value, size_t n) override;
+  void synchronize() override;
+
+  void conv2d_forward(float* out, const float* inp, const float* weight, const ConvShape& s) override;
+  void conv2d_backward_data(float* dinp, const float* dout, const float* weight,
+                            const ConvShape& s) override;
+  void conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
+                              const ConvShape& s, bool accumulate) override;
+
+  void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd, float* running_mean,
+                               float* running_var, const float* inp, const float* gamma,
+                               const float* beta, int M, int C, float momentum, float eps) override;
+  void batchnorm_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
+                              const float* running_mean, const float* running_var, int M, int C,
+                              float eps) override;
+  void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
+                          const float* inp, const float* save_mean, const float* save_rstd,
+                          const float* gamma, int M, int C, bool accumulate) override;
+
+  void relu_forward(float* out, const float* inp, size_t n) override;
+  void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override;
+  void add(float* out, const float* a, const float* b, size_t n) override;
+  void accumulate(float* dst, const float* src, size_t n) override;
+
+  void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const PoolShape& s) override;
+  void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax,
+                          const PoolShape& s) override;
+  void avgpool_forward(float* out, const float* inp, int N, int HW, int C) override;
+  void avgpool_backward(float* dinp, const float* dout, int N, int HW, int C) override;
+
+  void linear_forward(float* out, const float* inp, const float* weight, const float* bias, int B,
+                      int I, int O) override;
+  void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
+                       const float* inp, const float* weight, int B, int I, int O,
+                       bool accumulate) override;
+
+  void byol_loss_forward(float* loss, const float* p, const float* z, int B, int D,
+                         bool accumulate) override;
+  void byol_loss_backward(float* dp, const float* p, const float* z, float dloss, int B,
+                          int D) override;
+  void cross_entropy_forward(float* loss, float* probs, const float* logits,
+                             const int32_t* labels, int B, int K) override;
+  void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* labels,
+                              float dloss, int B, int K) override;
+
+  void ema_update(float* target, const float* online, size_t n, float tau) override;
+
+  // For DeviceBuffer and the conv/linear files.
+  cudaStream_t stream() const { return stream_; }
+  int device() const { return device_; }
+
+ private:
+  friend class DeviceBuffer;
+  void teardown() noexcept;  // releases every handle; safe on a half-built backend
+  void* alloc_raw(size_t bytes, const char* what);
+  void free_raw(void* ptr);
+  // Makes this backend's device current on the calling thread.
+  void activate() const;
+  // Reads and clears the device status word after a sync; throws on a bad-label bit.
+  void check_device_status();
+  void ensure_workspace(size_t bytes);
+  ConvPlan& conv_plan(const ConvShape& s);
+  void choose_forward_algo(ConvPlan& plan, const ConvShape& s);
+  void choose_backward_data_algo(ConvPlan& plan, const ConvShape& s);
+  void choose_backward_filter_algo(ConvPlan& plan, const ConvShape& s);
+  void gemm(bool transa, bool transb, int m, int n, int k, const float* A, int lda, const float* B,
+            int ldb, float beta, float* C, int ldc);
+
+  int device_ = 0;
+  cudaDeviceProp props_{};
+  int driver_version_ = 0, runtime_version_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cudaMemPool_t pool_ = nullptr;  // null: the GPU has no memory pools; cudaMalloc/cudaFree
+  cudnnHandle_t cudnn_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+  void* cublas_workspace_ = nullptr;
+  size_t cublas_workspace_bytes_ = 0;
+
+  bool tf32_conv_ = false, tf32_matmul_ = false;
+  bool cudnn_benchmark_ = false, cudnn_deterministic_ = false;
+  size_t workspace_limit_ = size_t(1) << 30;
+
+  // Grown on demand, never shrunk: every conv of a step shares it (ops run in stream order).
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+
+  unsigned* device_status_ = nullptr;    // kernels OR DeviceStatusBits into it
+  unsigned* host_status_ = nullptr;      // pinned copy target
+  std::atomic<bool> status_may_be_set_{false};  // a checking kernel ran since the last read
+  // A failure inside release() (called from destructors), thrown by the next sync.
+  std::mutex deferred_mutex_;
+  std::string deferred_error_;
+
+  // Pageable host memory cannot be read by an asynchronous copy; uploads go through two
+  // pinned staging slots so the caller's buffer is free when upload() returns while the
+  // copy itself overlaps with queued work.
+  struct StagingSlot {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t done = nullptr;
+  };
+  StagingSlot staging_[2];
+  int next_slot_ = 0;
+
+  std::mutex mutex_;  // guards plan cache, workspace, staging and the status flag
+  std::map<std::tuple<int, int, int, int, int, int, int, int, int>, std::unique_ptr<ConvPlan>> plans_;
+};
+
+}  // namespace cuda
+}  // namespace byol

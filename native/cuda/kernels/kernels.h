@@ -1,0 +1,88 @@
+// kernels.h: host launchers of the CUDA backend's own kernels (kernels/*.cu).
+// Contract (llm.c style): outputs first, then inputs, then sizes, then the stream. Same
+// semantics as the byol::Backend op of the same name (backend.h); activation gradients are
+// written (=), parameter gradients are added when `accumulate`. Launchers only enqueue work
+// and check the launch; the caller has validated the sizes. Pointers are device pointers.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace byol {
+namespace cuda {
+
+// Bits of the device status word: a kernel that finds bad data (a label outside [0, K))
+// cannot throw, so it writes NaN where the result would be and ORs one of these bits; the
+// backend reads the word at its next synchronize/download and throws.
+enum DeviceStatusBits : unsigned {
+  kStatusCrossEntropyForwardLabel = 1u << 0,
+  kStatusCrossEntropyBackwardLabel = 1u << 1,
+};
+
+// Whether this library holds machine code or PTX that runs on the current device.
+cudaError_t probe_kernel_image();
+
+// ---- elementwise (kernels/elementwise.cu) ----
+void fill(float* dst, float value, size_t n, cudaStream_t stream);
+void relu_forward(float* out, const float* inp, size_t n, cudaStream_t stream);
+void relu_backward(float* dinp, const float* dout, const float* out, size_t n, cudaStream_t stream);
+void add(float* out, const float* a, const float* b, size_t n, cudaStream_t stream);
+void accumulate(float* dst, const float* src, size_t n, cudaStream_t stream);
+void ema_update(float* target, const float* online, size_t n, float tau, cudaStream_t stream);
+// out (B, O) = bias broadcast over rows.
+void broadcast_rows(float* out, const float* bias, int B, int O, cudaStream_t stream);
+// out (batches, C) (+)= scale * sum over `rows` of inp (batches, rows, C): bias gradients
+// (batches = 1) and global average pooling (scale = 1/rows).
+void reduce_rows(float* out, const float* inp, int batches, int64_t rows, int C, float scale,
+                 bool accumulate, cudaStream_t stream);
+// Conv weights: OIHW (K, C, R, S) <-> KRSC (K, R, S, C), the layout cuDNN pairs with NHWC.
+void oihw_to_krsc(float* dst, const float* src, int K, int C, int R, int S, cudaStream_t stream);
+void krsc_to_oihw(float* dst, const float* src, int K, int C, int R, int S, bool accumulate,
+                  cudaStream_t stream);
+
+// ---- batch norm over (M, C) rows (kernels/batchnorm.cu) ----
+// How many row chunks the per-channel reductions split M into; `scratch_floats` tells how
+// many floats of scratch the forward/backward need for that split.
+struct BatchNormSplit {
+  int chunks = 1;
+  int64_t rows_per_chunk = 0;
+  size_t forward_scratch_floats(int C) const;
+  size_t backward_scratch_floats(int C) const;
+};
+BatchNormSplit batchnorm_split(int64_t M, int C, int num_sms);
+void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd, float* running_mean,
+                             float* running_var, float* scratch, const float* inp,
+                             const float* gamma, const float* beta, int64_t M, int C,
+                             float momentum, float eps, const BatchNormSplit& split,
+                             cudaStream_t stream);
+void batchnorm_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
+                            const float* running_mean, const float* running_var, int64_t M,
+                            int C, float eps, cudaStream_t stream);
+void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, float* scratch,
+                        const float* dout, const float* inp, const float* save_mean,
+                        const float* save_rstd, const float* gamma, int64_t M, int C,
+                        bool accumulate, const BatchNormSplit& split, cudaStream_t stream);
+
+// ---- pooling (kernels/pooling.cu) ----
+void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, int N, int H, int W, int C,
+                       int kernel, int stride, int pad, int P, int Q, cudaStream_t stream);
+void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, int N, int H,
+                        int W, int C, int kernel, int stride, int pad, int P, int Q,
+                        cudaStream_t stream);
+void avgpool_backward(float* dinp, const float* dout, int N, int HW, int C, cudaStream_t stream);
+
+// ---- losses (kernels/losses.cu); `row_scratch` holds B floats ----
+void byol_loss_forward(float* loss, float* row_scratch, const float* p, const float* z, int B,
+                       int D, bool accumulate, cudaStream_t stream);
+void byol_loss_backward(float* dp, const float* p, const float* z, float dloss, int B, int D,
+                        cudaStream_t stream);
+void cross_entropy_forward(float* loss, float* probs, float* row_scratch, unsigned* status,
+                           const float* logits, const int32_t* labels, int B, int K,
+                           cudaStream_t stream);
+void cross_entropy_backward(float* dlogits, unsigned* status, const float* probs,
+                            const int32_t* labels, float dloss, int B, int K,
+                            cudaStream_t stream);
+
+}  // namespace cuda
+}  // namespace byol

@@ -1,0 +1,207 @@
+// model.h: the BYOL model of BYOL.md: ResNet encoder + MLP projector/predictor (online) and
+// encoder + projector (target), their flat parameter buffers, and the training step.
+// Contract: backend-agnostic (every op goes through byol::Backend); images are NHWC float32
+// tensors on the model's backend; weights files use BYOL.md's names and PyTorch layouts.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "byol/backend.h"
+#include "byol/tensor.h"
+
+namespace byol {
+
+class SafeTensorsFile;  // byol/safetensors.h
+
+enum class ResNetArch { resnet18 = 0, resnet34 = 1, resnet50 = 2 };
+// cifar: 3x3 conv stride 1, no max-pool. imagenet: 7x7 conv stride 2 + 3x3 max-pool stride 2.
+enum class Stem { cifar = 0, imagenet = 1 };
+enum class OptimizerKind { lars = 0, sgd = 1, adamw = 2 };
+// copy: the target starts as a copy of the online encoder + projector (most reproductions);
+// random: it gets its own initialization from the seed (the reference implementation).
+enum class TargetInit { copy = 0, random = 1 };
+
+const char* arch_name(ResNetArch a);
+const char* stem_name(Stem s);
+const char* optimizer_name(OptimizerKind k);
+const char* target_init_name(TargetInit t);
+// Parse the names above; throw byol::Error naming `what`, the value and the allowed names.
+ResNetArch parse_arch(const std::string& name, const std::string& what);
+Stem parse_stem(const std::string& name, const std::string& what);
+OptimizerKind parse_optimizer(const std::string& name, const std::string& what);
+TargetInit parse_target_init(const std::string& name, const std::string& what);
+
+struct EncoderConfig {
+  ResNetArch arch = ResNetArch::resnet18;
+  Stem stem = Stem::cifar;
+  int in_channels = 3;  // 1 or 3
+  // Stage widths are 64*width, 128*width, 256*width, 512*width; 64*width must be a positive
+  // integer (0.25 -> 16).
+  double width = 1.0;
+};
+
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::lars;
+  float weight_decay = 1.5e-6f;
+  float momentum = 0.9f;           // lars, sgd
+  float trust_coefficient = 1e-3f;  // lars
+  float lars_eps = 0.0f;            // lars (solo-learn variant only)
+  bool solo_learn = false;          // lars: trust = eta|p| / (|g| + wd|p| + eps)
+  bool nesterov = false;            // sgd
+  float beta1 = 0.9f, beta2 = 0.999f, adam_eps = 1e-8f;  // adamw
+};
+
+struct ModelConfig {
+  EncoderConfig encoder;
+  int projector_hidden = 4096, projector_out = 256;
+  bool predictor = true;  // false: the no-predictor ablation (p = z)
+  int predictor_hidden = 4096;
+  OptimizerConfig optimizer;
+  uint64_t seed = 0;
+  TargetInit target_init = TargetInit::copy;
+  float bn_momentum = 0.1f;  // PyTorch sense
+  float bn_eps = 1e-5f;
+};
+
+// Throws byol::Error naming the first invalid field (e.g. "encoder.width").
+void validate_model_config(const ModelConfig& config);
+// The configuration as a JSON object (stored in weights files' metadata).
+std::string model_config_json(const ModelConfig& config);
+
+// ---- schedules of BYOL.md (k = step, K = total steps) ----
+// base_lr * batch / 256, linear warmup over warmup_steps, then cosine decay to 0 at K;
+// steps past K stay at 0. Throws naming the bad argument.
+double learning_rate(int64_t step, double base_lr, int64_t batch_size, int64_t warmup_steps,
+                     int64_t total_steps);
+// 1 - (1 - tau_base) * (cos(pi k / K) + 1) / 2, with k clamped to K.
+double ema_tau(int64_t step, double tau_base, int64_t total_steps);
+
+// ---- the parameter layout ----
+// One tensor of the online parameter buffer. `name` is the module path without a network
+// prefix: "encoder.layer1.0.conv1.weight", "projector.net.0.bias", "predictor.net.3.weight".
+struct ParamInfo {
+  std::string name;
+  std::vector<int64_t> shape;  // PyTorch layout: conv OIHW, linear [out, in]
+  ParamSegment segment;        // offset/size in floats, decay false for biases and BN params
+};
+// One BatchNorm layer's running statistics: running_mean at `offset`, running_var at
+// offset + channels, in the network's statistics buffer.
+struct BatchNormInfo {
+  std::string name;  // "encoder.bn1", "projector.net.1", ...
+  int channels = 0;
+  int64_t offset = 0;
+};
+
+struct ModelPlan;  // activation buffers for one batch shape (model.cc)
+struct ModelNets;  // layer lists of the encoder and heads (model.cc)
+
+// Floats of optimizer state for `num_params` parameters (AdamW keeps two moments).
+int64_t optimizer_state_floats(OptimizerKind kind, int64_t num_params);
+// One optimizer update through the backend. `step` is 1-based (AdamW bias correction).
+void optimizer_update(Backend* backend, const OptimizerConfig& config, float lr, int64_t step,
+                      float* params, float* state, const float* grads,
+                      const std::vector<ParamSegment>& segments);
+
+class ByolModel {
+ public:
+  // Builds the networks, allocates the flat buffers on `backend` and initializes them
+  // (kaiming normal fan_out for convs, BN weight 1 / bias 0, PyTorch's Linear default) from
+  // a generator seeded with config.seed. Throws naming the bad config field.
+  ByolModel(Backend* backend, const ModelConfig& config);
+  ~ByolModel();
+  ByolModel(const ByolModel&) = delete;
+  ByolModel& operator=(const ByolModel&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  Backend* backend() const { return backend_; }
+  int feature_dim() const;  // y: 512*width (resnet18/34), 2048*width (resnet50)
+  int output_dim() const { return config_.projector_out; }
+
+  // One BYOL step (BYOL.md "One training step") on two augmented views of the same batch,
+  // each NHWC float32 (N, H, W, in_channels) on this backend, N >= 2. Returns the loss
+  // L = loss(p1, z2) + loss(p2, z1) computed before the update.
+  float step(const Tensor& view1, const Tensor& view2, float lr, float tau);
+  // Encoder output y (N, feature_dim) with BatchNorm in eval mode (running statistics).
+  Tensor embed(const Tensor& images);
+  // Projections z (N, output_dim) of the online (or target) encoder + projector, BatchNorm
+  // in eval mode; their normalized spread measures collapse.
+  Tensor project(const Tensor& images, bool target = false);
+
+  // Weights files (BYOL.md "Weights"): online.encoder.*, online.projector.*, predictor.*,
+  // target.encoder.*, target.projector.*, and with `with_optimizer` the optimizer state
+  // (optimizer.momentum | optimizer.exp_avg + optimizer.exp_avg_sq, step count and the
+  // offsets table in the metadata). Atomic write.
+  void save_weights(const std::string& path, bool with_optimizer) const;
+  // Loads every tensor save_weights writes (dtypes and shapes checked, missing and unknown
+  // names are errors naming them). Optimizer state is loaded when present in the file and
+  // reset to zero (fresh optimizer) otherwise. Returns whether the file had optimizer state.
+  bool load_weights(const std::string& path);
+  // The same from tensors named `prefix` + <weights file name> of an open file (e.g. one step
+  // "step2/" of a test fixture). `strict`: other tensors under the prefix are an error.
+  // Optimizer metadata (kind, step count, layout) is checked when the file has it.
+  bool load_state(const SafeTensorsFile& file, const std::string& prefix, bool strict);
+  // Just the online encoder with torchvision's names (conv1.weight, bn1.*, layer1.0...),
+  // so torchvision's resnet (stem swapped for 'cifar', fc = Identity) loads it strictly.
+  void save_encoder(const std::string& path) const;
+
+  // ---- layout and raw state (tests, checkpoints) ----
+  const std::vector<ParamInfo>& params() const { return params_; }
+  const std::vector<ParamSegment>& segments() const { return segments_; }
+  const std::vector<BatchNormInfo>& batchnorms() const { return batchnorms_; }
+  int64_t num_params() const { return num_params_; }          // online, with predictor
+  int64_t num_target_params() const { return num_target_params_; }  // prefix of the layout
+  int64_t num_stats() const { return num_stats_; }            // online BN statistics floats
+  int64_t num_target_stats() const { return num_target_stats_; }
+  int num_target_batchnorms() const { return num_target_batchnorms_; }
+  const Tensor& online_params() const { return online_params_; }
+  const Tensor& target_params() const { return target_params_; }
+  const Tensor& grads() const { return grads_; }
+  const Tensor& optimizer_state() const { return optimizer_state_; }
+  const Tensor& online_stats() const { return online_stats_; }
+  const Tensor& target_stats() const { return target_stats_; }
+  // num_batches_tracked per BatchNorm layer (online: all; target: the prefix).
+  const std::vector<int64_t>& online_batches_tracked() const { return online_tracked_; }
+  const std::vector<int64_t>& target_batches_tracked() const { return target_tracked_; }
+  int64_t optimizer_steps() const { return optimizer_steps_; }
+  // Bytes of activation buffers currently held (the step plan and the eval plan).
+  size_t activation_bytes() const;
+
+  // Every tensor of a weights file as (name, host data) pairs, in file order.
+  struct NamedHostTensor {
+    std::string name;
+    std::vector<int64_t> shape;
+    bool is_int64 = false;
+    std::vector<float> f32;
+    int64_t i64 = 0;
+  };
+  std::vector<NamedHostTensor> named_tensors(bool with_optimizer) const;
+
+ private:
+  ModelPlan& train_plan(int N, int H, int W);
+  ModelPlan& eval_plan(int N, int H, int W);
+  void check_images(const Tensor& images, const char* name, int min_batch) const;
+  void init_parameters();
+
+  Backend* backend_;
+  ModelConfig config_;
+  std::unique_ptr<ModelNets> nets_;
+  std::vector<ParamInfo> params_;
+  std::vector<ParamSegment> segments_;
+  std::vector<BatchNormInfo> batchnorms_;
+  int64_t num_params_ = 0, num_target_params_ = 0;
+  int64_t num_stats_ = 0, num_target_stats_ = 0;
+  int num_target_batchnorms_ = 0;
+
+  Tensor online_params_, target_params_, grads_, optimizer_state_;
+  Tensor online_stats_, target_stats_;
+  std::vector<int64_t> online_tracked_, target_tracked_;
+  int64_t optimizer_steps_ = 0;
+
+  std::unique_ptr<ModelPlan> train_plan_, eval_plan_;
+};
+
+}  // namespace byol

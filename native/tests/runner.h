@@ -1,0 +1,54 @@
+// runner.h: what test files share beyond harness.h: cases generated at run time (one per
+// fixture case and backend), the per-case log that check() writes to, boolean and
+// exception expectations, and a scratch folder removed at exit.
+// Contract: a case fails when any expectation or check() failed or it threw; its log is
+// printed when it fails or under --verbose.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "harness.h"
+
+namespace byol_test {
+
+// One backend the run covers (--backend). `backend` is null when it could not be created;
+// `unavailable` then says why, and `fail_if_missing` tells whether that is a failure (the
+// CPU backend must always exist) or a skip (no GPU on this machine).
+struct BackendSlot {
+  std::string name;  // "cpu", "cuda"
+  byol::Backend* backend = nullptr;
+  std::string unavailable;
+  bool fail_if_missing = false;
+};
+
+// Generators add cases once the context and backends exist (the fixture file is only read
+// then). Register with a static GeneratorRegistrar in the test file.
+using Generator =
+    std::function<void(Context& ctx, const std::vector<BackendSlot>& backends, std::vector<TestCase>& out)>;
+std::vector<Generator>& generators();
+struct GeneratorRegistrar {
+  explicit GeneratorRegistrar(Generator g) { generators().push_back(std::move(g)); }
+};
+
+// ---- per-case log and outcome (harness.cc) ----
+void begin_case();
+int case_failures();              // failed checks/expectations since begin_case()
+const std::string& case_log();    // lines written since begin_case()
+void log_line(const std::string& line);
+
+// Records a named boolean expectation: "  <what>  ok|FAIL[: detail]".
+bool expect_true(bool cond, const std::string& what, const std::string& detail = "");
+// Runs fn and expects a byol::Error whose message contains every string in `needles`
+// (case-sensitive). Logs the message either way, so reviews can read the wording.
+bool expect_error(const std::string& what, const std::function<void()>& fn,
+                  const std::vector<std::string>& needles);
+
+// Runs fn as a nested case (tests of the runner itself): its checks go to `log` and its own
+// failure count, not the current case's. Returns that count; an exception counts as one.
+int run_nested(const std::function<void()>& fn, std::string* log);
+
+// A fresh folder under $TMPDIR (or /tmp) for this process, removed at exit.
+const std::string& scratch_dir();
+
+}  // namespace byol_test

@@ -1,0 +1,369 @@
+// byol.test.mjs: the Byol model through the public TypeScript API: the native step against
+// the PyTorch reference (tools/ref_byol.py fixtures: loss and every tensor after each step,
+// read back through saveWeights), weights files, option and argument validation (messages
+// name the option), schedules, call ordering, dispose, and the free event loop.
+// Run with the suite (`npm test`) or alone: `npx uvu test byol.test.mjs`.
+// Tolerances and their measurement: native/tests/test_step.cc (same metric, same bounds).
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+const require = createRequire(import.meta.url);
+const { Byol, learningRate, emaTau } = require('../dist/byol.js');
+const { Tensor, ByolOptionError, DisposedError } = require('../dist/index.js');
+
+// Awaits a call expected to reject; `expected` is a RegExp for the message, an error class,
+// or a predicate. (uvu/assert has no rejects.)
+async function rejects(call, expected, what = String(expected)) {
+  let error;
+  try {
+    await call();
+  } catch (e) {
+    error = e;
+  }
+  assert.ok(error, `rejected: ${what}`);
+  if (expected instanceof RegExp) assert.match(error.message, expected);
+  else if (expected.prototype instanceof Error || expected === Error) assert.instance(error, expected);
+  else assert.ok(expected(error), `${what}: ${error}`);
+  return error;
+}
+
+const fixtures = new URL('./fixtures/', import.meta.url);
+const scratch = mkdtempSync(join(tmpdir(), 'byol-test-'));
+process.on('exit', () => rmSync(scratch, { recursive: true, force: true }));
+
+// ---- a minimal safetensors reader / writer (F32, I64), independent of the native one ----
+function readSafetensors(path) {
+  const bytes = readFileSync(path);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
+  const base = 8 + headerLength;
+  const tensors = new Map();
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [begin, end] = info.data_offsets;
+    const raw = bytes.subarray(base + begin, base + end);
+    const copy = new Uint8Array(raw); // aligned copy
+    const data = info.dtype === 'F32' ? new Float32Array(copy.buffer) : info.dtype === 'I64' ? new BigInt64Array(copy.buffer) : null;
+    tensors.set(name, { dtype: info.dtype, shape: info.shape, data });
+  }
+  return { tensors, metadata: header.__metadata__ ?? {} };
+}
+
+function writeSafetensors(path, entries) {
+  const header = {};
+  let offset = 0;
+  const parts = [];
+  for (const [name, t] of entries) {
+    const buf = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+    header[name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + buf.length] };
+    offset += buf.length;
+    parts.push(buf);
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(path, Buffer.concat([length, Buffer.from(json), ...parts]));
+}
+
+function loadFixture(name) {
+  const ref = readSafetensors(new URL(`step_${name}_ref.safetensors`, fixtures));
+  const meta = JSON.parse(ref.metadata['byol.step_fixture']);
+  const view = (key) => {
+    const t = ref.tensors.get(key);
+    return Tensor.from(t.data, t.shape);
+  };
+  return { ref, meta, initPath: new URL(`step_${name}_init.safetensors`, fixtures).pathname, view1: view('view1'), view2: view('view2') };
+}
+
+function modelOptions(meta) {
+  const c = meta.config;
+  return { encoder: c.encoder, projector: c.projector, predictor: c.predictor, optimizer: c.optimizer, device: 'cpu' };
+}
+
+// Max |got - want| / scale, where scale = max|want| (or the floor given).
+function normalizedError(got, want, floor = 0) {
+  let diff = 0;
+  let scale = floor;
+  for (let i = 0; i < want.length; i++) {
+    diff = Math.max(diff, Math.abs(got[i] - want[i]));
+    scale = Math.max(scale, Math.abs(want[i]));
+    if (!Number.isFinite(got[i])) diff = Infinity;
+  }
+  return diff / (scale > 0 ? scale : 1);
+}
+
+// Compares a saved weights file (with optimizer state) with the fixture's "step<k>/" state.
+// Returns the worst normalized error per kind; fails on any tensor over its tolerance.
+function compareState(saved, ref, step, offsets, tol) {
+  const worst = {};
+  const note = (kind, e) => { worst[kind] = Math.max(worst[kind] ?? 0, e); };
+  const prefix = `step${step}/`;
+  let count = 0;
+  for (const [name, t] of saved.tensors) {
+    const want = ref.tensors.get(prefix + name);
+    assert.ok(want, `the reference has ${prefix + name}`);
+    assert.equal(t.shape, want.shape, `${name} shape`);
+    count++;
+    if (t.dtype === 'I64') {
+      assert.is(t.data[0], want.data[0], `${name} (num_batches_tracked)`);
+      continue;
+    }
+    if (name === 'optimizer.momentum') {
+      // Per parameter; a slice whose exact value is ~0 (bias before BatchNorm) is measured
+      // against 1e-3 of the whole buffer's scale (see test_step.cc).
+      const flatScale = want.data.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      for (const [param, offset, size] of offsets) {
+        const e = normalizedError(t.data.subarray(offset, offset + size), want.data.subarray(offset, offset + size),
+          1e-3 * flatScale);
+        note('momentum', e);
+        assert.ok(e <= tol.momentum, `momentum of ${param}: normalized error ${e.toExponential(2)} > ${tol.momentum}`);
+      }
+      continue;
+    }
+    const kind = name.includes('.running_') ? 'running' : name.split('.')[0];
+    const e = normalizedError(t.data, want.data);
+    note(kind, e);
+    const bound = kind === 'running' ? tol.running : tol.params;
+    assert.ok(e <= bound, `${prefix}${name}: normalized error ${e.toExponential(2)} > ${bound}`);
+  }
+  return { worst, count };
+}
+
+// Same bounds as native/tests/test_step.cc (measured errors and reasons there).
+const R18_CHAIN = { loss: 2e-5, params: 1e-4, momentum: 1e-3, running: 1e-5 };
+const R18_FORCED = { loss: 1e-5, params: 5e-5, momentum: 5e-4, running: 1e-5 };
+const R50_FORCED = { loss: 1e-4, params: 5e-3, momentum: 5e-3, running: 2e-4 };
+
+function checkLoss(loss, ref, step, rtol) {
+  const want = ref.tensors.get(`step${step}/loss`).data[0];
+  assert.ok(Math.abs(loss - want) <= rtol * Math.abs(want), `step ${step} loss ${loss} vs ${want}`);
+}
+
+async function savedState(model, file) {
+  await model.saveWeights(file, { optimizer: true });
+  const saved = readSafetensors(file);
+  const offsets = JSON.parse(saved.metadata['byol.param_offsets']);
+  return { saved, offsets };
+}
+
+test('step matches PyTorch: ResNet-18 cifar stem, 3 free LARS steps, every tensor', async () => {
+  const f = loadFixture('r18_cifar');
+  const model = await Byol.create(modelOptions(f.meta));
+  assert.equal(await model.loadWeights(f.initPath), { optimizer: false });
+  const file = join(scratch, 'r18.safetensors');
+  for (let k = 1; k <= f.meta.lr.length; k++) {
+    const { loss } = await model.step(f.view1, f.view2, { lr: f.meta.lr[k - 1], tau: f.meta.tau[k - 1] });
+    checkLoss(loss, f.ref, k, R18_CHAIN.loss);
+    const { saved, offsets } = await savedState(model, file);
+    const { count } = compareState(saved, f.ref, k, offsets, R18_CHAIN);
+    assert.is(count, saved.tensors.size);
+    assert.ok(count > 100, 'every tensor of the model was compared');
+  }
+  model.dispose();
+});
+
+test('step matches PyTorch: ResNet-18, each step from the exact previous state', async () => {
+  const f = loadFixture('r18_cifar');
+  const model = await Byol.create(modelOptions(f.meta));
+  const file = join(scratch, 'r18_forced.safetensors');
+  const start = join(scratch, 'r18_start.safetensors');
+  for (let k = 1; k <= f.meta.lr.length; k++) {
+    if (k === 1) {
+      await model.loadWeights(f.initPath);
+    } else {
+      // The fixture's "step<k-1>/" tensors form a complete weights file with optimizer state.
+      const prefix = `step${k - 1}/`;
+      const entries = [...f.ref.tensors].filter(([n]) => n.startsWith(prefix) && n !== `${prefix}loss`)
+        .map(([n, t]) => [n.slice(prefix.length), t]);
+      writeSafetensors(start, entries);
+      assert.equal(await model.loadWeights(start), { optimizer: true });
+    }
+    const { loss } = await model.step(f.view1, f.view2, { lr: f.meta.lr[k - 1], tau: f.meta.tau[k - 1] });
+    checkLoss(loss, f.ref, k, R18_FORCED.loss);
+    const { saved, offsets } = await savedState(model, file);
+    compareState(saved, f.ref, k, offsets, R18_FORCED);
+  }
+  // embed (eval-mode BatchNorm, running statistics) from the exact final state.
+  const last = `step${f.meta.lr.length}/`;
+  writeSafetensors(start, [...f.ref.tensors].filter(([n]) => n.startsWith(last) && n !== `${last}loss`)
+    .map(([n, t]) => [n.slice(last.length), t]));
+  await model.loadWeights(start);
+  const y = await model.embed(f.view1);
+  const want = f.ref.tensors.get('eval/y');
+  assert.equal(y.shape, want.shape);
+  const e = normalizedError(await y.toArray(), want.data);
+  assert.ok(e <= R18_FORCED.params, `embed: normalized error ${e.toExponential(2)}`);
+  model.dispose();
+});
+
+test('step matches PyTorch: ResNet-50 imagenet stem, one channel, every tensor', async () => {
+  const f = loadFixture('r50_imagenet');
+  const model = await Byol.create(modelOptions(f.meta));
+  assert.is(model.featureDim, 64);
+  await model.loadWeights(f.initPath);
+  const { loss } = await model.step(f.view1, f.view2, { lr: f.meta.lr[0], tau: f.meta.tau[0] });
+  checkLoss(loss, f.ref, 1, R50_FORCED.loss);
+  const { saved, offsets } = await savedState(model, join(scratch, 'r50.safetensors'));
+  compareState(saved, f.ref, 1, offsets, R50_FORCED);
+  model.dispose();
+});
+
+test('weights files: PyTorch names, exact resume, encoder with torchvision names', async () => {
+  const f = loadFixture('r18_cifar');
+  const a = await Byol.create(modelOptions(f.meta));
+  await a.loadWeights(f.initPath);
+  await a.step(f.view1, f.view2, { lr: 0.1, tau: 0.9 });
+  const file = join(scratch, 'resume.safetensors');
+  await a.saveWeights(file, { optimizer: true });
+  const b = await Byol.create(modelOptions(f.meta));
+  assert.equal(await b.loadWeights(file), { optimizer: true });
+  const la = (await a.step(f.view1, f.view2, { lr: 0.2, tau: 0.5 })).loss;
+  const lb = (await b.step(f.view1, f.view2, { lr: 0.2, tau: 0.5 })).loss;
+  assert.is(la, lb, 'a resumed model continues bit for bit');
+  const fa = join(scratch, 'a.safetensors');
+  const fb = join(scratch, 'b.safetensors');
+  await a.saveWeights(fa, { optimizer: true });
+  await b.saveWeights(fb, { optimizer: true });
+  assert.ok(readFileSync(fa).equals(readFileSync(fb)), 'identical files after one more step');
+
+  const init = readSafetensors(f.initPath);
+  const plain = join(scratch, 'plain.safetensors');
+  await a.saveWeights(plain);
+  const names = [...readSafetensors(plain).tensors.keys()].sort();
+  assert.equal(names, [...init.tensors.keys()].sort(), 'the names of the PyTorch state_dict, no optimizer');
+  const enc = join(scratch, 'encoder.safetensors');
+  await a.saveEncoder(enc);
+  const encNames = [...readSafetensors(enc).tensors.keys()].sort();
+  const want = [...init.tensors.keys()].filter((n) => n.startsWith('online.encoder.')).map((n) => n.slice(15)).sort();
+  assert.equal(encNames, want);
+  assert.ok(encNames.includes('conv1.weight') && encNames.includes('layer4.1.bn2.num_batches_tracked'));
+
+  const other = await Byol.create({ ...modelOptions(f.meta), encoder: { ...f.meta.config.encoder, width: 0.0625 } });
+  await rejects(() => other.loadWeights(f.initPath), /online\.encoder\.conv1\.weight.*shape \[4, 3, 3, 3\].*\[2, 3, 3, 3\]/);
+  await rejects(() => a.loadWeights(join(scratch, 'missing.safetensors')), /missing\.safetensors/);
+  for (const m of [a, b, other]) m.dispose();
+});
+
+test('options are validated with messages that name them', async () => {
+  const cases = [
+    [{ encoder: { arch: 'resnet101' } }, /Expected one of 'resnet18', 'resnet34', 'resnet50' for encoder\.arch but received "resnet101"/],
+    [{ encoder: { stem: 'tiny' } }, /for encoder\.stem/],
+    [{ encoder: { inChannels: 2 } }, /Expected 1 or 3 for encoder\.inChannels but received 2 of type number/],
+    [{ encoder: { width: 0.3 } }, /64 \* width is an integer .* for encoder\.width but received 0\.3/],
+    [{ encoder: { widht: 1 } }, /Unknown option encoder\.widht; expected one of arch, stem, inChannels, width/],
+    [{ projector: { hidden: 0 } }, /Expected integer between 1 and 65536 for projector\.hidden but received 0/],
+    [{ projector: { out: 2.5 } }, /for projector\.out but received 2\.5/],
+    [{ predictor: true }, /Expected object or false for predictor but received true/],
+    [{ predictor: { hidden: -1 } }, /for predictor\.hidden/],
+    [{ optimizer: { name: 'adam' } }, /Expected one of 'lars', 'sgd', 'adamw' for optimizer\.name/],
+    [{ optimizer: { momentum: 2 } }, /for optimizer\.momentum but received 2/],
+    [{ optimizer: { variant: 'x' } }, /for optimizer\.variant/],
+    [{ seed: -1 }, /for seed but received -1/],
+    [{ initTarget: 'zeros' }, /Expected one of 'copy', 'random' for initTarget/],
+    [{ device: 'tpu' }, /tpu/],
+    [{ lr: 0.1 }, /Unknown option lr/],
+    ['resnet18', /Expected object for options but received "resnet18"/],
+  ];
+  for (const [options, pattern] of cases) {
+    let error;
+    try {
+      await Byol.create(options);
+    } catch (e) {
+      error = e;
+    }
+    assert.ok(error, `rejected ${JSON.stringify(options)}`);
+    assert.match(error.message, pattern);
+  }
+  let error;
+  try {
+    await Byol.create({ encoder: { arch: 'resnet1' } });
+  } catch (e) {
+    error = e;
+  }
+  assert.instance(error, ByolOptionError);
+});
+
+test('step and embed check their arguments, naming view1 / view2 / images', async () => {
+  const model = await Byol.create({ encoder: { arch: 'resnet18', stem: 'cifar', width: 0.0625 }, projector: { hidden: 32, out: 16 }, predictor: { hidden: 32 } });
+  const ok = Tensor.zeros([4, 3, 8, 8]);
+  const cases = [
+    [() => model.step('x', ok, { lr: 0.1, tau: 0.9 }), /Expected Tensor for view1 but received "x"/],
+    [() => model.step(ok, Tensor.zeros([4, 3, 8, 8], { dtype: 'int32' }), { lr: 0.1, tau: 0.9 }), /for view2\.dtype but received "int32"/],
+    [() => model.step(Tensor.zeros([4, 1, 8, 8]), ok, { lr: 0.1, tau: 0.9 }), /view1 with 3 channels \(encoder\.inChannels\).*\[4, 1, 8, 8\]/],
+    [() => model.step(Tensor.zeros([1, 3, 8, 8]), Tensor.zeros([1, 3, 8, 8]), { lr: 0.1, tau: 0.9 }), /view1 with at least 2 images/],
+    [() => model.step(ok, Tensor.zeros([4, 3, 9, 8]), { lr: 0.1, tau: 0.9 }), /view2 to have the shape of view1 \[4, 3, 8, 8\] but received \[4, 3, 9, 8\]/],
+    [() => model.step(ok, ok, { lr: 0.1 }), /for options\.tau but received undefined/],
+    [() => model.step(ok, ok, { lr: -1, tau: 0.5 }), /for options\.lr but received -1/],
+    [() => model.step(ok, ok, { lr: 0.1, tau: 0.5, t: 1 }), /Unknown option options\.t/],
+    [() => model.embed(Tensor.zeros([4, 3, 8])), /Expected images of shape \[N, 3, H, W\] but received \[4, 3, 8\]/],
+    [() => model.saveWeights(''), /for path/],
+  ];
+  for (const [call, pattern] of cases) await rejects(call, pattern);
+  const disposedTensor = Tensor.zeros([2, 3, 8, 8]);
+  disposedTensor.dispose();
+  await rejects(() => model.embed(disposedTensor), (e) => e instanceof DisposedError && /images/.test(e.message));
+  // Valid calls still work after rejected ones (the queue is not poisoned).
+  const y = await model.embed(Tensor.zeros([1, 3, 8, 8]));
+  assert.equal(y.shape, [1, model.featureDim]);
+  assert.is(y.dtype, 'float32');
+  const z = await model.project(Tensor.zeros([3, 3, 8, 8]), { target: true });
+  assert.equal(z.shape, [3, 16]);
+  model.dispose();
+  await rejects(() => model.step(ok, ok, { lr: 0.1, tau: 0.9 }), (e) => e instanceof DisposedError && /step\(\)/.test(e.message));
+  model.dispose(); // idempotent
+});
+
+test('calls run in order off the main thread; dispose during a step is safe', async () => {
+  const model = await Byol.create({ encoder: { arch: 'resnet18', stem: 'cifar', width: 0.25 }, projector: { hidden: 64, out: 32 }, predictor: { hidden: 64 }, seed: 1 });
+  const n = 32 * 3 * 32 * 32;
+  const v1 = Tensor.from(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37)), [32, 3, 32, 32]);
+  const v2 = Tensor.from(Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.11)), [32, 3, 32, 32]);
+  await model.step(v1, v2, { lr: 0.1, tau: 0.99 }); // warm-up: plans and oneDNN primitives
+  let ticks = 0;
+  const timer = setInterval(() => { ticks++; }, 1);
+  const order = [];
+  const started = Date.now();
+  const pending = [
+    model.step(v1, v2, { lr: 0.1, tau: 0.99 }).then(() => order.push('step1')),
+    model.embed(v1).then((y) => { order.push('embed'); y.dispose(); }),
+    model.step(v1, v2, { lr: 0.1, tau: 0.99 }).then(() => order.push('step2')),
+  ];
+  await Promise.all(pending);
+  const elapsed = Date.now() - started;
+  clearInterval(timer);
+  assert.equal(order, ['step1', 'embed', 'step2']);
+  // The timer keeps firing while native work runs (a blocked loop would fire it about once).
+  assert.ok(ticks >= Math.min(5, elapsed / 10), `event loop ticked ${ticks} times in ${elapsed} ms`);
+  const running = model.step(v1, v2, { lr: 0.1, tau: 0.99 });
+  model.dispose();
+  const result = await running.then((r) => r, (e) => e);
+  assert.ok(result instanceof DisposedError || typeof result.loss === 'number', 'a step queued before dispose settles cleanly');
+  await rejects(() => model.embed(v1), DisposedError);
+});
+
+test('schedules: warmup + cosine learning rate, cosine EMA tau', () => {
+  const lr = (k) => learningRate(k, { baseLr: 0.2, batchSize: 512, warmupSteps: 10, totalSteps: 110 });
+  assert.is(lr(0), 0);
+  assert.ok(Math.abs(lr(5) - 0.2) < 1e-12);
+  assert.ok(Math.abs(lr(10) - 0.4) < 1e-12, 'peak = base * batch / 256');
+  assert.ok(Math.abs(lr(60) - 0.2) < 1e-12, 'cosine midpoint');
+  assert.ok(Math.abs(lr(110)) < 1e-12);
+  assert.is(lr(1000), 0);
+  const tau = (k) => emaTau(k, { tauBase: 0.996, totalSteps: 100 });
+  assert.ok(Math.abs(tau(0) - 0.996) < 1e-12);
+  assert.ok(Math.abs(tau(50) - 0.998) < 1e-12);
+  assert.is(tau(100), 1);
+  assert.is(tau(200), 1);
+  assert.throws(() => learningRate(-1, { baseLr: 0.2, batchSize: 1, warmupSteps: 0, totalSteps: 1 }), /for step but received -1/);
+  assert.throws(() => learningRate(0, { baseLr: 0.2, batchSize: 1, warmupSteps: 5, totalSteps: 2 }), /for warmupSteps but received 5/);
+  assert.throws(() => learningRate(0, { baseLr: 0.2, batchSize: 1, warmupSteps: 0 }), /for totalSteps but received undefined/);
+  assert.throws(() => emaTau(0, { tauBase: 1.5, totalSteps: 10 }), /for tauBase but received 1\.5/);
+  assert.throws(() => emaTau(0, { tauBase: 0.99, totalSteps: 10, k: 1 }), /Unknown option options\.k/);
+});
+
+test.run();

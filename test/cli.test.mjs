@@ -1,0 +1,233 @@
+// cli.test.mjs: the `byol` command (dist/cli/main.js) as a user runs it: usage and option
+// errors (exit 2, flag named, before any work), a tiny synthetic train from --config + flags,
+// eval (kNN + linear, baselines), embed to .npy and .safetensors, report, info --json, augment
+// PNG (sharp and the built-in encoder), and SIGINT: the run finishes its step, writes a
+// checkpoint, exits 130 and resumes to completion.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as zlib from 'node:zlib';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+const require = createRequire(import.meta.url);
+const { encodePng, crc32 } = require('../dist/cli/png.js');
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const bin = join(root, 'dist', 'cli', 'main.js');
+const scratch = mkdtempSync(join(tmpdir(), 'byol-cli-'));
+
+function byol(args, options = {}) {
+  const result = spawnSync(process.execPath, [bin, ...args], {
+    cwd: scratch, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', ...options.env }, timeout: 120_000,
+  });
+  return { code: result.status, out: result.stdout, err: result.stderr };
+}
+
+const TINY_MODEL = ['--data', 'synthetic', '--data-limit', '32', '--data-size', '8', '--data-classes', '4',
+  '--width', '0.125', '--projector-hidden', '32', '--projector-out', '16', '--predictor-hidden', '32', '--batch-size', '8',
+  '--device', 'cpu'];
+const TINY = [...TINY_MODEL, '--progress', 'none'];
+// TINY with some flags' values replaced.
+function tinyWith(overrides) {
+  const args = TINY.slice();
+  for (const [flag, value] of Object.entries(overrides)) {
+    const at = args.indexOf(flag);
+    if (at >= 0) args[at + 1] = value;
+    else args.push(flag, value);
+  }
+  return args;
+}
+
+test('usage: help, unknown command, unknown flag, missing value', () => {
+  const help = byol(['--help']);
+  assert.is(help.code, 0);
+  assert.match(help.out, /Commands:\n {2}train/);
+  const trainHelp = byol(['train', '--help']);
+  assert.match(trainHelp.out, /--batch-size N +images per step \(256\) \[batchSize\]/);
+  assert.match(trainHelp.out, /--lr LR +base learning rate, scaled by batch\/256 \(0\.2\) \[optimizer\.lr\]/);
+  const unknown = byol(['trian']);
+  assert.is(unknown.code, 2);
+  assert.match(unknown.err, /unknown command "trian"; expected one of train, eval/);
+  const flag = byol(['train', ...TINY, '--lerning-rate', '1']);
+  assert.is(flag.code, 2);
+  assert.match(flag.err, /^byol train: Unknown option --lerning-rate for `byol train`/);
+  const near = byol(['train', '--batchsize', '8']);
+  assert.match(near.err, /did you mean --batch-size\?/);
+  const missing = byol(['train', '--steps']);
+  assert.is(missing.code, 2);
+  assert.match(missing.err, /Option --steps needs a value/);
+});
+
+test('option errors name the option and its flag, before any work', () => {
+  const out = join(scratch, 'never');
+  const zero = byol(['train', ...tinyWith({ '--batch-size': '0', '--out': out })]);
+  assert.is(zero.code, 2);
+  assert.match(zero.err, /^byol train: Expected integer between 2 and 65536 for batchSize \(--batch-size\) but received 0 of type number\n$/);
+  const text = byol(['train', ...tinyWith({ '--lr': 'fast', '--out': out })]);
+  assert.match(text.err, /for optimizer\.lr \(--lr\) but received "fast" of type string/);
+  const arch = byol(['train', ...tinyWith({ '--arch': 'vgg', '--out': out })]);
+  assert.match(arch.err, /one of 'resnet18', 'resnet34', 'resnet50' for encoder\.arch \(--arch\)/);
+  const config = join(scratch, 'bad.json');
+  writeFileSync(config, JSON.stringify({ optimizer: { lerningRate: 1 } }));
+  const bad = byol(['train', ...TINY, '--config', config, '--out', out]);
+  assert.is(bad.code, 2);
+  assert.match(bad.err, /Unknown option optimizer\.lerningRate; expected one of name, lr/);
+  writeFileSync(config, '{ "steps": 3,');
+  assert.match(byol(['train', '--config', config]).err, /bad\.json is not valid JSON/);
+  assert.ok(!existsSync(out), 'no run directory is created for a bad option');
+});
+
+test('train (config + flags) -> eval -> embed -> report', () => {
+  const run = join(scratch, 'run');
+  const config = join(scratch, 'config.json');
+  // The file sets steps and the optimizer; flags give the rest and override the seed.
+  writeFileSync(config, JSON.stringify({ steps: 8, seed: 1, optimizer: { name: 'lars', lr: 0.5, warmupSteps: 2 } }));
+  const train = byol(['train', '--config', config, ...TINY, '--seed', '3', '--out', run, '--json']);
+  assert.is(train.code, 0, train.err);
+  const result = JSON.parse(train.out);
+  assert.is(result.status, 'completed');
+  assert.is(result.step, 8);
+  const state = JSON.parse(readFileSync(join(run, 'state.json'), 'utf8'));
+  assert.is(state.config.seed, 3);
+  assert.is(state.config.optimizer.warmupSteps, 2);
+  assert.is(readFileSync(join(run, 'log.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"loss"')).length, 8);
+
+  const evaluation = byol(['eval', run, '--epochs', '5', '--k', '20', '--baseline']);
+  assert.is(evaluation.code, 0, evaluation.err);
+  assert.match(evaluation.out, /^features +linear top-1 +top-5 +kNN top-1 +top-5\nbyol .*\nrandom .*\npixels /);
+  const report = JSON.parse(readFileSync(join(run, 'eval.json'), 'utf8'));
+  for (const name of ['byol', 'random', 'pixels']) {
+    assert.ok(report.results[name].linear.top1 >= 0 && report.results[name].linear.top1 <= 1);
+    assert.is(report.results[name].knn.k, 20);
+  }
+  // Synthetic classes differ in color and stripes: raw pixels separate them well.
+  assert.ok(report.results.pixels.linear.top1 > 0.6, `pixels linear ${report.results.pixels.linear.top1}`);
+  assert.ok(existsSync(join(run, `features-${state.weights.sha256.slice(0, 16)}-train.bin`)));
+  const again = byol(['eval', run, '--knn', '--k', '20']);
+  assert.match(again.err, /features of .* from the cache/);
+
+  const npy = byol(['embed', run, '--out', join(scratch, 'emb.npy'), '--split', 'train']);
+  assert.is(npy.code, 0, npy.err);
+  assert.match(npy.out, /wrote 32 x 64 features/);
+  const bytes = readFileSync(join(scratch, 'emb.npy'));
+  assert.match(bytes.toString('latin1', 10, 80), /'descr': '<f4', 'fortran_order': False, 'shape': \(32, 64\)/);
+  assert.is(bytes.length, 128 + 32 * 64 * 4);
+  assert.ok(existsSync(join(scratch, 'emb.labels.npy')));
+  const st = byol(['embed', run, '--out', join(scratch, 'emb.safetensors')]);
+  assert.is(st.code, 0, st.err);
+  const html = byol(['report', run]);
+  assert.is(html.code, 0, html.err);
+  assert.match(readFileSync(join(run, 'report.html'), 'utf8'), /<svg [^>]*aria-label="BYOL loss"/);
+  assert.match(byol(['embed', run, '--out', join(scratch, 'x.bin')]).err, /Cannot tell the format of --out/);
+});
+
+test('info --json: platform, addon, CPU and why CUDA is (not) available', () => {
+  const info = byol(['info', '--json']);
+  assert.is(info.code, 0, info.err);
+  const parsed = JSON.parse(info.out);
+  assert.is(parsed.platform, `${process.platform}-${process.arch}`);
+  assert.is(parsed.node, process.versions.node);
+  assert.ok(parsed.addon.loaded && parsed.addon.path.endsWith('.node'));
+  assert.ok(parsed.cpu.threads >= 1);
+  assert.match(parsed.cpu.backend, /cpu/);
+  assert.type(parsed.cuda.available, 'boolean');
+  if (!parsed.cuda.available) assert.ok(parsed.cuda.reason.length > 0);
+  const text = byol(['info']);
+  assert.match(text.out, /^byol +\d+\.\d+\.\d+\nplatform .*\naddon .*\ncpu .*\ncpu backend .*\ncuda /);
+});
+
+function pngInfo(bytes) {
+  assert.equal([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]);
+  return { width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20), colorType: bytes[25] };
+}
+
+test('augment: PNG grid of originals and their two views', () => {
+  const out = join(scratch, 'views.png');
+  const r = byol(['augment', '--data', 'synthetic', '--data-size', '16', '--count', '3', '--scale', '2', '--out', out]);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /3 samples of synthetic.*original \| view 1 \| view 2/);
+  const { width, height, colorType } = pngInfo(readFileSync(out));
+  assert.equal([width, height, colorType], [3 * 32 + 4 * 4, 3 * 32 + 4 * 4, 2]);
+});
+
+test('built-in PNG encoder: valid chunks, CRCs and pixels', () => {
+  assert.is(crc32(Buffer.from('123456789')), 0xCBF43926); // the standard check value
+  const pixels = Uint8Array.from({ length: 5 * 3 }, (_, i) => i * 17);
+  const png = encodePng(pixels, 5, 3, 1);
+  const info = pngInfo(png);
+  assert.equal([info.width, info.height, info.colorType], [5, 3, 0]);
+  let at = 8;
+  const chunks = [];
+  while (at < png.length) {
+    const length = png.readUInt32BE(at);
+    const type = png.toString('latin1', at + 4, at + 8);
+    assert.is(png.readUInt32BE(at + 8 + length), crc32(png.subarray(at + 4, at + 8 + length)), `${type} CRC`);
+    chunks.push([type, png.subarray(at + 8, at + 8 + length)]);
+    at += 12 + length;
+  }
+  assert.equal(chunks.map((c) => c[0]), ['IHDR', 'IDAT', 'IEND']);
+  const raw = zlib.inflateSync(chunks[1][1]);
+  for (let y = 0; y < 3; y++) {
+    assert.is(raw[y * 6], 0);
+    assert.equal([...raw.subarray(y * 6 + 1, y * 6 + 6)], [...pixels.subarray(y * 5, y * 5 + 5)]);
+  }
+});
+
+// Spawns `byol ARGS` and resolves once `ready(stderr)` holds; returns the child and its exit.
+async function spawnUntil(args, ready, label) {
+  const child = spawn(process.execPath, [bin, ...args], { cwd: scratch, env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  const state = { stderr: '' };
+  child.stderr.on('data', (chunk) => { state.stderr += chunk; });
+  const exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  const deadline = Date.now() + 60_000;
+  while (!ready(state.stderr)) {
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      assert.unreachable(`${label}: not ready within 60 s: ${state.stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  return { child, exited, state };
+}
+
+const loggedSteps = (run) => readFileSync(join(run, 'log.jsonl'), 'utf8').split('\n').filter((l) => l.includes('"loss"'));
+
+test('SIGINT / SIGTERM: finish the step, write a checkpoint, exit 130 / 143; --resume completes the run', async () => {
+  const run = join(scratch, 'signals');
+  const total = 400;
+  const args = ['train', ...TINY_MODEL, '--steps', String(total), '--checkpoint-every', '0', '--progress', 'lines',
+    '--print-every', '1', '--out', run];
+  const first = await spawnUntil(args, (err) => /step 3\//.test(err), 'first run');
+  first.child.kill('SIGINT');
+  const firstExit = await first.exited;
+  assert.equal(firstExit, { code: 130, signal: null }, first.state.stderr);
+  assert.match(first.state.stderr, /SIGINT: finishing the current step and writing a checkpoint/);
+  assert.match(first.state.stderr, /interrupted after step \d+; checkpoint written to .*; continue with --resume/);
+  const state = JSON.parse(readFileSync(join(run, 'state.json'), 'utf8'));
+  assert.is(state.status, 'interrupted');
+  assert.is(state.step, loggedSteps(run).length, 'the checkpoint is at the last logged step');
+  assert.ok(state.step >= 3 && state.step < total, `stopped at ${state.step}`);
+
+  assert.match(byol(['train', '--resume', run, '--lr', '1']).err, /remove optimizer/);
+  const second = await spawnUntil(['train', '--resume', run, '--progress', 'lines', '--print-every', '1'],
+    (err) => new RegExp(`step ${state.step + 2}/`).test(err), 'resumed run');
+  second.child.kill('SIGTERM');
+  assert.equal(await second.exited, { code: 143, signal: null }, second.state.stderr);
+  assert.match(second.state.stderr, new RegExp(`resuming at step ${state.step} of ${total} steps`));
+  const after = JSON.parse(readFileSync(join(run, 'state.json'), 'utf8'));
+  assert.ok(after.step >= state.step + 2);
+
+  const last = byol(['train', '--resume', run, '--json']);
+  assert.is(last.code, 0, last.err);
+  assert.is(JSON.parse(last.out).status, 'completed');
+  const steps = loggedSteps(run).map((l) => JSON.parse(l).step);
+  assert.equal(steps, Array.from({ length: total }, (_, i) => i + 1), 'one log line per step, in order, no repeats');
+});
+
+test.after(() => rmSync(scratch, { recursive: true, force: true }));
+
+test.run();

@@ -1,0 +1,359 @@
+// data.test.mjs: lib/data: IDX (raw, gzip, real Fashion-MNIST), CIFAR-10/100, STL-10, image
+// folders (sharp), the synthetic set and the loader (seeded order, drop-last, prefetch, views).
+// Every format is written here in small files with known pixels, and every kind of damage
+// (missing, truncated, wrong magic, count mismatch, label out of range) must give a
+// DatasetError whose message starts with the damaged file's path.
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+const require = createRequire(import.meta.url);
+const data = require('../dist/data/index.js');
+const { augmentConfig, augmentPair, augmentBatch } = require('../dist/augment.js');
+const { native } = require('../dist/native.js');
+const { ByolOptionError } = require('../dist/validate.js');
+const { DatasetError } = data;
+
+const tmp = mkdtempSync(join(tmpdir(), 'byol-data-'));
+let dirCount = 0;
+const freshDir = (name) => {
+  const dir = join(tmp, `${name}-${dirCount++}`);
+  mkdirSync(dir, { recursive: true });
+  return dir;
+};
+
+async function rejectsWithFile(promise, file, pattern) {
+  let caught;
+  try {
+    await promise;
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught, `expected a DatasetError for ${file}`);
+  assert.instance(caught, DatasetError);
+  assert.is(caught.file, file);
+  assert.ok(caught.message.startsWith(`${file}: `), caught.message);
+  assert.match(caught.message, pattern);
+}
+
+// ---------------------------------------------------------------- IDX
+
+function idx(ndim, dims, payload) {
+  const header = Buffer.alloc(4 + 4 * ndim);
+  header.writeUInt32BE((0x08 << 8) | ndim, 0);
+  dims.forEach((d, i) => header.writeUInt32BE(d, 4 + 4 * i));
+  return Buffer.concat([header, Buffer.from(payload)]);
+}
+const idxPixels = (n, h, w) => Uint8Array.from({ length: n * h * w }, (_, i) => (i * 7 + 3) & 255);
+
+test('IDX: raw and gzip files load with their pixels and labels', async () => {
+  const dir = freshDir('idx');
+  const pixels = idxPixels(5, 4, 3);
+  writeFileSync(join(dir, 'train-images-idx3-ubyte.gz'), gzipSync(idx(3, [5, 4, 3], pixels)));
+  writeFileSync(join(dir, 'train-labels-idx1-ubyte'), idx(1, [5], [3, 0, 9, 1, 2]));
+  const ds = await data.loadFashionMnist(dir);
+  assert.is(ds.name, 'fashion-mnist/train');
+  assert.equal([ds.n, ds.height, ds.width, ds.channels, ds.classes], [5, 4, 3, 1, 10]);
+  assert.equal(Array.from(ds.images), Array.from(pixels));
+  assert.equal(Array.from(ds.labels), [3, 0, 9, 1, 2]);
+  assert.is(ds.classNames[9], 'Ankle boot');
+  const unlabeled = await data.loadIdx({ images: join(dir, 'train-images-idx3-ubyte.gz') });
+  assert.is(unlabeled.labels, undefined);
+});
+
+test('IDX: every kind of damage names the file', async () => {
+  const dir = freshDir('idx-bad');
+  const good = idx(3, [4, 2, 2], idxPixels(4, 2, 2));
+  const write = (name, bytes) => { const f = join(dir, name); writeFileSync(f, bytes); return f; };
+  const images = write('images', good);
+  const labels = write('labels', idx(1, [4], [1, 2, 3, 4]));
+  await rejectsWithFile(data.loadIdx({ images: join(dir, 'missing'), labels }), join(dir, 'missing'), /file not found/);
+  const truncated = write('truncated', good.subarray(0, good.length - 1));
+  await rejectsWithFile(data.loadIdx({ images: truncated }), truncated, /truncated: the header declares 4 x 2 x 2 = 16 bytes of data but the file holds 15/);
+  const gzTruncated = write('truncated.gz', gzipSync(good).subarray(0, 20));
+  await rejectsWithFile(data.loadIdx({ images: gzTruncated }), gzTruncated, /damaged gzip data/);
+  const header = write('header', good.subarray(0, 9));
+  await rejectsWithFile(data.loadIdx({ images: header }), header, /shorter than its 16-byte IDX header/);
+  const trailing = write('trailing', Buffer.concat([good, Buffer.from([0])]));
+  await rejectsWithFile(data.loadIdx({ images: trailing }), trailing, /1 unexpected bytes after/);
+  await rejectsWithFile(data.loadIdx({ images: labels }), labels, /wrong magic number 0x00000801, expected 0x00000803/);
+  const wrongType = write('float', Buffer.concat([Buffer.from([0, 0, 0x0d, 3]), good.subarray(4)]));
+  await rejectsWithFile(data.loadIdx({ images: wrongType }), wrongType, /wrong magic number 0x00000d03/);
+  const fewer = write('fewer-labels', idx(1, [3], [1, 2, 3]));
+  await rejectsWithFile(data.loadIdx({ images, labels: fewer }), fewer, new RegExp(`holds 3 labels but ${images} holds 4 images`));
+  const outOfRange = write('bad-label', idx(1, [4], [1, 2, 10, 4]));
+  await rejectsWithFile(data.loadIdx({ images, labels: outOfRange }), outOfRange, /label 10 of sample 2 is outside \[0, 10\)/);
+  await rejectsWithFile(data.loadFashionMnist(dir, { split: 'test' }), join(dir, 't10k-images-idx3-ubyte.gz'),
+    /file not found \(also tried .*t10k-images-idx3-ubyte\)/);
+});
+
+const FASHION = '/usr/share/datasets/fashion-mnist';
+test('IDX: the real Fashion-MNIST test split', async () => {
+  if (!existsSync(join(FASHION, 't10k-images-idx3-ubyte.gz'))) {
+    console.log(`  (skipped: ${FASHION} not installed)`);
+    return;
+  }
+  const ds = await data.loadFashionMnist(FASHION, { split: 'test' });
+  assert.equal([ds.n, ds.height, ds.width, ds.channels], [10000, 28, 28, 1]);
+  assert.equal(Array.from(ds.labels.subarray(0, 10)), [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]);
+  const counts = new Array(10).fill(0);
+  for (const label of ds.labels) counts[label]++;
+  assert.equal(counts, new Array(10).fill(1000));
+  let first = 0;
+  for (let i = 0; i < 784; i++) first += ds.images[i];
+  assert.is(first, 33456);
+});
+
+// ---------------------------------------------------------------- CIFAR
+
+// Pixel of record r, channel c, row y, column x in the fakes.
+const cifarValue = (r, c, y, x) => (r * 7 + c * 50 + y * 3 + x) & 255;
+
+function cifarRecords(count, labelBytesOf, first = 0) {
+  const records = [];
+  for (let r = first; r < first + count; r++) {
+    const planes = new Uint8Array(3072);
+    for (let c = 0; c < 3; c++) for (let y = 0; y < 32; y++) for (let x = 0; x < 32; x++) planes[c * 1024 + y * 32 + x] = cifarValue(r, c, y, x);
+    records.push(Buffer.from(labelBytesOf(r)), Buffer.from(planes));
+  }
+  return Buffer.concat(records);
+}
+
+function checkCifarPixels(ds, records) {
+  for (const r of records) {
+    for (const [c, y, x] of [[0, 0, 0], [1, 5, 31], [2, 31, 7], [0, 17, 23]]) {
+      assert.is(ds.images[r * 3072 + (y * 32 + x) * 3 + c], cifarValue(r, c, y, x), `record ${r} (${c},${y},${x})`);
+    }
+  }
+}
+
+test('CIFAR-10: batches load NHWC with labels; damage names the file', async () => {
+  const root = freshDir('cifar10');
+  const dir = join(root, 'cifar-10-batches-bin');
+  mkdirSync(dir);
+  for (let b = 1; b <= 5; b++) writeFileSync(join(dir, `data_batch_${b}.bin`), cifarRecords(2, (r) => [r % 10], (b - 1) * 2));
+  writeFileSync(join(dir, 'test_batch.bin'), cifarRecords(3, (r) => [9 - r]));
+  writeFileSync(join(dir, 'batches.meta.txt'), 'airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n');
+  const train = await data.loadCifar10(root);
+  assert.equal([train.n, train.height, train.width, train.channels, train.classes], [10, 32, 32, 3, 10]);
+  assert.equal(Array.from(train.labels), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  checkCifarPixels(train, [0, 3, 9]);
+  assert.is(train.classNames[9], 'truck');
+  const testSplit = await data.loadCifar10(dir, { split: 'test' });
+  assert.equal(Array.from(testSplit.labels), [9, 8, 7]);
+
+  const truncated = join(dir, 'data_batch_3.bin');
+  writeFileSync(truncated, cifarRecords(2, () => [1]).subarray(0, 3073 + 100));
+  await rejectsWithFile(data.loadCifar10(dir), truncated, /not a whole number of 3073-byte records \(1 records and 100 bytes left over\)/);
+  writeFileSync(truncated, cifarRecords(2, (r) => [r === 1 ? 10 : 0]));
+  await rejectsWithFile(data.loadCifar10(dir), truncated, /label 10 of record 1 is outside \[0, 10\)/);
+  rmSync(truncated);
+  await rejectsWithFile(data.loadCifar10(dir), truncated, /file not found/);
+});
+
+test('CIFAR-100: fine and coarse labels; out-of-range labels name the file', async () => {
+  const dir = freshDir('cifar100');
+  writeFileSync(join(dir, 'train.bin'), cifarRecords(4, (r) => [r * 5, 99 - r]));
+  const fine = await data.loadCifar100(dir);
+  assert.equal([fine.n, fine.classes], [4, 100]);
+  assert.equal(Array.from(fine.labels), [99, 98, 97, 96]);
+  checkCifarPixels(fine, [0, 3]);
+  const coarse = await data.loadCifar100(dir, { labels: 'coarse' });
+  assert.equal([coarse.classes, ...coarse.labels], [20, 0, 5, 10, 15]);
+  writeFileSync(join(dir, 'test.bin'), cifarRecords(2, () => [20, 3]));
+  await rejectsWithFile(data.loadCifar100(dir, { split: 'test', labels: 'coarse' }), join(dir, 'test.bin'), /label 20 of record 0 is outside \[0, 20\)/);
+  writeFileSync(join(dir, 'test.bin'), cifarRecords(2, () => [2, 3]).subarray(1));
+  await rejectsWithFile(data.loadCifar100(dir, { split: 'test' }), join(dir, 'test.bin'), /3074-byte records/);
+});
+
+// ---------------------------------------------------------------- STL-10
+
+const stlValue = (i, c, y, x) => (i * 11 + c * 60 + y * 2 + x) & 255;
+function stlImages(n) {
+  const out = new Uint8Array(n * 27648);
+  // Column-major planes, as the STL-10 binaries store them.
+  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) for (let x = 0; x < 96; x++) for (let y = 0; y < 96; y++) {
+    out[i * 27648 + c * 9216 + x * 96 + y] = stlValue(i, c, y, x);
+  }
+  return out;
+}
+
+test('STL-10: column-major planes become NHWC, labels 1..10 become 0..9, limit, damage', async () => {
+  const root = freshDir('stl');
+  const dir = join(root, 'stl10_binary');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'train_X.bin'), stlImages(3));
+  writeFileSync(join(dir, 'train_y.bin'), Uint8Array.from([1, 10, 4]));
+  writeFileSync(join(dir, 'unlabeled_X.bin'), stlImages(4));
+  const train = await data.loadStl10(root);
+  assert.equal([train.n, train.height, train.width, train.channels, train.classes], [3, 96, 96, 3, 10]);
+  assert.equal(Array.from(train.labels), [0, 9, 3]);
+  for (const [i, c, y, x] of [[0, 0, 0, 1], [1, 2, 95, 3], [2, 1, 40, 77], [2, 0, 1, 0]]) {
+    assert.is(train.images[i * 27648 + (y * 96 + x) * 3 + c], stlValue(i, c, y, x), `image ${i} (${c},${y},${x})`);
+  }
+  const unlabeled = await data.loadStl10(root, { split: 'unlabeled', limit: 2 });
+  assert.equal([unlabeled.n, unlabeled.labels], [2, undefined]);
+  assert.is(unlabeled.images[27648 + (5 * 96 + 6) * 3 + 1], stlValue(1, 1, 5, 6));
+
+  writeFileSync(join(dir, 'train_y.bin'), Uint8Array.from([1, 11, 4]));
+  await rejectsWithFile(data.loadStl10(dir), join(dir, 'train_y.bin'), /label 11 of image 1 is outside 1\.\.10/);
+  writeFileSync(join(dir, 'train_y.bin'), Uint8Array.from([1, 2]));
+  await rejectsWithFile(data.loadStl10(dir), join(dir, 'train_y.bin'), /holds 2 labels but .*train_X\.bin holds 3 images/);
+  writeFileSync(join(dir, 'train_X.bin'), stlImages(2).subarray(5));
+  await rejectsWithFile(data.loadStl10(dir), join(dir, 'train_X.bin'), /27648-byte 3x96x96 images \(27643 bytes left over\)/);
+  await rejectsWithFile(data.loadStl10(dir, { split: 'test' }), join(dir, 'test_X.bin'), /file not found/);
+});
+
+// ---------------------------------------------------------------- image folders
+
+test('image folders: classes from sorted folder names, exact PNG pixels, resize, damage', async () => {
+  const sharp = require('sharp');
+  const root = freshDir('folder');
+  const pixelsOf = (k) => Uint8Array.from({ length: 6 * 5 * 3 }, (_, i) => (i * 13 + k * 31) & 255);
+  const classes = ['dog', 'cat', 'bird'];
+  for (const [k, name] of classes.entries()) {
+    mkdirSync(join(root, name));
+    for (let j = 0; j < 2; j++) {
+      await sharp(Buffer.from(pixelsOf(k * 2 + j)), { raw: { width: 5, height: 6, channels: 3 } }).png()
+        .toFile(join(root, name, `img${j}.png`));
+    }
+  }
+  writeFileSync(join(root, 'cat', 'notes.txt'), 'not an image');
+  const ds = await data.loadImageFolder(root);
+  assert.equal(ds.classNames, ['bird', 'cat', 'dog']);
+  assert.equal([ds.n, ds.height, ds.width, ds.channels, ds.classes], [6, 6, 5, 3, 3]);
+  assert.equal(Array.from(ds.labels), [0, 0, 1, 1, 2, 2]);
+  // bird (k = 2) img1 is sample 1; PNG is lossless.
+  assert.equal(Array.from(ds.images.subarray(90, 180)), Array.from(pixelsOf(2 * 2 + 1)));
+  const small = await data.loadImageFolder(root, { size: [4, 3], channels: 1 });
+  assert.equal([small.height, small.width, small.channels, small.images.length], [4, 3, 1, 6 * 12]);
+
+  await sharp({ create: { width: 7, height: 6, channels: 3, background: { r: 1, g: 2, b: 3 } } }).png()
+    .toFile(join(root, 'dog', 'wide.png'));
+  await rejectsWithFile(data.loadImageFolder(root), join(root, 'dog', 'wide.png'), /is 6x7 \(height x width\) but .* is 6x5; pass the size option/);
+  const resized = await data.loadImageFolder(root, { size: 8 });
+  assert.equal([resized.n, resized.height, resized.width], [7, 8, 8]);
+  rmSync(join(root, 'dog', 'wide.png'));
+
+  writeFileSync(join(root, 'cat', 'broken.png'), Buffer.from('\x89PNG\r\n\x1a\n this is not really a png'));
+  await rejectsWithFile(data.loadImageFolder(root), join(root, 'cat', 'broken.png'), /cannot decode image/);
+  rmSync(join(root, 'cat', 'broken.png'));
+  mkdirSync(join(root, 'empty'));
+  await rejectsWithFile(data.loadImageFolder(root), join(root, 'empty'), /class folder has no images/);
+  await rejectsWithFile(data.loadImageFolder(join(root, 'nowhere')), join(root, 'nowhere'), /folder not found/);
+  // Images directly in the root: an unlabeled set.
+  const flat = await data.loadImageFolder(join(root, 'dog'));
+  assert.equal([flat.n, flat.labels], [2, undefined]);
+});
+
+// ---------------------------------------------------------------- synthetic
+
+test('synthetic: deterministic, labelled, in range', () => {
+  const a = data.syntheticDataset({ n: 64, height: 12, width: 10, seed: 3 });
+  const b = data.syntheticDataset({ n: 64, height: 12, width: 10, seed: 3 });
+  const c = data.syntheticDataset({ n: 64, height: 12, width: 10, seed: 4 });
+  assert.equal([a.n, a.height, a.width, a.channels, a.classes, a.images.length], [64, 12, 10, 3, 10, 64 * 360]);
+  assert.equal(a.images, b.images);
+  assert.equal(a.labels, b.labels);
+  assert.not.equal(a.images, c.images);
+  assert.ok(a.labels.every((l) => l >= 0 && l < 10));
+  assert.ok(new Set(a.labels).size >= 8, 'most classes appear in 64 samples');
+  const gray = data.syntheticDataset({ n: 4, channels: 1, classes: 2 });
+  assert.is(gray.images.length, 4 * 32 * 32);
+  data.validateDataset(gray);
+});
+
+// ---------------------------------------------------------------- loader
+
+async function collect(iterable) {
+  const out = [];
+  for await (const item of iterable) out.push(item);
+  return out;
+}
+
+test('loader: seeded order per epoch, a permutation; drop-last; labels follow indices', async () => {
+  const ds = data.syntheticDataset({ n: 23, height: 4, width: 4, seed: 1 });
+  const loader = new data.DataLoader(ds, { batchSize: 5, seed: 42 });
+  assert.is(loader.batchesPerEpoch, 5);
+  assert.equal(loader.order(3), new data.DataLoader(ds, { batchSize: 7, seed: 42 }).order(3));
+  assert.not.equal(loader.order(3), loader.order(4));
+  assert.not.equal(loader.order(3), new data.DataLoader(ds, { batchSize: 5, seed: 43 }).order(3));
+  assert.equal([...loader.order(3)].sort((x, y) => x - y), [...Array(23).keys()]);
+  const batches = await collect(loader.epoch(3));
+  assert.equal(batches.map((b) => b.n), [5, 5, 5, 5, 3]);
+  assert.equal(batches.flatMap((b) => [...b.indices]), [...loader.order(3)]);
+  for (const b of batches) {
+    for (let i = 0; i < b.n; i++) {
+      assert.is(b.labels[i], ds.labels[b.indices[i]]);
+      assert.equal(b.images.subarray(i * 48, (i + 1) * 48), ds.images.subarray(b.indices[i] * 48, (b.indices[i] + 1) * 48));
+    }
+  }
+  const dropped = new data.DataLoader(ds, { batchSize: 5, seed: 42, dropLast: true });
+  assert.equal((await collect(dropped.epoch(3))).map((b) => b.n), [5, 5, 5, 5]);
+  const ordered = new data.DataLoader(ds, { batchSize: 10, shuffle: false });
+  assert.equal([...(await collect(ordered.epoch(0)))[1].indices], [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]);
+});
+
+test('loader: options are validated', () => {
+  const ds = data.syntheticDataset({ n: 4, height: 4, width: 4 });
+  assert.throws(() => new data.DataLoader(ds, { batchSize: 0 }), /Expected integer between 1 and 1048576 for options\.batchSize but received 0/);
+  assert.throws(() => new data.DataLoader(ds, { batchSize: 2, prefetch: 9 }), /options\.prefetch/);
+  assert.throws(() => new data.DataLoader(ds, { batchSize: 2, shufle: true }), /Unknown option options\.shufle/);
+  assert.throws(() => new data.DataLoader(ds, { batchSize: 2, augment: [augmentConfig({ preset: 'grayscale' })] }),
+    /mean with 3 entries for 3-channel images/);
+  assert.throws(() => new data.DataLoader({ ...ds, images: new Uint8Array(3) }, { batchSize: 2 }), /dataset\.images/);
+  try {
+    new data.DataLoader(ds, { batchSize: 2, seed: -3 });
+    assert.unreachable();
+  } catch (error) {
+    assert.instance(error, ByolOptionError);
+  }
+});
+
+test('loader: views equal augmentBatch with (seed, epoch, dataset index, view); prefetch runs ahead', async () => {
+  const ds = data.syntheticDataset({ n: 12, height: 20, width: 20, seed: 2 });
+  // Record which samples have been gathered, to see the prefetch happen.
+  const gathered = [];
+  const images = new (class extends Uint8Array {
+    subarray(begin, end) {
+      gathered.push(begin / 1200);
+      return super.subarray(begin, end);
+    }
+  })(ds.images);
+  const views = augmentPair({ preset: 'cifar', outputSize: 16 });
+  const loader = new data.DataLoader({ ...ds, images }, { batchSize: 4, seed: 7, augment: views, prefetch: 1 });
+  const iterator = loader.epoch(1);
+  const first = (await iterator.next()).value;
+  // Batch 1 is being prepared while the caller holds batch 0.
+  assert.equal(gathered, [...loader.order(1).slice(0, 8)]);
+  assert.is(first.views.length, 2);
+  assert.equal(first.views[0].shape, [4, 3, 16, 16]);
+  for (const [v, tensor] of first.views.entries()) {
+    const direct = await augmentBatch(first.images, null, {
+      config: views[v], seed: 7, epoch: 1, indices: first.indices, view: v + 1, shape: [4, 20, 20, 3],
+    });
+    assert.equal(await tensor.toArray(), await direct.images.toArray());
+    direct.images.dispose();
+  }
+  data.disposeBatch(first);
+  const before = native.tensorStats().handles;
+  // Stop early: the prefetched batch's views must be freed by the loader.
+  await iterator.return();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.ok(native.tensorStats().handles <= before - 2, `handles ${before} -> ${native.tensorStats().handles}`);
+
+  gathered.length = 0;
+  const lazy = new data.DataLoader({ ...ds, images }, { batchSize: 4, seed: 7, prefetch: 0 });
+  const it = lazy.epoch(0);
+  await it.next();
+  assert.is(gathered.length, 4, 'prefetch 0 gathers only the batch asked for');
+  await it.return();
+});
+
+test.after(() => rmSync(tmp, { recursive: true, force: true }));
+
+test.run();

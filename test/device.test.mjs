@@ -1,0 +1,161 @@
+// device.test.mjs: devices(), the CUDA probe and its error messages, 'auto' fallback, device
+// name validation and the CPU thread count. Both outcomes of the CUDA probe are tested: a
+// machine without a usable GPU checks the failure report, a GPU machine the round trip.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+import { ByolOptionError, DeviceError, Tensor, devices, getNumThreads, probeCuda, resolveDevice, setNumThreads }
+  from '../dist/index.js';
+
+const require = createRequire(import.meta.url);
+
+// Children get the parent's environment minus color settings: test runners set FORCE_COLOR,
+// which colors console.log output and makes Node print warnings about NO_COLOR.
+function childEnv(extra = {}) {
+  const env = { ...process.env, ...extra };
+  delete env.FORCE_COLOR;
+  delete env.NO_COLOR;
+  return env;
+}
+const { native } = require('../dist/native.js');
+const indexPath = new URL('../dist/index.js', import.meta.url).pathname;
+
+function throwsMessage(fn, ErrorType, message) {
+  let caught;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught, `expected an error matching ${message}`);
+  assert.instance(caught, ErrorType);
+  if (message instanceof RegExp) assert.match(caught.message, message);
+  else assert.is(caught.message, message);
+  return caught;
+}
+
+test('devices() describes the CPU and the CUDA status', () => {
+  const info = devices();
+  assert.equal(Object.keys(info).sort(), ['cpu', 'cuda']);
+  assert.type(info.cpu, 'string');
+  assert.match(info.cpu, /^cpu/);
+  assert.type(info.cuda.available, 'boolean');
+  if (info.cuda.available) {
+    assert.type(info.cuda.description, 'string');
+    assert.is(info.cuda.reason, undefined);
+  } else {
+    assert.type(info.cuda.reason, 'string');
+    assert.ok(info.cuda.reason.length > 0);
+    assert.is(info.cuda.description, undefined);
+  }
+  // The probe runs once per process; asking again gives the same answer.
+  assert.equal(probeCuda(0), info.cuda);
+  assert.equal(devices(), info);
+});
+
+test("asking for 'cuda' either works or says what was tried; the CPU is unaffected", async () => {
+  const status = probeCuda(0);
+  if (status.available) {
+    const data = Float32Array.from({ length: 120 }, (_, i) => i * 0.5);
+    const t = Tensor.from(data, [2, 3, 4, 5], { device: 'cuda' });
+    assert.is(t.device, 'cuda:0');
+    assert.equal(Array.from(await t.toArray()), Array.from(data));
+    t.dispose();
+  } else {
+    for (const request of [() => Tensor.from(new Float32Array(4), [4], { device: 'cuda' }),
+      () => Tensor.zeros([4], { device: 'cuda:0' }), () => resolveDevice('cuda')]) {
+      const error = throwsMessage(request, DeviceError, /^device 'cuda:0' is not available: /);
+      assert.is(error.device, 'cuda:0');
+      // The message carries the loader's report. Either no plugin loaded, and it lists every
+      // candidate path with why it failed, or one loaded (built here without a GPU) and the
+      // plugin's own reason comes with the path it was loaded from.
+      const candidates = native.cudaLibraryCandidates();
+      assert.ok(candidates.length > 0);
+      const loaded = /\(loaded (\S+) for device 0\)/.exec(error.message);
+      if (loaded) {
+        assert.ok(existsSync(loaded[1]), `the plugin path in the message exists: ${loaded[1]}`);
+        assert.match(loaded[1], /libbyol_cuda/);
+      } else {
+        for (const path of candidates) assert.ok(error.message.includes(path), `message mentions ${path}:\n${error.message}`);
+      }
+      assert.match(error.message, /libbyol_cuda/);
+    }
+    // Another GPU index is probed separately and named in its own message.
+    throwsMessage(() => resolveDevice('cuda:3'), DeviceError, /^device 'cuda:3' is not available: /);
+  }
+  const t = Tensor.from(new Int32Array([5, 6, 7]), [3], { device: 'cpu' });
+  assert.equal(Array.from(await t.toArray()), [5, 6, 7]);
+  t.dispose();
+});
+
+test("'auto' picks CUDA when it works, else the CPU with exactly one warning line", () => {
+  const script = `
+    const { Tensor, resolveDevice } = require(${JSON.stringify(indexPath)});
+    const first = resolveDevice('auto');
+    const second = resolveDevice('auto');
+    const t = Tensor.from(new Float32Array(2), [2], { device: 'auto' });
+    console.log(JSON.stringify({ first, second, tensor: t.device }));
+    t.dispose();`;
+  const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: childEnv() });
+  assert.is(result.status, 0, result.stderr);
+  const { first, second, tensor } = JSON.parse(result.stdout.trim());
+  const warnings = result.stderr.split('\n').filter((line) => line.startsWith('byol:'));
+  if (probeCuda(0).available) {
+    assert.equal([first, second, tensor], ['cuda:0', 'cuda:0', 'cuda:0']);
+    assert.equal(warnings, []);
+  } else {
+    assert.equal([first, second, tensor], ['cpu', 'cpu', 'cpu']);
+    assert.is(warnings.length, 1, result.stderr);
+    assert.match(warnings[0], /^byol: device 'auto' is using the CPU: device 'cuda:0' is not available: ./);
+  }
+});
+
+test('device names are validated and canonical', () => {
+  assert.is(resolveDevice('cpu'), 'cpu');
+  for (const bad of ['gpu', 'cuda:', 'cuda:-1', 'cuda:1.5', 'CPU', '', 'cuda:12345']) {
+    throwsMessage(() => resolveDevice(bad), ByolOptionError,
+      `Expected one of 'cpu', 'cuda', 'cuda:N' or 'auto' for device but received ${JSON.stringify(bad)} of type string`);
+  }
+  throwsMessage(() => resolveDevice(0), ByolOptionError,
+    "Expected one of 'cpu', 'cuda', 'cuda:N' or 'auto' for device but received 0 of type number");
+  throwsMessage(() => resolveDevice(undefined, 'options.device'), ByolOptionError,
+    "Expected one of 'cpu', 'cuda', 'cuda:N' or 'auto' for options.device but received undefined of type undefined");
+  throwsMessage(() => probeCuda(-1), ByolOptionError,
+    'Expected integer between 0 and 9999 for index but received -1 of type number');
+});
+
+test('setNumThreads / getNumThreads', async () => {
+  const original = getNumThreads();
+  assert.ok(Number.isInteger(original) && original >= 1, `getNumThreads() = ${original}`);
+  try {
+    setNumThreads(1);
+    assert.is(getNumThreads(), 1);
+    // Work still runs (on the pool thread, which applies the setting) after the change.
+    const data = Float32Array.from({ length: 2 * 3 * 300 * 300 }, (_, i) => i % 1000);
+    const t = Tensor.from(data, [2, 3, 300, 300]);
+    const back = await t.toArray();
+    assert.is(back[2 * 3 * 300 * 300 - 1], data[data.length - 1]);
+    t.dispose();
+    setNumThreads(3);
+    assert.is(getNumThreads(), 3);
+  } finally {
+    setNumThreads(original);
+  }
+  throwsMessage(() => setNumThreads(0), ByolOptionError,
+    'Expected integer between 1 and 4096 for threads but received 0 of type number');
+  throwsMessage(() => setNumThreads(2.5), ByolOptionError,
+    'Expected integer between 1 and 4096 for threads but received 2.5 of type number');
+  assert.is(getNumThreads(), original);
+});
+
+test('OMP_NUM_THREADS is the default thread count', () => {
+  const script = `console.log(String(require(${JSON.stringify(indexPath)}).getNumThreads()))`;
+  const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', env: childEnv({ OMP_NUM_THREADS: '3' }) });
+  assert.is(result.status, 0, result.stderr);
+  assert.is(result.stdout.trim(), '3');
+});
+
+test.run();

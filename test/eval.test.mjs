@@ -1,0 +1,255 @@
+// eval.test.mjs: lib/eval: the linear probe (separable data reaches high accuracy, shuffled
+// labels stay near chance, determinism, worker = inline, option messages), the weighted kNN
+// against a brute-force reference, the .npy / .safetensors writers read back byte by byte,
+// and embedDataset + the feature cache with a real (tiny) model.
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+const require = createRequire(import.meta.url);
+const { evaluateLinear, featureStats } = require('../dist/eval/linear.js');
+const { evaluateKnn, normalizeRows } = require('../dist/eval/knn.js');
+const { writeNpy, writeSafetensors, embedDataset, cachedFeatures, featureCacheFile, pixelFeatures, deterministicView } =
+  require('../dist/eval/embed.js');
+const { Byol } = require('../dist/byol.js');
+const { syntheticDataset } = require('../dist/data/index.js');
+const { augmentConfig } = require('../dist/augment.js');
+const { ByolOptionError } = require('../dist/validate.js');
+
+// Deterministic normal draws (xorshift + Box-Muller), so data is the same on every run.
+function rng(seed) {
+  let s = seed >>> 0 || 1;
+  const u = () => {
+    s ^= s << 13; s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5; s >>>= 0;
+    return (s + 0.5) / 4294967296;
+  };
+  return { u, normal: () => Math.sqrt(-2 * Math.log(u())) * Math.cos(2 * Math.PI * u()) };
+}
+
+// Gaussian blobs: class c centered at a random point at distance `spread` scale.
+function blobs({ n, dim, classes, spread, seed, centersSeed = 99 }) {
+  const rc = rng(centersSeed);
+  const centers = Array.from({ length: classes }, () => Array.from({ length: dim }, () => spread * rc.normal()));
+  const r = rng(seed);
+  const features = new Float32Array(n * dim);
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const c = i % classes;
+    labels[i] = c;
+    for (let d = 0; d < dim; d++) features[i * dim + d] = centers[c][d] + r.normal() + 3; // offset: standardization matters
+  }
+  return { features, labels };
+}
+
+async function rejects(promise, ErrorType, pattern) {
+  let caught;
+  try {
+    await promise;
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught, `expected a rejection matching ${pattern}`);
+  assert.instance(caught, ErrorType);
+  assert.match(caught.message, pattern);
+}
+
+const dim = 24;
+const train = blobs({ n: 2000, dim, classes: 10, spread: 1.2, seed: 1 });
+const testSet = blobs({ n: 500, dim, classes: 10, spread: 1.2, seed: 2 });
+
+test('linear probe: separable blobs reach high accuracy', async () => {
+  const result = await evaluateLinear({ train, test: testSet, dim }, { epochs: 20 });
+  assert.ok(result.top1 > 0.95, `top-1 ${result.top1}`);
+  assert.ok(result.top5 >= result.top1);
+  assert.is(result.classes, 10);
+  assert.equal(result.n, { train: 2000, test: 500 });
+  assert.ok(result.trainLoss < 0.3, `train loss ${result.trainLoss}`);
+});
+
+test('linear probe: shuffled training labels stay near chance on the test split', async () => {
+  const r = rng(5);
+  const labels = Int32Array.from(train.labels);
+  for (let i = labels.length - 1; i > 0; i--) {
+    const j = Math.floor(r.u() * (i + 1));
+    [labels[i], labels[j]] = [labels[j], labels[i]];
+  }
+  const result = await evaluateLinear({ train: { features: train.features, labels }, test: testSet, dim }, { epochs: 10 });
+  assert.ok(result.top1 < 0.25, `top-1 ${result.top1} should be near 0.1`);
+});
+
+test('linear probe: deterministic for a seed; worker and inline agree; seeds differ', async () => {
+  const data = { train, test: testSet, dim };
+  const a = await evaluateLinear(data, { epochs: 3, seed: 7 });
+  const b = await evaluateLinear(data, { epochs: 3, seed: 7, worker: false });
+  assert.is(a.top1, b.top1);
+  assert.is(a.trainLoss, b.trainLoss);
+  const c = await evaluateLinear(data, { epochs: 3, seed: 8, worker: false });
+  assert.is.not(a.trainLoss, c.trainLoss);
+});
+
+test('linear probe: option and data validation name the field', async () => {
+  const data = { train, test: testSet, dim };
+  await rejects(evaluateLinear(data, { epochs: 0 }), ByolOptionError,
+    /^Expected integer between 1 and 100000 for options\.epochs but received 0 of type number$/);
+  await rejects(evaluateLinear(data, { lerningRate: 1 }), ByolOptionError, /Unknown option options\.lerningRate/);
+  await rejects(evaluateLinear({ train: { features: train.features, labels: train.labels.subarray(1) }, test: testSet, dim }),
+    ByolOptionError, /data\.train\.features to hold labels\.length \* dim = 1999 \* 24/);
+  await rejects(evaluateLinear({ train: { features: Array.from(train.features), labels: train.labels }, test: testSet, dim }),
+    ByolOptionError, /Expected Float32Array for data\.train\.features/);
+  await rejects(evaluateLinear({ ...data, classes: 5 }), ByolOptionError, /labels below data\.classes = 5 but found label 9/);
+});
+
+test('featureStats: mean and inverse std per dimension', () => {
+  const f = new Float32Array([1, 10, 3, 10, 5, 10]);
+  const { mean, invStd } = featureStats(f, 2);
+  assert.equal(Array.from(mean), [3, 10]);
+  assert.ok(Math.abs(invStd[0] - 1 / Math.sqrt(8 / 3)) < 1e-12);
+  assert.is(invStd[1], 1e6); // constant dimension: floor, not a division by zero
+});
+
+// Brute force: all similarities, sort, top-k, weighted vote.
+function knnReference(trainSet, testSet, dim, k, temperature, classes) {
+  const a = normalizeRows(trainSet.features, dim);
+  const b = normalizeRows(testSet.features, dim);
+  let top1 = 0;
+  for (let i = 0; i < testSet.labels.length; i++) {
+    const sims = [];
+    for (let j = 0; j < trainSet.labels.length; j++) {
+      let s = 0;
+      for (let d = 0; d < dim; d++) s += Math.fround(b[i * dim + d]) * a[j * dim + d];
+      sims.push([Math.fround(s), j]);
+    }
+    sims.sort((x, y) => y[0] - x[0]);
+    const scores = new Float64Array(classes);
+    for (const [s, j] of sims.slice(0, k)) scores[trainSet.labels[j]] += Math.exp(s / temperature);
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (scores[c] > scores[best]) best = c;
+    if (best === testSet.labels[i]) top1++;
+  }
+  return top1 / testSet.labels.length;
+}
+
+test('kNN: matches a brute-force reference, with and without workers', async () => {
+  const small = blobs({ n: 301, dim: 7, classes: 5, spread: 0.5, seed: 3 });
+  const query = blobs({ n: 57, dim: 7, classes: 5, spread: 0.5, seed: 4 });
+  const data = { train: small, test: query, dim: 7 };
+  const expected = knnReference(small, query, 7, 20, 0.1, 5);
+  const inline = await evaluateKnn(data, { k: 20, threads: 0 });
+  const workers = await evaluateKnn(data, { k: 20, threads: 3 });
+  assert.is(inline.top1, expected);
+  assert.is(workers.top1, expected);
+  assert.is(workers.top5, inline.top5);
+  assert.ok(expected > 0.3 && expected < 1, `reference accuracy ${expected} should be informative`);
+});
+
+test('kNN: separable blobs near perfect; k capped at the training size; validation', async () => {
+  const result = await evaluateKnn({ train, test: testSet, dim });
+  assert.ok(result.top1 > 0.95, `top-1 ${result.top1}`);
+  assert.is(result.k, 200);
+  const tiny = { train: blobs({ n: 30, dim: 4, classes: 3, spread: 3, seed: 1 }), test: blobs({ n: 9, dim: 4, classes: 3, spread: 3, seed: 2 }), dim: 4 };
+  assert.is((await evaluateKnn(tiny, { threads: 0 })).k, 30);
+  await rejects(evaluateKnn(tiny, { temperature: 0 }), ByolOptionError, /options\.temperature/);
+  await rejects(evaluateKnn(tiny, { neighbours: 3 }), ByolOptionError, /Unknown option options\.neighbours/);
+});
+
+function parseNpy(buf) {
+  assert.is(buf.toString('latin1', 0, 6), '\x93NUMPY');
+  assert.is(buf[6], 1);
+  const headerLength = buf.readUInt16LE(8);
+  assert.is((10 + headerLength) % 64, 0, 'data must start 64-byte aligned');
+  const header = buf.toString('latin1', 10, 10 + headerLength);
+  return { header, data: buf.subarray(10 + headerLength) };
+}
+
+test('writeNpy: NPY 1.0 header and little-endian data', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'byol-npy-'));
+  try {
+    const values = new Float32Array([1.5, -2, 3.25, 4, 5, 6]);
+    await writeNpy(join(dir, 'a.npy'), values, [2, 3]);
+    const { header, data } = parseNpy(readFileSync(join(dir, 'a.npy')));
+    assert.match(header, /^\{'descr': '<f4', 'fortran_order': False, 'shape': \(2, 3\), \} *\n$/);
+    assert.equal(Array.from(new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length))), Array.from(values));
+    await writeNpy(join(dir, 'b.npy'), new Int32Array([7, 8, 9]), [3]);
+    assert.match(parseNpy(readFileSync(join(dir, 'b.npy'))).header, /'descr': '<i4'.*'shape': \(3,\)/);
+    await rejects(writeNpy(join(dir, 'c.npy'), values, [4, 2]), Error, /shape \[4, 2\] holds 8 values, array 6/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('writeSafetensors: header, offsets and data', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'byol-st-'));
+  try {
+    const file = join(dir, 'f.safetensors');
+    await writeSafetensors(file, { features: { data: new Float32Array([1, 2, 3, 4]), shape: [2, 2] },
+      labels: { data: new Int32Array([5, 6]), shape: [2] } }, { dataset: 'x' });
+    const buf = readFileSync(file);
+    const length = Number(buf.readBigUInt64LE(0));
+    assert.is((8 + length) % 8, 0);
+    const header = JSON.parse(buf.toString('utf8', 8, 8 + length));
+    assert.equal(header.features, { dtype: 'F32', shape: [2, 2], data_offsets: [0, 16] });
+    assert.equal(header.labels, { dtype: 'I32', shape: [2], data_offsets: [16, 24] });
+    assert.equal(header.__metadata__, { dataset: 'x' });
+    const body = buf.subarray(8 + length);
+    assert.is(body.length, 24);
+    assert.is(body.readFloatLE(12), 4);
+    assert.is(body.readInt32LE(20), 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('pixelFeatures: pixels / 255 in dataset order', () => {
+  const d = syntheticDataset({ n: 3, height: 2, width: 2, channels: 1 });
+  const p = pixelFeatures(d);
+  assert.is(p.dim, 4);
+  assert.is(p.features[5], Math.fround(d.images[5] / 255));
+  assert.is(p.labels, d.labels);
+});
+
+test('embedDataset: batch-size independent, deterministic; the cache keys by weights and data', async () => {
+  const dataset = syntheticDataset({ n: 13, height: 8, width: 8, channels: 3, seed: 1 });
+  const model = await Byol.create({
+    encoder: { arch: 'resnet18', stem: 'cifar', inChannels: 3, width: 0.125 }, projector: { hidden: 16, out: 8 },
+    predictor: { hidden: 16 }, device: 'cpu', seed: 3,
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'byol-emb-'));
+  try {
+    const view = deterministicView(augmentConfig({ preset: 'cifar', outputSize: 8 }), 8, 8);
+    const a = await embedDataset(model, dataset, { batchSize: 5, view });
+    const b = await embedDataset(model, dataset, { batchSize: 13, view });
+    assert.is(a.dim, 64);
+    assert.is(a.features.length, 13 * 64);
+    // Eval-mode BatchNorm: a sample's features do not depend on its batch.
+    let maxDiff = 0;
+    for (let i = 0; i < a.features.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a.features[i] - b.features[i]));
+    assert.ok(maxDiff < 1e-4, `max difference ${maxDiff}`);
+    assert.ok(a.features.some((v) => v !== 0));
+    let computed = 0;
+    const compute = async () => { computed++; return a; };
+    const first = await cachedFeatures(dir, 'f'.repeat(64), 'train', dataset, view, 64, compute);
+    const second = await cachedFeatures(dir, 'f'.repeat(64), 'train', dataset, view, 64, compute);
+    assert.is(first.cached, false);
+    assert.is(second.cached, true);
+    assert.is(computed, 1);
+    assert.equal(Array.from(second.features), Array.from(a.features));
+    assert.ok(statSync(featureCacheFile(dir, 'f'.repeat(64), 'train')).size > 13 * 64 * 4);
+    await cachedFeatures(dir, 'e'.repeat(64), 'train', dataset, view, 64, compute); // other weights
+    const otherView = deterministicView(augmentConfig({ preset: 'cifar', outputSize: 8, mean: [0, 0, 0] }), 8, 8);
+    await cachedFeatures(dir, 'f'.repeat(64), 'train', dataset, otherView, 64, compute); // other preprocessing
+    assert.is(computed, 3);
+    await rejects(embedDataset({ embed() {} }, dataset), TypeError, /Expected a Byol model/);
+    // The caller's model stays usable: embedDataset does not dispose it.
+    assert.is(model.disposed, false);
+  } finally {
+    model.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.run();

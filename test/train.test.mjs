@@ -1,0 +1,293 @@
+// train.test.mjs: lib/train: option validation messages, presets, schedules, and tiny real runs
+// (ResNet-18 cifar stem at width 0.125, 8x8 synthetic images, batch 8) checking log.jsonl,
+// checkpoints, exact resume (6 straight steps vs 3 + resume 3: identical losses), abort via
+// AbortSignal, NaN stop keeping the last good checkpoint, refusal of corrupted checkpoints,
+// the metrics iterator and the HTML report.
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+const require = createRequire(import.meta.url);
+const { Trainer, NonFiniteLossError } = require('../dist/train/trainer.js');
+const { resolveTrainConfig } = require('../dist/train/options.js');
+const { presetOptions } = require('../dist/train/presets.js');
+const { learningRate, emaTau } = require('../dist/train/model.js');
+const { CheckpointError, readRunState, sha256File } = require('../dist/train/checkpoint.js');
+const { readLog } = require('../dist/train/log.js');
+const { Progress, formatDuration } = require('../dist/train/progress.js');
+const { renderReport, niceTicks } = require('../dist/train/report.js');
+const { ByolOptionError } = require('../dist/validate.js');
+
+const scratch = mkdtempSync(join(tmpdir(), 'byol-train-'));
+let runCounter = 0;
+const newRunDir = () => join(scratch, `run${++runCounter}`);
+
+// The tiny configuration of every run here: a few ms per step on one core.
+function tiny(extra = {}) {
+  return {
+    data: { kind: 'synthetic', limit: 32, size: 8, channels: 3, classes: 4 },
+    encoder: { arch: 'resnet18', stem: 'cifar', width: 0.125 },
+    projector: { hidden: 32, out: 16 },
+    predictor: { hidden: 32 },
+    batchSize: 8,
+    steps: 6,
+    optimizer: { name: 'lars', lr: 0.5, warmupSteps: 2 },
+    device: 'cpu',
+    seed: 11,
+    progress: 'none',
+    out: newRunDir(),
+    ...extra,
+  };
+}
+
+function throwsMessage(fn, ErrorType, pattern) {
+  let caught;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught, `expected an error matching ${pattern}`);
+  assert.instance(caught, ErrorType);
+  assert.match(caught.message, pattern);
+}
+
+async function rejects(promise, ErrorType, pattern) {
+  let caught;
+  try {
+    await promise;
+  } catch (error) {
+    caught = error;
+  }
+  assert.ok(caught, `expected a rejection matching ${pattern}`);
+  assert.instance(caught, ErrorType);
+  assert.match(caught.message, pattern);
+  return caught;
+}
+
+const stepLosses = async (dir) => (await readLog(join(dir, 'log.jsonl'))).filter((r) => !('event' in r)).map((r) => r.loss);
+
+test('options: sharp-style messages naming the option, before any work', () => {
+  throwsMessage(() => new Trainer(tiny({ batchSize: 0 })), ByolOptionError,
+    /^Expected integer between 2 and 65536 for batchSize but received 0 of type number$/);
+  throwsMessage(() => new Trainer(tiny({ lerningRate: 1 })), ByolOptionError, /^Unknown option lerningRate; expected one of preset, data/);
+  throwsMessage(() => new Trainer(tiny({ optimizer: { name: 'lars', lr: -1 } })), ByolOptionError,
+    /for optimizer\.lr but received -1/);
+  throwsMessage(() => new Trainer(tiny({ optimizer: { name: 'adam' } })), ByolOptionError,
+    /^Expected one of 'lars', 'sgd', 'adamw' for optimizer\.name but received "adam" of type string$/);
+  throwsMessage(() => new Trainer(tiny({ encoder: { width: 0.3 } })), ByolOptionError, /for encoder\.width/);
+  throwsMessage(() => new Trainer(tiny({ encoder: { depth: 18 } })), ByolOptionError, /^Unknown option encoder\.depth/);
+  throwsMessage(() => new Trainer(tiny({ epochs: 2 })), ByolOptionError, /Options epochs and steps both set/);
+  throwsMessage(() => new Trainer(tiny({ data: { kind: 'cifar10' } })), ByolOptionError, /Missing option data\.path/);
+  throwsMessage(() => new Trainer(tiny({ data: { kind: 'imagenet' } })), ByolOptionError, /for data\.kind/);
+  throwsMessage(() => new Trainer(tiny({ augment: { preset: 'cifar', cropScael: [0.2, 1] } })), ByolOptionError,
+    /Unknown option augment\.cropScael/);
+  throwsMessage(() => new Trainer(tiny({ device: 'gpu' })), ByolOptionError, /for device but received "gpu"/);
+  throwsMessage(() => new Trainer(tiny({ preset: 'imagenet' })), ByolOptionError,
+    /'fashion-mnist', 'fashion-mnist-quick' for preset/);
+  throwsMessage(() => new Trainer({ steps: 3 }), ByolOptionError, /Missing option data/);
+  throwsMessage(() => new Trainer({ resume: join(scratch, 'nothing-here') }), CheckpointError,
+    /state\.json: not found: .* holds no resumable run/);
+});
+
+test('options: defaults from BYOL.md, presets, explicit options beat the preset', () => {
+  const c = resolveTrainConfig({ data: { kind: 'synthetic' } });
+  assert.equal(c.optimizer, { name: 'lars', lr: 0.2, weightDecay: 1.5e-6, momentum: 0.9, trustCoefficient: 1e-3,
+    variant: 'reference', warmupEpochs: null, warmupSteps: null });
+  assert.is(c.tauBase, 0.996);
+  assert.is(c.batchSize, 256);
+  assert.is(c.epochs, 100);
+  assert.equal(c.projector, { hidden: 4096, out: 256 });
+  assert.equal(c.predictor, { hidden: 4096 });
+  const p = resolveTrainConfig({ preset: 'fashion-mnist', steps: 10, optimizer: { lr: 2 } });
+  assert.equal(p.data, { kind: 'fashion-mnist', path: '/usr/share/datasets/fashion-mnist' });
+  assert.is(p.epochs, null); // explicit steps replace the preset's epochs
+  assert.is(p.steps, 10);
+  assert.is(p.optimizer.lr, 2);
+  assert.is(p.optimizer.name, 'lars'); // the rest of the preset's optimizer stays
+  assert.is(p.augment.preset, 'grayscale');
+  const q = resolveTrainConfig({ preset: 'fashion-mnist-quick' });
+  assert.ok(q.steps > 0 && q.data.limit > 0);
+  assert.equal(presetOptions('fashion-mnist').encoder, { arch: 'resnet18', stem: 'cifar', width: 0.25 });
+});
+
+test('schedules: warmup, cosine decay and tau as BYOL.md writes them', () => {
+  assert.is(learningRate(0, 0.2, 512, 10, 100), 0);
+  assert.ok(Math.abs(learningRate(5, 0.2, 512, 10, 100) - 0.2) < 1e-12); // half of 0.4
+  assert.ok(Math.abs(learningRate(10, 0.2, 512, 10, 100) - 0.4) < 1e-12);
+  assert.ok(Math.abs(learningRate(55, 0.2, 512, 10, 100) - 0.2) < 1e-12);
+  assert.is(learningRate(100, 0.2, 512, 10, 100), 0);
+  assert.ok(Math.abs(emaTau(0, 0.99, 100) - 0.99) < 1e-15);
+  assert.ok(Math.abs(emaTau(50, 0.99, 100) - 0.995) < 1e-12);
+  assert.is(emaTau(100, 0.99, 100), 1);
+});
+
+test('progress: lines mode prints every N steps; durations', () => {
+  let text = '';
+  const progress = new Progress('auto', { write: (s) => { text += s; }, isTTY: false }, 2);
+  for (let step = 1; step <= 5; step++) {
+    progress.update({ step, totalSteps: 5, epoch: 0, epochs: 1, loss: 3.5, lr: 0.1, imagesPerSec: 100, eta: 5 - step });
+  }
+  const lines = text.trim().split('\n');
+  assert.equal(lines.map((l) => /step (\d+)\//.exec(l)[1]), ['2', '4', '5']);
+  assert.match(lines[0], /^epoch 1\/1 {2}step 2\/5 {2}loss 3\.5000 {2}lr 0\.100 {2}100 img\/s {2}ETA 0:03$/);
+  let bar = '';
+  const tty = new Progress('auto', { write: (s) => { bar += s; }, isTTY: true, columns: 120 });
+  tty.update({ step: 1, totalSteps: 4, epoch: 0, epochs: 1, loss: 1, lr: 0.1, imagesPerSec: 10, eta: null });
+  assert.match(bar, /^\r\x1b\[2Kepoch 1\/1 \[#+-+\] step 1\/4/);
+  assert.is(formatDuration(3725), '1:02:05');
+  assert.is(formatDuration(65), '1:05');
+  assert.equal(niceTicks(0, 1, 5), [0, 0.2, 0.4, 0.6, 0.8, 1]);
+});
+
+test('run: log.jsonl of every step, checkpoint + state.json, events and encoder file', async () => {
+  const options = tiny({ checkpointEvery: 4 });
+  const trainer = new Trainer(options);
+  const seen = [];
+  const checkpoints = [];
+  trainer.on('step', (m) => seen.push(m.step));
+  trainer.on('checkpoint', (c) => checkpoints.push(c.step));
+  const result = await trainer.run();
+  assert.is(result.status, 'completed');
+  assert.is(result.step, 6);
+  assert.equal(seen, [1, 2, 3, 4, 5, 6]);
+  assert.equal(checkpoints, [4, 6]);
+  const records = await readLog(join(options.out, 'log.jsonl'));
+  const steps = records.filter((r) => !('event' in r));
+  assert.is(steps.length, 6);
+  for (const r of steps) {
+    assert.equal(Object.keys(r).sort(), ['elapsed', 'epoch', 'imagesPerSec', 'loss', 'lr', 'step', 'tau']);
+    assert.ok(Number.isFinite(r.loss) && r.loss >= 0 && r.loss <= 8, `loss ${r.loss}`);
+  }
+  assert.equal(steps.map((r) => r.epoch), [0, 0, 0, 0, 1, 1]); // 32 images / batch 8 = 4 steps per epoch
+  assert.is(steps[0].lr, 0); // warmup starts at 0
+  assert.ok(Math.abs(steps[1].lr - learningRate(1, 0.5, 8, 2, 6)) < 1e-15);
+  assert.equal(records.filter((r) => 'event' in r).map((r) => r.event), ['start', 'checkpoint', 'checkpoint', 'end']);
+  const state = await readRunState(options.out);
+  assert.is(state.status, 'completed');
+  assert.is(state.step, 6);
+  assert.is(state.epoch, 1);
+  assert.is(state.stepInEpoch, 2);
+  assert.is(state.seed, 11);
+  assert.is(state.plan.stepsPerEpoch, 4);
+  assert.is(state.plan.inChannels, 3);
+  assert.is(state.plan.featureDim, 64);
+  assert.is(state.weights.sha256, await sha256File(join(options.out, 'checkpoint.safetensors')));
+  assert.is(state.weights.bytes, statSync(join(options.out, 'checkpoint.safetensors')).size);
+  assert.ok(existsSync(join(options.out, 'encoder.safetensors')));
+  assert.ok(!readFileSync(join(options.out, 'state.json'), 'utf8').includes('.tmp'));
+});
+
+test('resume: 3 steps + resume 3 steps gives exactly the losses of 6 straight steps', async () => {
+  const straight = tiny({ checkpointEvery: 0 });
+  await new Trainer(straight).run();
+  const expected = await stepLosses(straight.out);
+  assert.is(expected.length, 6);
+
+  // Interrupted after step 3 (mid-epoch: position 3 of 4), by AbortSignal as SIGINT does.
+  const controller = new AbortController();
+  const split = tiny({ checkpointEvery: 0, out: newRunDir(), signal: controller.signal });
+  const first = new Trainer(split);
+  first.on('step', (m) => { if (m.step === 3) controller.abort(); });
+  const stopped = await first.run();
+  assert.is(stopped.status, 'interrupted');
+  assert.is(stopped.step, 3);
+  const state = await readRunState(split.out);
+  assert.is(state.status, 'interrupted');
+  assert.equal([state.step, state.epoch, state.stepInEpoch], [3, 0, 3]);
+
+  const resumed = await new Trainer({ resume: split.out, progress: 'none' }).run();
+  assert.is(resumed.status, 'completed');
+  assert.is(resumed.step, 6);
+  const losses = await stepLosses(split.out);
+  assert.equal(losses, expected); // exact, not approximate
+  const events = (await readLog(join(split.out, 'log.jsonl'))).filter((r) => 'event' in r).map((r) => r.event);
+  assert.equal(events, ['start', 'checkpoint', 'interrupted', 'resume', 'checkpoint', 'end']);
+  throwsMessage(() => new Trainer({ resume: split.out, batchSize: 16 }), ByolOptionError,
+    /configuration in its state\.json; remove batchSize/);
+});
+
+test('run directory holding a run is not overwritten', async () => {
+  const options = tiny({ steps: 2 });
+  await new Trainer(options).run();
+  await rejects(new Trainer({ ...options }).run(), ByolOptionError, /already holds a run \(state\.json\); resume it/);
+});
+
+test('NaN loss: stops with a clear message and keeps the last good checkpoint', async () => {
+  const options = tiny({ checkpointEvery: 2, faultInjection: { nanAtStep: 5 } });
+  const error = await rejects(new Trainer(options).run(), NonFiniteLossError,
+    /^Training diverged: the loss is NaN at step 5\. The last good checkpoint \(step 4\) is kept in .*checkpoint\.safetensors/);
+  assert.is(error.step, 5);
+  const state = await readRunState(options.out);
+  assert.is(state.step, 4);
+  assert.is(state.weights.sha256, await sha256File(join(options.out, 'checkpoint.safetensors')));
+  const records = await readLog(join(options.out, 'log.jsonl'));
+  assert.equal(records[records.length - 1], { event: 'diverged', step: 5, loss: 'NaN', checkpointStep: 4 });
+});
+
+test('corrupted checkpoints are refused with an error naming the file', async () => {
+  const options = tiny({ checkpointEvery: 2 });
+  const controller = new AbortController();
+  const trainer = new Trainer({ ...options, signal: controller.signal });
+  trainer.on('step', (m) => { if (m.step === 2) controller.abort(); });
+  await trainer.run();
+  const weights = join(options.out, 'checkpoint.safetensors');
+  const stateFile = join(options.out, 'state.json');
+  const original = readFileSync(weights);
+  const originalState = readFileSync(stateFile, 'utf8');
+
+  // Same size, one byte flipped: the checksum catches it.
+  const flipped = Buffer.from(original);
+  flipped[flipped.length - 3] ^= 0x40;
+  writeFileSync(weights, flipped);
+  let error = await rejects(new Trainer({ resume: options.out, progress: 'none' }).run(), CheckpointError,
+    /checkpoint\.safetensors: SHA-256 [0-9a-f]{64} does not match [0-9a-f]{64} recorded in state\.json/);
+  assert.is(error.file, weights);
+
+  writeFileSync(weights, original);
+  truncateSync(weights, original.length - 100);
+  await rejects(new Trainer({ resume: options.out, progress: 'none' }).run(), CheckpointError,
+    /checkpoint\.safetensors: is \d+ bytes but state\.json recorded \d+: the file is truncated/);
+
+  writeFileSync(weights, original);
+  const state = JSON.parse(originalState);
+  state.weights.sha256 = state.weights.sha256.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+  writeFileSync(stateFile, JSON.stringify(state));
+  await rejects(new Trainer({ resume: options.out, progress: 'none' }).run(), CheckpointError, /does not match/);
+
+  writeFileSync(stateFile, originalState.slice(0, 40));
+  throwsMessage(() => new Trainer({ resume: options.out }), CheckpointError, /state\.json: is not valid JSON/);
+
+  writeFileSync(stateFile, originalState);
+  const ok = await new Trainer({ resume: options.out, progress: 'none' }).run();
+  assert.is(ok.status, 'completed');
+});
+
+test('metrics(): async iterator over steps; batch larger than the data is an option error', async () => {
+  const trainer = new Trainer(tiny({ steps: 3 }));
+  const steps = [];
+  for await (const m of trainer) steps.push(m.step);
+  assert.equal(steps, [1, 2, 3]);
+  await rejects(new Trainer(tiny({ batchSize: 64 })).run(), ByolOptionError, /batchSize at most the dataset size 32/);
+});
+
+test('report: self-contained HTML with SVG charts of loss, lr and tau', async () => {
+  const options = tiny();
+  await new Trainer(options).run();
+  writeFileSync(join(options.out, 'eval.json'), JSON.stringify({ step: 6, sha256: 'x', dataset: { train: 'a', test: 'b' },
+    results: { byol: { linear: { top1: 0.5, top5: 0.9 }, knn: { top1: 0.25, top5: 0.75 } } } }));
+  const html = await renderReport(options.out);
+  assert.match(html, /^<!DOCTYPE html>/);
+  assert.is((html.match(/<svg /g) ?? []).length, 4);
+  for (const title of ['BYOL loss', 'learning rate', 'EMA tau']) assert.ok(html.includes(title), title);
+  assert.ok(html.includes('50.00%') && html.includes('25.00%'), 'eval results table');
+  assert.not.match(html, /<script|<link|src=|url\(|@import/);
+  assert.not.match(html.replace(/xmlns="http:\/\/www\.w3\.org\/2000\/svg"/g, ''), /https?:/);
+});
+
+test.after(() => rmSync(scratch, { recursive: true, force: true }));
+
+test.run();
