@@ -41,6 +41,13 @@ if [ "${BYOL_WITH_TORCH:-0}" = 1 ]; then
     torch==2.13.0+cpu safetensors numpy pillow
 fi
 
+# node-gyp needs Node's headers; without network it cannot download them, so point it at
+# the headers that ship with the installed Node (official builds and Debian's nodejs-dev).
+NODE_PREFIX="$(dirname "$(dirname "$(command -v node)")")"
+if [ -z "${npm_config_nodedir:-}" ] && [ -f "$NODE_PREFIX/include/node/node_api.h" ]; then
+  export npm_config_nodedir="$NODE_PREFIX"
+fi
+
 npm ci
 npm run build:cmake
 echo "setup: done"
