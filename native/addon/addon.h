@@ -27,6 +27,11 @@ std::string BackendDeviceName(const byol::Backend* backend);
 // so libuv pool threads must re-apply the count set with setNumThreads().
 void ApplyThreadSetting();
 
+// Throws a TypeError in the shape of lib/validate.ts: "Expected <expected> for <name> but
+// received <value> of type <type>" (defense in depth behind the TypeScript checks).
+[[noreturn]] void ThrowExpected(Napi::Env env, const std::string& name, const std::string& expected,
+                                const Napi::Value& value);
+
 // The core tensor behind a JS Tensor handle. Throws a TypeError naming `arg_name` when the
 // value is not a live (undisposed) native tensor.
 byol::Tensor UnwrapTensor(const Napi::Value& value, const char* arg_name);

@@ -22,24 +22,6 @@ namespace byol_addon {
 
 namespace {
 
-[[noreturn]] void ThrowExpected(Napi::Env env, const std::string& name, const std::string& expected,
-                                const Napi::Value& value) {
-  std::ostringstream os;
-  os << "Expected " << expected << " for " << name << " but received ";
-  if (value.IsNumber()) {
-    os.precision(17);
-    os << value.As<Napi::Number>().DoubleValue() << " of type number";
-  } else if (value.IsString()) {
-    os << '"' << value.As<Napi::String>().Utf8Value() << "\" of type string";
-  } else if (value.IsUndefined()) {
-    os << "undefined of type undefined";
-  } else if (value.IsNull()) {
-    os << "null of type null";
-  } else {
-    os << "a value of type " << (value.IsArray() ? "array" : value.IsBigInt() ? "bigint" : "object");
-  }
-  throw Napi::TypeError::New(env, os.str());
-}
 
 double GetNumber(Napi::Env env, const Napi::Object& obj, const char* key, double lo, double hi) {
   Napi::Value v = obj.Get(key);
