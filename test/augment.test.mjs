@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { rejectsMessage, throwsMessage } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { augmentBatch, augmentConfig, augmentPair, drawAugmentParams } = require('../dist/augment.js');
@@ -13,29 +14,7 @@ const { Tensor } = require('../dist/tensor.js');
 const { ByolOptionError } = require('../dist/validate.js');
 const { native } = require('../dist/native.js');
 
-function throwsMessage(fn, ErrorType, pattern) {
-  let caught;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught, `expected an error matching ${pattern}`);
-  assert.instance(caught, ErrorType);
-  assert.match(caught.message, pattern);
-}
 
-async function rejectsMessage(promise, ErrorType, pattern) {
-  let caught;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught, `expected a rejection matching ${pattern}`);
-  assert.instance(caught, ErrorType);
-  assert.match(caught.message, pattern);
-}
 
 function randomBytes(n, seed) {
   const out = new Uint8Array(n);

@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert';
 
 import { ByolOptionError, DeviceError, Tensor, devices, getNumThreads, probeCuda, resolveDevice, setNumThreads }
   from '../dist/index.js';
+import { throwsMessage } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 
@@ -23,19 +24,6 @@ function childEnv(extra = {}) {
 const { native } = require('../dist/native.js');
 const indexPath = new URL('../dist/index.js', import.meta.url).pathname;
 
-function throwsMessage(fn, ErrorType, message) {
-  let caught;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught, `expected an error matching ${message}`);
-  assert.instance(caught, ErrorType);
-  if (message instanceof RegExp) assert.match(caught.message, message);
-  else assert.is(caught.message, message);
-  return caught;
-}
 
 test('devices() describes the CPU and the CUDA status', () => {
   const info = devices();

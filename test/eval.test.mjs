@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { rejectsMessage as rejects } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { evaluateLinear, featureStats } = require('../dist/eval/linear.js');
@@ -46,17 +47,6 @@ function blobs({ n, dim, classes, spread, seed, centersSeed = 99 }) {
   return { features, labels };
 }
 
-async function rejects(promise, ErrorType, pattern) {
-  let caught;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught, `expected a rejection matching ${pattern}`);
-  assert.instance(caught, ErrorType);
-  assert.match(caught.message, pattern);
-}
 
 const dim = 24;
 const train = blobs({ n: 2000, dim, classes: 10, spread: 1.2, seed: 1 });

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { rejectsMessage as rejects, throwsMessage } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Trainer, NonFiniteLossError } = require('../dist/train/trainer.js');
@@ -43,30 +44,7 @@ function tiny(extra = {}) {
   };
 }
 
-function throwsMessage(fn, ErrorType, pattern) {
-  let caught;
-  try {
-    fn();
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught, `expected an error matching ${pattern}`);
-  assert.instance(caught, ErrorType);
-  assert.match(caught.message, pattern);
-}
 
-async function rejects(promise, ErrorType, pattern) {
-  let caught;
-  try {
-    await promise;
-  } catch (error) {
-    caught = error;
-  }
-  assert.ok(caught, `expected a rejection matching ${pattern}`);
-  assert.instance(caught, ErrorType);
-  assert.match(caught.message, pattern);
-  return caught;
-}
 
 const stepLosses = async (dir) => (await readLog(join(dir, 'log.jsonl'))).filter((r) => !('event' in r)).map((r) => r.loss);
 
