@@ -1,14 +1,25 @@
 // train.ts (cli): `byol train`: flags and --config JSON mapped one-to-one onto TrainerOptions
-// (args.ts TRAIN_FLAGS), then Trainer.run() with SIGINT/SIGTERM wired to its AbortSignal.
+// (args.ts TRAIN_FLAGS; --profile-steps A:B is parsed here into profile), then Trainer.run()
+// with SIGINT/SIGTERM wired to its AbortSignal.
 // Contract: every option problem is reported before any work (exit 2); a first SIGINT or
 // SIGTERM finishes the current step and writes a checkpoint (exit 130 / 143), a second SIGINT
 // quits at once; divergence and file errors exit 1 with the message.
 import { promises as fs } from 'node:fs';
 
-import { type TrainerOptions, mergeOptions } from '../train/options';
-import { Trainer } from '../train/trainer';
+import { type TrainerOptions, mergeOptions, parseProfileSteps } from '../train/options';
+import { PROFILE_ENV, Trainer } from '../train/trainer';
 import { ByolOptionError, isPlainObject } from '../validate';
-import { TRAIN_FLAGS, UsageError, formatFlags, optionsFromFlags, parseArgs, withFlagNames } from './args';
+import {
+  type FlagSpec, TRAIN_FLAGS, UsageError, formatFlags, optionsFromFlags, parseArgs, withFlagNames,
+} from './args';
+
+// args.ts's table plus the flags this command turns into options itself.
+const FLAGS: FlagSpec[] = [
+  ...TRAIN_FLAGS.filter((f) => f.flag !== '--json' && f.flag !== '--help'),
+  { flag: '--profile-steps', type: 'string', metavar: 'A:B',
+    help: `CUDA: capture steps A..B-1 under nsys --capture-range=cudaProfilerApi [profile; env ${PROFILE_ENV}]` },
+  ...TRAIN_FLAGS.filter((f) => f.flag === '--json' || f.flag === '--help'),
+];
 
 export const TRAIN_HELP = `Usage: byol train [--preset NAME] [--config FILE] [options]
        byol train --resume RUN_DIR
@@ -19,7 +30,10 @@ JSON object of TrainerOptions (the same names as the TypeScript API, e.g.
 option shown in brackets. Relative paths are relative to the current directory.
 
 Options:
-${formatFlags(TRAIN_FLAGS)}
+${formatFlags(FLAGS)}
+
+Profiling (CUDA): nsys profile --capture-range=cudaProfilerApi --capture-range-end=stop
+  byol train --device cuda --profile-steps 20:25 ... records steps 20..24 (log.jsonl numbering).
 
 Files in the run directory: log.jsonl (every step), checkpoint.safetensors + state.json
 (resumable), encoder.safetensors (at the end; torchvision names).
@@ -45,7 +59,7 @@ async function readConfig(file: string): Promise<Record<string, unknown>> {
 }
 
 export async function trainCommand(argv: string[], io: { out: NodeJS.WritableStream; err: NodeJS.WritableStream }): Promise<number> {
-  const parsed = parseArgs(argv, TRAIN_FLAGS, 'train');
+  const parsed = parseArgs(argv, FLAGS, 'train');
   if (parsed.flags.has('--help')) {
     io.out.write(`${TRAIN_HELP}\n`);
     return 0;
@@ -56,7 +70,9 @@ export async function trainCommand(argv: string[], io: { out: NodeJS.WritableStr
   }
   const configFile = parsed.flags.get('--config') as string | undefined;
   let options: Record<string, unknown> = configFile ? await readConfig(configFile) : {};
-  options = mergeOptions(options, optionsFromFlags(parsed, TRAIN_FLAGS));
+  options = mergeOptions(options, optionsFromFlags(parsed, FLAGS));
+  const profileSteps = parsed.flags.get('--profile-steps') as string | undefined;
+  if (profileSteps !== undefined) options.profile = parseProfileSteps('--profile-steps', profileSteps);
   const controller = new AbortController();
   options.signal = controller.signal;
 
@@ -64,7 +80,7 @@ export async function trainCommand(argv: string[], io: { out: NodeJS.WritableStr
   try {
     trainer = new Trainer(options as TrainerOptions);
   } catch (error) {
-    throw withFlagNames(error, TRAIN_FLAGS);
+    throw withFlagNames(error, FLAGS);
   }
 
   let received: NodeJS.Signals | null = null;
@@ -83,7 +99,7 @@ export async function trainCommand(argv: string[], io: { out: NodeJS.WritableStr
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const result = await trainer.run().catch((error: unknown) => { throw withFlagNames(error, TRAIN_FLAGS); });
+    const result = await trainer.run().catch((error: unknown) => { throw withFlagNames(error, FLAGS); });
     if (parsed.flags.has('--json')) io.out.write(`${JSON.stringify(result)}\n`);
     else {
       io.out.write(`${result.status} ${result.step}/${result.totalSteps} steps, last loss ` +

@@ -66,6 +66,15 @@ export interface TrainerOptimizerOptions {
   warmupSteps?: number;
 }
 
+// The profiler capture window of a run (nsys profile --capture-range=cudaProfilerApi): the
+// profiler starts before step startStep and stops after step stopStep - 1, so steps
+// startStep .. stopStep - 1 are captured (numbered as in log.jsonl: the first step is 1).
+// CUDA only; on the CPU the trainer says so once and trains as usual.
+export interface ProfileOptions {
+  startStep: number;
+  stopStep: number;
+}
+
 export interface FaultInjection {
   // Test hook: report a NaN loss for this (1-based) step, as a diverged run would.
   nanAtStep?: number;
@@ -105,6 +114,9 @@ export interface TrainerOptions {
   resume?: string;
   // Aborting finishes the current step, writes a checkpoint and resolves run().
   signal?: AbortSignal;
+  // Capture steps startStep .. stopStep - 1 under nsys (CUDA). Default: the environment
+  // variable BYOL_PROFILE_STEPS ('A:B', as --profile-steps), else no window.
+  profile?: ProfileOptions;
   faultInjection?: FaultInjection;
 }
 
@@ -136,7 +148,7 @@ export const FASHION_MNIST_PATH = '/usr/share/datasets/fashion-mnist';
 
 const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchSize', 'epochs', 'steps', 'optimizer',
   'tauBase', 'augment', 'device', 'seed', 'threads', 'out', 'checkpointEvery', 'printEvery', 'progress', 'resume',
-  'signal', 'faultInjection'] as const;
+  'signal', 'profile', 'faultInjection'] as const;
 const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
 const PROJECTOR_KEYS = ['hidden', 'out'] as const;
@@ -144,7 +156,7 @@ const PREDICTOR_KEYS = ['hidden'] as const;
 const OPTIMIZER_KEYS = ['name', 'lr', 'weightDecay', 'momentum', 'trustCoefficient', 'variant', 'warmupEpochs',
   'warmupSteps'] as const;
 // Settings that may change when a run is resumed: they do not change what is computed.
-export const RESUME_OVERRIDABLE = ['resume', 'device', 'threads', 'printEvery', 'progress', 'signal',
+export const RESUME_OVERRIDABLE = ['resume', 'device', 'threads', 'printEvery', 'progress', 'signal', 'profile',
   'faultInjection', 'data'] as const;
 
 const MAX_STEPS = 2 ** 40;
@@ -208,6 +220,32 @@ function resolveData(value: unknown): TrainConfig['data'] {
   if (d.classes !== undefined) out.classes = integer('data.classes', d.classes, 1, 1000);
   if (d.testLimit !== undefined) out.testLimit = integer('data.testLimit', d.testLimit, 1, 2 ** 31 - 1);
   return out;
+}
+
+// Checks a profile window ({ startStep, stopStep }, start < stop); `name` is the option
+// path messages use ('profile').
+export function resolveProfile(name: string, value: unknown): ProfileOptions {
+  const p = section(name, value, ['startStep', 'stopStep']);
+  const startStep = integer(`${name}.startStep`, p.startStep, 1, MAX_STEPS);
+  const stopStep = integer(`${name}.stopStep`, p.stopStep, 1, MAX_STEPS + 1);
+  if (stopStep <= startStep) {
+    throw invalid(`${name}.stopStep`, `integer greater than ${name}.startStep (${startStep}); the window captures ` +
+      'steps startStep .. stopStep - 1', stopStep);
+  }
+  return { startStep, stopStep };
+}
+
+// 'A:B' (the --profile-steps flag, BYOL_PROFILE_STEPS) -> { startStep: A, stopStep: B }.
+// `name` is where the text came from, for the message.
+export function parseProfileSteps(name: string, text: string): ProfileOptions {
+  const match = /^\s*(\d{1,15})\s*:\s*(\d{1,15})\s*$/.exec(text);
+  const startStep = match ? Number(match[1]) : Number.NaN;
+  const stopStep = match ? Number(match[2]) : Number.NaN;
+  if (!(startStep >= 1 && stopStep > startStep && stopStep <= MAX_STEPS + 1)) {
+    throw invalid(name, "steps 'A:B' with 1 <= A < B (captures steps A .. B - 1; the first step is 1), e.g. '10:15'",
+      text);
+  }
+  return { startStep, stopStep };
 }
 
 function optionalCount(name: string, value: unknown, max = MAX_STEPS): number | null {
@@ -303,6 +341,7 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
     if (f.nanAtStep !== undefined) integer('faultInjection.nanAtStep', f.nanAtStep, 1, MAX_STEPS);
   }
   if (o.resume !== undefined) string('resume', o.resume);
+  if (o.profile !== undefined) resolveProfile('profile', o.profile);
 
   return {
     preset: presetName, data, encoder, projector, predictor, batchSize,

@@ -16,6 +16,7 @@ import { performance } from 'node:perf_hooks';
 import { type AugmentConfig, augmentBatch, augmentPair } from '../augment';
 import { type Dataset, DataLoader, validateDataset } from '../data';
 import { resolveDevice, setNumThreads } from '../device';
+import { native } from '../native';
 import { ByolOptionError, invalid, isPlainObject } from '../validate';
 import {
   CHECKPOINT_FILE, CheckpointError, ENCODER_FILE, type RunPlan, type RunState, STATE_FILE, readRunStateSync,
@@ -25,12 +26,14 @@ import { defaultAugmentPreset, defaultStem, loadDatasetSpec } from './data';
 import { type LogRecord, RunLog, type StepRecord } from './log';
 import { type ModelSpec, type TrainableModel, createModel, emaTau, learningRate } from './model';
 import {
-  type DataOptions, RESUME_OVERRIDABLE, type TrainConfig, type TrainerOptions, isDatasetObject, mergeOptions,
-  resolveTrainConfig,
+  type DataOptions, type ProfileOptions, RESUME_OVERRIDABLE, type TrainConfig, type TrainerOptions, isDatasetObject,
+  mergeOptions, parseProfileSteps, resolveProfile, resolveTrainConfig,
 } from './options';
 import { Progress, type ProgressStream } from './progress';
 
 export const LOG_FILE = 'log.jsonl';
+// 'A:B': the profile window when options.profile is not given (e.g. to profile a script).
+export const PROFILE_ENV = 'BYOL_PROFILE_STEPS';
 
 export type StepMetrics = StepRecord;
 
@@ -137,6 +140,72 @@ function disposeBatch(batch: PreparedBatch | undefined): void {
   for (const view of batch.views) view.dispose();
 }
 
+// The profile window of a run: the option, else BYOL_PROFILE_STEPS, else none.
+function profileWindow(option: unknown): ProfileOptions | null {
+  if (option !== undefined) return resolveProfile('profile', option);
+  const text = process.env[PROFILE_ENV];
+  return text === undefined || text.trim() === '' ? null : parseProfileSteps(PROFILE_ENV, text);
+}
+
+// Opens the backend's profiler capture window (cudaProfilerStart) before step startStep and
+// closes it (cudaProfilerStop) after step stopStep - 1, or when the run ends inside it. The
+// window holds the steps' kernels and the augmentation prefetched meanwhile; the log records
+// where it was, since those steps run slower under the profiler.
+class ProfilerWindow {
+  readonly #window: ProfileOptions;
+  readonly #device: string;
+  readonly #say: (text: string) => void;
+  readonly #log: RunLog;
+  #state: 'waiting' | 'open' | 'done' = 'waiting';
+
+  constructor(window: ProfileOptions, device: string, say: (text: string) => void, log: RunLog) {
+    this.#window = window;
+    this.#device = device;
+    this.#say = say;
+    this.#log = log;
+  }
+
+  get #steps(): string {
+    return `steps ${this.#window.startStep}..${this.#window.stopStep - 1}`;
+  }
+
+  // Before the run: says when the window lies outside the steps still to train.
+  plan(completed: number, totalSteps: number): void {
+    if (this.#window.startStep > totalSteps || this.#window.stopStep - 1 <= completed) {
+      this.#say(`byol: profile window ${this.#steps} is outside the steps this run trains ` +
+        `(${completed + 1}..${totalSteps}); nothing will be captured`);
+      this.#state = 'done';
+    }
+  }
+
+  // `next`: the number of the step about to run (1-based, as in log.jsonl).
+  async beforeStep(next: number): Promise<void> {
+    if (this.#state !== 'waiting' || next < this.#window.startStep) return;
+    if (!native.profilerStart(this.#device)) {
+      this.#say(`byol: profile window ${this.#steps} applies to CUDA devices only ` +
+        `(nsys --capture-range=cudaProfilerApi); ${this.#device} trains without one`);
+      this.#state = 'done';
+      return;
+    }
+    this.#state = 'open';
+    this.#say(`byol: profiler capture started before step ${next} (${this.#steps})`);
+    await this.#log.write({ event: 'profile-start', step: next - 1, device: this.#device });
+  }
+
+  // `completed`: steps done so far.
+  async afterStep(completed: number): Promise<void> {
+    if (this.#state === 'open' && completed >= this.#window.stopStep - 1) await this.close(completed);
+  }
+
+  async close(completed: number): Promise<void> {
+    if (this.#state !== 'open') return;
+    this.#state = 'done';
+    native.profilerStop(this.#device);
+    this.#say(`byol: profiler capture stopped after step ${completed}`);
+    await this.#log.write({ event: 'profile-stop', step: completed });
+  }
+}
+
 export class Trainer extends EventEmitter {
   // The resolved configuration (for a resumed run: the stored one).
   readonly config: TrainConfig;
@@ -144,6 +213,7 @@ export class Trainer extends EventEmitter {
   readonly #options: TrainerOptions;
   readonly #resumeState: RunState | null;
   readonly #dataset: Dataset | null;
+  readonly #profile: ProfileOptions | null;
   #running: Promise<TrainResult> | null = null;
   // Where progress goes; tests and embedders can redirect it.
   progressStream: ProgressStream = process.stderr;
@@ -167,7 +237,7 @@ export class Trainer extends EventEmitter {
       // Validate the stored configuration again (it may have been edited) with the overrides.
       const stored = withoutNulls({ ...state.config, preset: undefined }) as Record<string, unknown>;
       const overrides: Record<string, unknown> = {};
-      for (const key of ['device', 'threads', 'printEvery', 'progress', 'signal', 'faultInjection'] as const) {
+      for (const key of ['device', 'threads', 'printEvery', 'progress', 'signal', 'profile', 'faultInjection'] as const) {
         if (options[key] !== undefined) overrides[key] = options[key];
       }
       if (state.config.data.kind === 'memory') {
@@ -188,6 +258,7 @@ export class Trainer extends EventEmitter {
       this.config = resolveTrainConfig(options);
     }
     this.#dataset = isDatasetObject(options.data) ? validateDataset(options.data, 'data') : null;
+    this.#profile = profileWindow(options.profile);
     this.runDir = path.resolve(this.config.out);
   }
 
@@ -269,10 +340,11 @@ export class Trainer extends EventEmitter {
     const model = await createModel(spec);
     plan.featureDim = model.featureDim;
     let log: RunLog | null = null;
+    let profiler: ProfilerWindow | null = null;
+    let step = 0;
     let pending: Promise<PreparedBatch> | null = null;
     const progress = new Progress(config.progress, this.progressStream, config.printEvery);
     try {
-      let step = 0;
       let elapsedBefore = 0;
       let lastCheckpoint: string | null = null;
       let lastCheckpointStep: number | null = null;
@@ -294,6 +366,11 @@ export class Trainer extends EventEmitter {
       this.emit('start', start);
       progress.message(`byol: ${resume ? `resuming at step ${step} of` : 'training'} ${plan.totalSteps} steps ` +
         `(${plan.stepsPerEpoch} per epoch) on ${device}; run directory ${runDir}`);
+
+      if (this.#profile) {
+        profiler = new ProfilerWindow(this.#profile, device, (text) => progress.message(text), log);
+        profiler.plan(step, plan.totalSteps);
+      }
 
       const source = new BatchSource(dataset, views, config.batchSize, plan.stepsPerEpoch, config.seed, device);
       const startedAt = performance.now();
@@ -333,6 +410,7 @@ export class Trainer extends EventEmitter {
           status = 'interrupted';
           break;
         }
+        await profiler?.beforeStep(step + 1);
         const batch = await pending!;
         pending = step + 1 < plan.totalSteps ? source.fetch(step + 1) : null;
         // Observed now so that a failure while the step runs is not "unhandled"; awaited later.
@@ -347,6 +425,7 @@ export class Trainer extends EventEmitter {
           disposeBatch(batch);
         }
         step += 1;
+        await profiler?.afterStep(step);
         if (nanAtStep === step) loss = Number.NaN;
         const now = performance.now();
         const imagesPerSec = (config.batchSize * 1000) / Math.max(1e-6, now - lastTick);
@@ -375,6 +454,7 @@ export class Trainer extends EventEmitter {
         }
         if (plan.checkpointEvery > 0 && step % plan.checkpointEvery === 0) await checkpoint(step, 'running');
       }
+      await profiler?.close(step);
       if (status === 'completed') {
         if (lastCheckpointStep !== step) await checkpoint(step, 'completed');
         await model.saveEncoder(path.join(runDir, ENCODER_FILE));
@@ -394,6 +474,9 @@ export class Trainer extends EventEmitter {
       this.emit('end', result);
       return result;
     } finally {
+      // A run that ends inside the window (abort, divergence, error) still closes it; a
+      // failure here must not hide the run's own error.
+      await profiler?.close(step).catch(() => undefined);
       progress.finish();
       if (pending) {
         const left = pending;

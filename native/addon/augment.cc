@@ -202,6 +202,8 @@ class AugmentWorker : public Napi::AsyncWorker {
   void Execute() override {
     try {
       ApplyThreadSetting();
+      // One "augment" range per view batch (drawing, upload, kernel), for nsys timelines.
+      const byol::Range range(backend_, "augment");
       const int N = static_cast<int>(shape_[0]), H = static_cast<int>(shape_[1]),
                 W = static_cast<int>(shape_[2]), C = static_cast<int>(shape_[3]);
       std::vector<byol::AugmentParams> params(N);

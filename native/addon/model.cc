@@ -4,6 +4,7 @@
 //     target) -> Promise<NativeTensor>; saveWeights(path, optimizer) / loadWeights(path) ->
 //     Promise<boolean (file had optimizer state)>; saveEncoder(path); dispose(); info().
 //   learningRate(step, baseLr, batchSize, warmupSteps, totalSteps), emaTau(step, tauBase, totalSteps).
+//   profilerStart(device) / profilerStop(device) -> boolean: the nsys capture window (CUDA only).
 // Contract: arguments are checked again here (lib/byol.ts checks them first, same messages);
 // every model call runs in an AsyncWorker and calls on one model are serialized by its mutex.
 // dispose() frees the model at once unless a call is running, then when that call ends.
@@ -404,6 +405,22 @@ Napi::Value EmaTau(const Napi::CallbackInfo& info) {
   }
 }
 
+// The profiler capture window of a device's backend (Backend::profiler_start/stop): true
+// when the backend has one (CUDA: cudaProfilerStart/Stop for nsys), false when it has none
+// (CPU). Synchronous: it is a switch, and stop waits only for the work already queued.
+Napi::Value ProfilerSwitch(const Napi::CallbackInfo& info, bool start) {
+  Napi::Env env = info.Env();
+  const std::string device = ArgString(info, 0, "device");
+  try {
+    byol::Backend* backend = GetBackend(device);
+    return Napi::Boolean::New(env, start ? backend->profiler_start() : backend->profiler_stop());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string(start ? "profilerStart" : "profilerStop") + ": " + e.what());
+  }
+}
+Napi::Value ProfilerStart(const Napi::CallbackInfo& info) { return ProfilerSwitch(info, true); }
+Napi::Value ProfilerStop(const Napi::CallbackInfo& info) { return ProfilerSwitch(info, false); }
+
 }  // namespace
 
 void InitModel(Napi::Env env, Napi::Object exports) {
@@ -424,6 +441,8 @@ void InitModel(Napi::Env env, Napi::Object exports) {
   exports.Set("createModel", Napi::Function::New(env, CreateModel, "createModel"));
   exports.Set("learningRate", Napi::Function::New(env, LearningRate, "learningRate"));
   exports.Set("emaTau", Napi::Function::New(env, EmaTau, "emaTau"));
+  exports.Set("profilerStart", Napi::Function::New(env, ProfilerStart, "profilerStart"));
+  exports.Set("profilerStop", Napi::Function::New(env, ProfilerStop, "profilerStop"));
 }
 
 }  // namespace byol_addon

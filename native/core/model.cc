@@ -6,6 +6,9 @@
 // loss(p2, z1) and its backward (gradients added), optimizer, EMA. dL/dp1 depends on p1 and
 // z2 only, so view 1's backward can run before view 2's forward; the result equals
 // PyTorch's single backward of the summed loss.
+// Profiler ranges (Backend::range_push): "byol step" holds the phases "target forward",
+// "online forward", "loss", "backward", "optimizer", "ema", "loss readback"; the networks
+// inside push their own (nets.h). embed/project push "embed"/"project".
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -199,6 +202,7 @@ void ByolModel::check_images(const Tensor& images, const char* name, int min_bat
 // The step.
 
 float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float tau) {
+  const Range step_range(backend_, "byol step");
   check_images(view1, "view1", 2);
   check_images(view2, "view2", 2);
   BYOL_CHECK(view1.shape() == view2.shape(), "expected view2 to have the shape of view1 ", shape_string(nchw(view1)),
@@ -222,17 +226,26 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
 
   // Target network: training-mode BatchNorm (batch statistics, its own running stats).
   auto target_forward = [&](const float* x, float* z) {
+    const Range range(be, "target forward");
     nets::resnet_forward(be, nets.encoder, plan.enc, x, target, target_stats, mode);
     nets::mlp_forward(be, nets.projector, plan.proj, z, plan.enc.features, target, target_stats, mode);
   };
   auto online_forward = [&](const float* x) -> const float* {
+    const Range range(be, "online forward");
     nets::resnet_forward(be, nets.encoder, plan.enc, x, online, online_stats, mode);
     nets::mlp_forward(be, nets.projector, plan.proj, plan.z_online, plan.enc.features, online, online_stats, mode);
     if (!nets.has_predictor) return plan.z_online;
     nets::mlp_forward(be, nets.predictor, plan.pred, plan.p, plan.z_online, online, online_stats, mode);
     return plan.p;
   };
+  // The loss range holds its gradient dL/dp too; backward starts at the predictor.
+  auto loss = [&](const float* p, const float* z, bool accumulate) {
+    const Range range(be, "loss");
+    be->byol_loss_forward(plan.loss, p, z, N, D, accumulate);
+    be->byol_loss_backward(plan.dp, p, z, 1.0f, N, D);
+  };
   auto online_backward = [&](const float* x, bool accumulate) {
+    const Range range(be, "backward");
     const float* dz = plan.dp;
     if (nets.has_predictor) {
       nets::mlp_backward(be, nets.predictor, plan.pred, plan.dz, plan.dp, plan.z_online, online, grads, accumulate);
@@ -247,28 +260,34 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
   target_forward(x2, plan.z2);
 
   const float* p1 = online_forward(x1);
-  be->byol_loss_forward(plan.loss, p1, plan.z2, N, D, false);
-  be->byol_loss_backward(plan.dp, p1, plan.z2, 1.0f, N, D);
+  loss(p1, plan.z2, false);
   online_backward(x1, false);
 
   const float* p2 = online_forward(x2);
-  be->byol_loss_forward(plan.loss, p2, plan.z1, N, D, true);
-  be->byol_loss_backward(plan.dp, p2, plan.z1, 1.0f, N, D);
+  loss(p2, plan.z1, true);
   online_backward(x2, true);
 
   for (auto& count : online_tracked_) count += 2;
   for (auto& count : target_tracked_) count += 2;
 
   optimizer_steps_ += 1;
-  optimizer_update(be, config_.optimizer, lr, optimizer_steps_, online, optimizer_state_.f32(), grads, segments_);
-  be->ema_update(target, online, static_cast<size_t>(num_target_params_), tau);
-
-  float loss = 0;
-  be->download(&loss, plan.loss, sizeof(float));
-  return loss;
+  {
+    const Range range(be, "optimizer");
+    optimizer_update(be, config_.optimizer, lr, optimizer_steps_, online, optimizer_state_.f32(), grads, segments_);
+  }
+  {
+    const Range range(be, "ema");
+    be->ema_update(target, online, static_cast<size_t>(num_target_params_), tau);
+  }
+  // The step's one host synchronization: on a GPU this range is the wait for the queue.
+  const Range range(be, "loss readback");
+  float value = 0;
+  be->download(&value, plan.loss, sizeof(float));
+  return value;
 }
 
 Tensor ByolModel::embed(const Tensor& images) {
+  const Range range(backend_, "embed");
   check_images(images, "images", 1);
   ModelPlan& plan = eval_plan(static_cast<int>(images.dim(0)), static_cast<int>(images.dim(1)),
                               static_cast<int>(images.dim(2)));
@@ -281,6 +300,7 @@ Tensor ByolModel::embed(const Tensor& images) {
 }
 
 Tensor ByolModel::project(const Tensor& images, bool target) {
+  const Range range(backend_, "project");
   check_images(images, "images", 1);
   ModelPlan& plan = eval_plan(static_cast<int>(images.dim(0)), static_cast<int>(images.dim(1)),
                               static_cast<int>(images.dim(2)));

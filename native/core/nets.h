@@ -34,8 +34,19 @@ class LayoutBuilder {
   std::vector<BatchNormInfo> batchnorms;
 };
 
+// The profiler range names of one layer unit (Backend::range_push), built once with the
+// network so a step does no string work: `forward` is the module path of the unit
+// ("encoder.layer2.1.conv1", the prefix of its weight names), `backward` adds " backward".
+struct RangeNames {
+  std::string forward, backward;
+  RangeNames() = default;
+  explicit RangeNames(const std::string& name) : forward(name), backward(name + " backward") {}
+};
+
+// `range` covers the conv together with the BatchNorm (and ReLU) that follow it.
 struct Conv {
   std::string name;
+  RangeNames range;
   int64_t weight = 0;
   int in = 0, out = 0, kernel = 1, stride = 1, pad = 0;
   ConvShape shape(int N, int H, int W) const;
@@ -52,8 +63,9 @@ struct Block {
   Conv conv1, conv2, conv3;
   BatchNorm bn1, bn2, bn3;
   bool downsample = false;
-  Conv ds_conv;
+  Conv ds_conv;  // its range is the downsample unit, "<block>.downsample"
   BatchNorm ds_bn;
+  RangeNames range;  // the whole block, "encoder.layer2.1"
 };
 struct ResNet {
   Conv conv1;
@@ -61,9 +73,11 @@ struct ResNet {
   bool maxpool = false;
   std::vector<Block> blocks;
   int in_channels = 3, feature_dim = 0;
+  RangeNames range, maxpool_range, avgpool_range;  // "encoder", "encoder.maxpool", "encoder.avgpool"
 };
 struct Linear {
   std::string name;
+  RangeNames range;
   int64_t weight = 0, bias = -1;  // bias -1: none
   int in = 0, out = 0;
 };
@@ -72,6 +86,7 @@ struct Mlp {
   Linear fc1;
   BatchNorm bn;
   Linear fc2;
+  RangeNames range, bn_range;  // the head ("projector"); BatchNorm + ReLU ("projector.net.1")
 };
 
 // `prefix` is "encoder" / "projector" / "predictor"; names follow torchvision / BYOL.md.
@@ -140,6 +155,8 @@ struct BnMode {
   float momentum = 0.1f, eps = 1e-5f;
 };
 
+// The forward and backward calls below push a range per network, block and layer unit
+// (RangeNames), balanced even when an op throws.
 // x is (N, H, W, C) NHWC; writes acts.features (N, feature_dim). stats: the network's
 // running statistics (updated in training mode, read in eval mode).
 void resnet_forward(Backend* be, const ResNet& net, ResNetActs& acts, const float* x,

@@ -1,6 +1,7 @@
 // resnet.cc: the ResNet v1 encoder (torchvision layout: BasicBlock for 18/34, Bottleneck v1.5
 // with the stride on the 3x3 for 50) as a straight list of backend calls; backward is the
 // same list reversed. Contract: nets.h. Activations NHWC, conv weights OIHW, no conv bias.
+// Profiler ranges: the network, each block, and each conv+BN(+ReLU) unit inside a block.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -16,6 +17,7 @@ Conv add_conv(LayoutBuilder& layout, const std::string& name, int in, int out, i
               int pad) {
   Conv c;
   c.name = name;
+  c.range = RangeNames(name);
   c.in = in;
   c.out = out;
   c.kernel = kernel;
@@ -50,6 +52,9 @@ ResNet build_resnet(LayoutBuilder& layout, const EncoderConfig& config, const st
 
   ResNet net;
   net.in_channels = config.in_channels;
+  net.range = RangeNames(prefix);
+  net.maxpool_range = RangeNames(prefix + ".maxpool");
+  net.avgpool_range = RangeNames(prefix + ".avgpool");
   if (config.stem == Stem::cifar) {
     net.conv1 = add_conv(layout, prefix + ".conv1", config.in_channels, base, 3, 1, 1);
   } else {
@@ -66,6 +71,7 @@ ResNet build_resnet(LayoutBuilder& layout, const EncoderConfig& config, const st
       const std::string name = prefix + ".layer" + std::to_string(stage + 1) + "." + std::to_string(b);
       Block blk;
       blk.bottleneck = bottleneck;
+      blk.range = RangeNames(name);
       // Registration order = torchvision's named_parameters() order.
       if (bottleneck) {
         blk.conv1 = add_conv(layout, name + ".conv1", inplanes, planes, 1, 1, 0);
@@ -83,6 +89,7 @@ ResNet build_resnet(LayoutBuilder& layout, const EncoderConfig& config, const st
       if (stride != 1 || inplanes != planes * expansion) {
         blk.downsample = true;
         blk.ds_conv = add_conv(layout, name + ".downsample.0", inplanes, planes * expansion, 1, stride, 0);
+        blk.ds_conv.range = RangeNames(name + ".downsample");
         blk.ds_bn = add_bn(layout, name + ".downsample.1", planes * expansion);
       }
       inplanes = planes * expansion;
@@ -211,35 +218,50 @@ int64_t rows(const ConvShape& s) { return static_cast<int64_t>(s.N) * s.P() * s.
 
 void resnet_forward(Backend* be, const ResNet& net, ResNetActs& acts, const float* x, const float* params,
                     float* stats, const BnMode& mode) {
+  const Range network(be, net.range.forward.c_str());
   const BnCaller bn{be, params, stats, mode};
   const int64_t stem_rows = rows(acts.stem);
-  be->conv2d_forward(acts.stem_c, x, params + net.conv1.weight, acts.stem);
-  bn.forward(net.bn1, acts.stem_r, acts.stem_c, stem_rows, acts.stem_bn);
-  be->relu_forward(acts.stem_r, acts.stem_r, static_cast<size_t>(stem_rows * net.conv1.out));
+  {
+    const Range range(be, net.conv1.range.forward.c_str());
+    be->conv2d_forward(acts.stem_c, x, params + net.conv1.weight, acts.stem);
+    bn.forward(net.bn1, acts.stem_r, acts.stem_c, stem_rows, acts.stem_bn);
+    be->relu_forward(acts.stem_r, acts.stem_r, static_cast<size_t>(stem_rows * net.conv1.out));
+  }
   const float* cur = acts.stem_r;
   if (net.maxpool) {
+    const Range range(be, net.maxpool_range.forward.c_str());
     be->maxpool2d_forward(acts.pooled, acts.argmax, acts.stem_r, acts.pool);
     cur = acts.pooled;
   }
   for (size_t i = 0; i < net.blocks.size(); ++i) {
     const Block& b = net.blocks[i];
     BlockActs& a = acts.blocks[i];
-    be->conv2d_forward(a.c1, cur, params + b.conv1.weight, a.s1);
-    bn.forward(b.bn1, a.r1, a.c1, rows(a.s1), a.bn1);
-    be->relu_forward(a.r1, a.r1, static_cast<size_t>(rows(a.s1) * b.conv1.out));
-    be->conv2d_forward(a.c2, a.r1, params + b.conv2.weight, a.s2);
-    int64_t n_out = rows(a.s2) * b.conv2.out;
+    const Range block(be, b.range.forward.c_str());
+    {
+      const Range range(be, b.conv1.range.forward.c_str());
+      be->conv2d_forward(a.c1, cur, params + b.conv1.weight, a.s1);
+      bn.forward(b.bn1, a.r1, a.c1, rows(a.s1), a.bn1);
+      be->relu_forward(a.r1, a.r1, static_cast<size_t>(rows(a.s1) * b.conv1.out));
+    }
+    const int64_t n_out = b.bottleneck ? rows(a.s3) * b.conv3.out : rows(a.s2) * b.conv2.out;
+    {
+      const Range range(be, b.conv2.range.forward.c_str());
+      be->conv2d_forward(a.c2, a.r1, params + b.conv2.weight, a.s2);
+      if (b.bottleneck) {
+        bn.forward(b.bn2, a.r2, a.c2, rows(a.s2), a.bn2);
+        be->relu_forward(a.r2, a.r2, static_cast<size_t>(rows(a.s2) * b.conv2.out));
+      } else {
+        bn.forward(b.bn2, a.out, a.c2, rows(a.s2), a.bn2);
+      }
+    }
     if (b.bottleneck) {
-      bn.forward(b.bn2, a.r2, a.c2, rows(a.s2), a.bn2);
-      be->relu_forward(a.r2, a.r2, static_cast<size_t>(n_out));
+      const Range range(be, b.conv3.range.forward.c_str());
       be->conv2d_forward(a.c3, a.r2, params + b.conv3.weight, a.s3);
-      n_out = rows(a.s3) * b.conv3.out;
       bn.forward(b.bn3, a.out, a.c3, rows(a.s3), a.bn3);
-    } else {
-      bn.forward(b.bn2, a.out, a.c2, rows(a.s2), a.bn2);
     }
     const float* identity = cur;
     if (b.downsample) {
+      const Range range(be, b.ds_conv.range.forward.c_str());
       be->conv2d_forward(a.ds_c, cur, params + b.ds_conv.weight, a.sds);
       bn.forward(b.ds_bn, a.ds_out, a.ds_c, rows(a.sds), a.bnds);
       identity = a.ds_out;
@@ -248,11 +270,13 @@ void resnet_forward(Backend* be, const ResNet& net, ResNetActs& acts, const floa
     be->relu_forward(a.out, a.out, static_cast<size_t>(n_out));
     cur = a.out;
   }
+  const Range range(be, net.avgpool_range.forward.c_str());
   be->avgpool_forward(acts.features, cur, acts.N, acts.out_hw, acts.out_c);
 }
 
 void resnet_backward(Backend* be, const ResNet& net, ResNetActs& acts, const float* dfeatures, const float* x,
                      const float* params, float* grads, bool accumulate) {
+  const Range network(be, net.range.backward.c_str());
   float* const* G = acts.grad;
   auto bn_backward = [&](const BatchNorm& bn, float* dinp, const float* dout, const float* inp, int64_t M,
                          const BnSave& save) {
@@ -263,34 +287,50 @@ void resnet_backward(Backend* be, const ResNet& net, ResNetActs& acts, const flo
   // d: the scratch buffer holding the gradient of the current block's output. The other
   // three serve the branch; the block-input gradient lands in one of them, which becomes d.
   int d = 0;
-  be->avgpool_backward(G[d], dfeatures, acts.N, acts.out_hw, acts.out_c);
+  {
+    const Range range(be, net.avgpool_range.backward.c_str());
+    be->avgpool_backward(G[d], dfeatures, acts.N, acts.out_hw, acts.out_c);
+  }
   for (size_t ii = net.blocks.size(); ii-- > 0;) {
     const Block& b = net.blocks[ii];
     BlockActs& a = acts.blocks[ii];
+    const Range block(be, b.range.backward.c_str());
     const float* input = ii > 0 ? acts.blocks[ii - 1].out : (net.maxpool ? acts.pooled : acts.stem_r);
     const int t1 = (d + 1) % 4, t2 = (d + 2) % 4, t3 = (d + 3) % 4;
     const ConvShape& s_last = b.bottleneck ? a.s3 : a.s2;
     const int out_c = b.bottleneck ? b.conv3.out : b.conv2.out;
     const int64_t n_out = rows(s_last) * out_c;
 
+    // Each unit's backward mirrors its forward: ReLU (when the unit has one), BN, conv.
     be->relu_backward(G[d], G[d], a.out, static_cast<size_t>(n_out));
     if (b.bottleneck) {
-      bn_backward(b.bn3, G[t1], G[d], a.c3, rows(a.s3), a.bn3);
-      be->conv2d_backward_weight(grads + b.conv3.weight, G[t1], a.r2, a.s3, accumulate);
-      be->conv2d_backward_data(G[t2], G[t1], params + b.conv3.weight, a.s3);
+      {
+        const Range range(be, b.conv3.range.backward.c_str());
+        bn_backward(b.bn3, G[t1], G[d], a.c3, rows(a.s3), a.bn3);
+        be->conv2d_backward_weight(grads + b.conv3.weight, G[t1], a.r2, a.s3, accumulate);
+        be->conv2d_backward_data(G[t2], G[t1], params + b.conv3.weight, a.s3);
+      }
+      const Range range(be, b.conv2.range.backward.c_str());
       be->relu_backward(G[t2], G[t2], a.r2, static_cast<size_t>(rows(a.s2) * b.conv2.out));
       bn_backward(b.bn2, G[t1], G[t2], a.c2, rows(a.s2), a.bn2);
+      be->conv2d_backward_weight(grads + b.conv2.weight, G[t1], a.r1, a.s2, accumulate);
+      be->conv2d_backward_data(G[t2], G[t1], params + b.conv2.weight, a.s2);
     } else {
+      const Range range(be, b.conv2.range.backward.c_str());
       bn_backward(b.bn2, G[t1], G[d], a.c2, rows(a.s2), a.bn2);
+      be->conv2d_backward_weight(grads + b.conv2.weight, G[t1], a.r1, a.s2, accumulate);
+      be->conv2d_backward_data(G[t2], G[t1], params + b.conv2.weight, a.s2);
     }
-    be->conv2d_backward_weight(grads + b.conv2.weight, G[t1], a.r1, a.s2, accumulate);
-    be->conv2d_backward_data(G[t2], G[t1], params + b.conv2.weight, a.s2);
-    be->relu_backward(G[t2], G[t2], a.r1, static_cast<size_t>(rows(a.s1) * b.conv1.out));
-    bn_backward(b.bn1, G[t1], G[t2], a.c1, rows(a.s1), a.bn1);
-    be->conv2d_backward_weight(grads + b.conv1.weight, G[t1], input, a.s1, accumulate);
-    be->conv2d_backward_data(G[t2], G[t1], params + b.conv1.weight, a.s1);
+    {
+      const Range range(be, b.conv1.range.backward.c_str());
+      be->relu_backward(G[t2], G[t2], a.r1, static_cast<size_t>(rows(a.s1) * b.conv1.out));
+      bn_backward(b.bn1, G[t1], G[t2], a.c1, rows(a.s1), a.bn1);
+      be->conv2d_backward_weight(grads + b.conv1.weight, G[t1], input, a.s1, accumulate);
+      be->conv2d_backward_data(G[t2], G[t1], params + b.conv1.weight, a.s1);
+    }
     const size_t n_in = static_cast<size_t>(a.s1.N) * a.s1.H * a.s1.W * a.s1.C;
     if (b.downsample) {
+      const Range range(be, b.ds_conv.range.backward.c_str());
       bn_backward(b.ds_bn, G[t1], G[d], a.ds_c, rows(a.sds), a.bnds);
       be->conv2d_backward_weight(grads + b.ds_conv.weight, G[t1], input, a.sds, accumulate);
       be->conv2d_backward_data(G[t3], G[t1], params + b.ds_conv.weight, a.sds);
@@ -304,9 +344,11 @@ void resnet_backward(Backend* be, const ResNet& net, ResNetActs& acts, const flo
   const int64_t stem_rows = rows(acts.stem);
   float* dstem = G[d];
   if (net.maxpool) {
+    const Range range(be, net.maxpool_range.backward.c_str());
     dstem = G[(d + 1) % 4];
     be->maxpool2d_backward(dstem, G[d], acts.argmax, acts.pool);
   }
+  const Range range(be, net.conv1.range.backward.c_str());
   be->relu_backward(dstem, dstem, acts.stem_r, static_cast<size_t>(stem_rows * net.conv1.out));
   float* dconv = G[(d + 2) % 4];
   bn_backward(net.bn1, dconv, dstem, acts.stem_c, stem_rows, acts.stem_bn);

@@ -5,6 +5,9 @@
 // and the parameter before anything is enqueued.
 #include "cuda_backend.h"
 
+#include <cuda_profiler_api.h>
+#include <nvtx3/nvToolsExt.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -371,6 +374,28 @@ void CudaBackend::synchronize() {
   BYOL_CUDA_OP("synchronize");
   BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   check_device_status();
+}
+
+// ---- profiling -----------------------------------------------------------------------------
+
+void CudaBackend::range_push(const char* name) noexcept { nvtxRangePushA(name); }
+
+void CudaBackend::range_pop() noexcept { nvtxRangePop(); }
+
+// cudaProfilerStart/Stop act on the calling thread's current context, hence activate().
+bool CudaBackend::profiler_start() {
+  BYOL_CUDA_OP("profiler_start");
+  BYOL_CUDA_CHECK(cudaProfilerStart());
+  return true;
+}
+
+bool CudaBackend::profiler_stop() {
+  // Work enqueued inside the window finishes inside it: nsys then holds every kernel of the
+  // captured steps, not only their launches.
+  synchronize();
+  BYOL_CUDA_OP("profiler_stop");
+  BYOL_CUDA_CHECK(cudaProfilerStop());
+  return true;
 }
 
 void CudaBackend::check_device_status() {

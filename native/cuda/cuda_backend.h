@@ -13,6 +13,8 @@
 //                          instead of taking its heuristic's first choice.
 //   BYOL_CUDNN_DETERMINISTIC 1: only deterministic cuDNN algorithms.
 //   BYOL_CUDNN_WORKSPACE_MB  most workspace one conv may use (default 1024).
+// Profiling: every op is an NVTX range named after it (OpScope), nested inside the step's
+// phase and layer ranges that the core pushes through range_push/range_pop.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -158,6 +160,13 @@ class CudaBackend final : public Backend {
                               float dloss, int B, int K) override;
 
   void ema_update(float* target, const float* online, size_t n, float tau) override;
+
+  // NVTX ranges (header-only NVTX3: free until a tool such as nsys is attached) and the
+  // cudaProfilerStart/Stop capture window of `nsys profile --capture-range=cudaProfilerApi`.
+  void range_push(const char* name) noexcept override;
+  void range_pop() noexcept override;
+  bool profiler_start() override;
+  bool profiler_stop() override;
 
   // For DeviceBuffer and the conv/linear files.
   cudaStream_t stream() const { return stream_; }

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -867,6 +868,260 @@ BYOL_TEST("step/optimizers_in_model", ctx) {
                                m.optimizer_state().numel() == byol::optimizer_state_floats(kind, m.num_params()),
                            name + " state size and step count");
   }
+}
+
+}  // namespace
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Profiler ranges (Backend::range_push/range_pop). A backend that forwards every op to the
+// CPU backend and records the range stack, and the path of ranges each op ran under, so the
+// instrumentation of the step is checked on any machine: balance (also when an op throws),
+// the phase order, and that each conv / linear runs inside the unit named after its weights.
+
+class RangeRecorder : public byol::Backend {
+ public:
+  explicit RangeRecorder(byol::Backend* inner) : in_(inner) {}
+
+  struct OpCall {
+    std::string op;
+    std::vector<std::string> path;  // enclosing ranges, outermost first
+  };
+  std::vector<std::string> stack;
+  std::vector<std::string> pushes;  // every pushed name, in order
+  std::vector<std::string> phases;  // the names pushed at depth 1 (directly under the outermost)
+  std::vector<OpCall> ops;
+  int pops_on_empty = 0;
+  std::string fail_op;  // the op that throws on its fail_after-th call (empty: none)
+  int fail_after = 0;
+
+  void range_push(const char* name) noexcept override {
+    if (stack.size() == 1) phases.emplace_back(name);
+    stack.emplace_back(name);
+    pushes.emplace_back(name);
+  }
+  void range_pop() noexcept override {
+    if (stack.empty()) ++pops_on_empty;
+    else stack.pop_back();
+  }
+  void reset() {
+    stack.clear();
+    pushes.clear();
+    phases.clear();
+    ops.clear();
+    pops_on_empty = 0;
+  }
+
+  byol::DeviceType type() const override { return in_->type(); }
+  std::string describe() const override { return "recorder(" + in_->describe() + ")"; }
+  void* alloc(size_t bytes) override { return in_->alloc(bytes); }
+  void release(void* p) override { in_->release(p); }
+  void upload(void* d, const void* s, size_t n) override { in_->upload(d, s, n); }
+  void download(void* d, const void* s, size_t n) override { note("download"), in_->download(d, s, n); }
+  void copy(void* d, const void* s, size_t n) override { in_->copy(d, s, n); }
+  void fill(float* d, float v, size_t n) override { in_->fill(d, v, n); }
+  void synchronize() override { in_->synchronize(); }
+
+  void conv2d_forward(float* out, const float* inp, const float* w, const byol::ConvShape& s) override {
+    note("conv2d_forward"), in_->conv2d_forward(out, inp, w, s);
+  }
+  void conv2d_backward_data(float* dinp, const float* dout, const float* w, const byol::ConvShape& s) override {
+    note("conv2d_backward_data"), in_->conv2d_backward_data(dinp, dout, w, s);
+  }
+  void conv2d_backward_weight(float* dw, const float* dout, const float* inp, const byol::ConvShape& s,
+                              bool acc) override {
+    note("conv2d_backward_weight"), in_->conv2d_backward_weight(dw, dout, inp, s, acc);
+  }
+  void batchnorm_forward_train(float* out, float* sm, float* sr, float* rm, float* rv, const float* inp,
+                               const float* g, const float* b, int M, int C, float mom, float eps) override {
+    note("batchnorm_forward_train"), in_->batchnorm_forward_train(out, sm, sr, rm, rv, inp, g, b, M, C, mom, eps);
+  }
+  void batchnorm_forward_eval(float* out, const float* inp, const float* g, const float* b, const float* rm,
+                              const float* rv, int M, int C, float eps) override {
+    note("batchnorm_forward_eval"), in_->batchnorm_forward_eval(out, inp, g, b, rm, rv, M, C, eps);
+  }
+  void batchnorm_backward(float* dinp, float* dg, float* db, const float* dout, const float* inp, const float* sm,
+                          const float* sr, const float* g, int M, int C, bool acc) override {
+    note("batchnorm_backward"), in_->batchnorm_backward(dinp, dg, db, dout, inp, sm, sr, g, M, C, acc);
+  }
+  void relu_forward(float* out, const float* inp, size_t n) override { note("relu_forward"), in_->relu_forward(out, inp, n); }
+  void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override {
+    note("relu_backward"), in_->relu_backward(dinp, dout, out, n);
+  }
+  void add(float* out, const float* a, const float* b, size_t n) override { note("add"), in_->add(out, a, b, n); }
+  void accumulate(float* dst, const float* src, size_t n) override { note("accumulate"), in_->accumulate(dst, src, n); }
+  void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const byol::PoolShape& s) override {
+    note("maxpool2d_forward"), in_->maxpool2d_forward(out, argmax, inp, s);
+  }
+  void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const byol::PoolShape& s) override {
+    note("maxpool2d_backward"), in_->maxpool2d_backward(dinp, dout, argmax, s);
+  }
+  void avgpool_forward(float* out, const float* inp, int N, int HW, int C) override {
+    note("avgpool_forward"), in_->avgpool_forward(out, inp, N, HW, C);
+  }
+  void avgpool_backward(float* dinp, const float* dout, int N, int HW, int C) override {
+    note("avgpool_backward"), in_->avgpool_backward(dinp, dout, N, HW, C);
+  }
+  void linear_forward(float* out, const float* inp, const float* w, const float* bias, int B, int I, int O) override {
+    note("linear_forward"), in_->linear_forward(out, inp, w, bias, B, I, O);
+  }
+  void linear_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w, int B,
+                       int I, int O, bool acc) override {
+    note("linear_backward"), in_->linear_backward(dinp, dw, db, dout, inp, w, B, I, O, acc);
+  }
+  void byol_loss_forward(float* loss, const float* p, const float* z, int B, int D, bool acc) override {
+    note("byol_loss_forward"), in_->byol_loss_forward(loss, p, z, B, D, acc);
+  }
+  void byol_loss_backward(float* dp, const float* p, const float* z, float dloss, int B, int D) override {
+    note("byol_loss_backward"), in_->byol_loss_backward(dp, p, z, dloss, B, D);
+  }
+  void cross_entropy_forward(float* loss, float* probs, const float* logits, const int32_t* labels, int B,
+                             int K) override {
+    note("cross_entropy_forward"), in_->cross_entropy_forward(loss, probs, logits, labels, B, K);
+  }
+  void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* labels, float dloss, int B,
+                              int K) override {
+    note("cross_entropy_backward"), in_->cross_entropy_backward(dlogits, probs, labels, dloss, B, K);
+  }
+  void ema_update(float* target, const float* online, size_t n, float tau) override {
+    note("ema_update"), in_->ema_update(target, online, n, tau);
+  }
+  void lars_update(float* p, float* m, const float* g, const byol::ParamSegment* segs, int n,
+                   const byol::LarsOptions& o) override {
+    note("lars_update"), in_->lars_update(p, m, g, segs, n, o);
+  }
+  void sgd_update(float* p, float* m, const float* g, const byol::ParamSegment* segs, int n,
+                  const byol::SgdOptions& o) override {
+    note("sgd_update"), in_->sgd_update(p, m, g, segs, n, o);
+  }
+  void adamw_update(float* p, float* s, const float* g, const byol::ParamSegment* segs, int n,
+                    const byol::AdamWOptions& o) override {
+    note("adamw_update"), in_->adamw_update(p, s, g, segs, n, o);
+  }
+  void augment(float* out, const uint8_t* images, const byol::AugmentParams* params, int N, int H, int W, int C,
+               int out_h, int out_w) override {
+    note("augment"), in_->augment(out, images, params, N, H, W, C, out_h, out_w);
+  }
+
+ private:
+  // Records the call; throws (like a failing kernel) on the chosen call of fail_op.
+  void note(const char* op) {
+    ops.push_back({op, stack});
+    if (!fail_op.empty() && fail_op == op && --fail_after == 0) BYOL_FAIL("injected failure in ", op);
+  }
+  byol::Backend* in_;
+};
+
+std::string join_path(const std::vector<std::string>& path) {
+  std::string s;
+  for (const std::string& p : path) s += (s.empty() ? "" : " > ") + p;
+  return s;
+}
+
+bool ends_with(const std::string& s, const std::string& tail) {
+  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+}
+
+BYOL_TEST("step/profile_ranges", ctx) {
+  // ResNet-50 with the imagenet stem: bottleneck units (conv3), downsample and max-pool ranges.
+  RangeRecorder rec(ctx.cpu);
+  ModelConfig c = small_config(byol::ResNetArch::resnet50, byol::Stem::imagenet);
+  ByolModel m(&rec, c);
+  Tensor v1 = Tensor::zeros(&rec, {4, 16, 16, 3}), v2 = Tensor::zeros(&rec, {4, 16, 16, 3});
+  rec.reset();
+  m.step(v1, v2, 0.1f, 0.99f);
+
+  byol_test::expect_true(rec.stack.empty() && rec.pops_on_empty == 0, "every push has its pop",
+                         "open: " + join_path(rec.stack) + ", pops on empty: " + std::to_string(rec.pops_on_empty));
+  byol_test::expect_true(!rec.pushes.empty() && rec.pushes.front() == "byol step", "the step is one outer range");
+
+  // The phases are the direct children of "byol step", in the order of model.cc.
+  const std::vector<std::string> want_phases = {"target forward", "target forward", "online forward", "loss",
+                                                "backward", "online forward", "loss", "backward", "optimizer", "ema",
+                                                "loss readback"};
+  std::string got_phases;
+  for (const std::string& p : rec.phases) got_phases += (got_phases.empty() ? "" : ", ") + p;
+  byol_test::log_line("  phases: " + got_phases);
+  byol_test::expect_true(rec.phases == want_phases, "phase order", got_phases);
+
+  // Every compute op runs inside a phase; the loss readback is the only download.
+  bool all_in_phase = true;
+  std::string stray;
+  for (const RangeRecorder::OpCall& call : rec.ops)
+    if (call.path.size() < 2 || call.path[0] != "byol step") {
+      all_in_phase = false;
+      stray = call.op + " under '" + join_path(call.path) + "'";
+    }
+  byol_test::expect_true(all_in_phase, "every op of the step runs inside a phase", stray);
+
+  // Each conv runs in the unit named after its weight ("<unit>.weight"; the downsample's conv
+  // "<block>.downsample.0.weight" belongs to the unit "<block>.downsample"), forward or backward.
+  std::set<std::string> units;
+  for (const byol::ParamInfo& p : m.params()) {
+    if (p.shape.size() != 4) continue;
+    std::string unit = p.name.substr(0, p.name.size() - 7);
+    if (ends_with(unit, ".downsample.0")) unit = unit.substr(0, unit.size() - 2);
+    units.insert(unit);
+  }
+  std::map<std::string, int> forward_convs, backward_convs;
+  bool conv_ok = true, linear_ok = true;
+  std::string conv_bad, linear_bad;
+  for (const RangeRecorder::OpCall& call : rec.ops) {
+    const std::string top = call.path.empty() ? "" : call.path.back();
+    if (call.op == "conv2d_forward") {
+      ++forward_convs[top];
+      if (!units.count(top)) conv_ok = false, conv_bad = call.op + " under '" + join_path(call.path) + "'";
+    } else if (call.op == "conv2d_backward_weight" || call.op == "conv2d_backward_data") {
+      const std::string unit = ends_with(top, " backward") ? top.substr(0, top.size() - 9) : "";
+      ++backward_convs[unit];
+      if (!units.count(unit)) conv_ok = false, conv_bad = call.op + " under '" + join_path(call.path) + "'";
+    } else if (call.op == "linear_forward" || call.op == "linear_backward") {
+      const bool fwd = call.op == "linear_forward";
+      const std::string layer = fwd ? top : (ends_with(top, " backward") ? top.substr(0, top.size() - 9) : "");
+      const bool named = ends_with(layer, ".net.0") || ends_with(layer, ".net.3");
+      const std::string head = layer.substr(0, layer.find('.'));
+      const bool nested = call.path.size() >= 2 &&
+                          call.path[call.path.size() - 2] == (fwd ? head : head + " backward");
+      if (!named || !nested) linear_ok = false, linear_bad = call.op + " under '" + join_path(call.path) + "'";
+    }
+  }
+  byol_test::expect_true(conv_ok, "every conv runs in its weight-named unit range", conv_bad);
+  byol_test::expect_true(linear_ok, "every linear runs in <head>.net.0 / .net.3 inside its head", linear_bad);
+  bool counts_ok = forward_convs.size() == units.size() && backward_convs.size() == units.size();
+  for (const std::string& u : units)
+    // Four forwards (target and online, two views); two backwards of two convolution calls each,
+    // except the stem, whose input gets no gradient (no backward-data call).
+    counts_ok = counts_ok && forward_convs[u] == 4 && backward_convs[u] == (u == "encoder.conv1" ? 2 : 4);
+  byol_test::expect_true(counts_ok, "each of the " + std::to_string(units.size()) + " conv units: 4 forwards, 2 backwards");
+  int blocks = 0, maxpools = 0, avgpools = 0;
+  for (const std::string& p : rec.pushes) {
+    blocks += p == "encoder.layer3.0" || p == "encoder.layer3.0 backward";
+    maxpools += p == "encoder.maxpool" || p == "encoder.maxpool backward";
+    avgpools += p == "encoder.avgpool" || p == "encoder.avgpool backward";
+  }
+  byol_test::expect_true(blocks == 6 && maxpools == 6 && avgpools == 6,
+                         "block, max-pool and avg-pool ranges per step: 4 forward + 2 backward each",
+                         std::to_string(blocks) + ", " + std::to_string(maxpools) + ", " + std::to_string(avgpools));
+
+  // An op that throws mid-backward unwinds every range it was in.
+  rec.reset();
+  rec.fail_op = "conv2d_backward_data";
+  rec.fail_after = 5;
+  byol_test::expect_error("injected failure", [&] { m.step(v1, v2, 0.1f, 0.99f); }, {"injected failure"});
+  byol_test::expect_true(rec.stack.empty() && rec.pops_on_empty == 0, "ranges balanced after an exception",
+                         "open: " + join_path(rec.stack));
+  rec.fail_op.clear();
+
+  rec.reset();
+  m.embed(v1);
+  byol_test::expect_true(rec.stack.empty() && !rec.pushes.empty() && rec.pushes[0] == "embed" &&
+                             rec.pushes[1] == "encoder",
+                         "embed: 'embed' > 'encoder', balanced");
+
+  // The CPU backend has no profiler window: the hooks say so instead of pretending.
+  byol_test::expect_true(!ctx.cpu->profiler_start() && !ctx.cpu->profiler_stop(),
+                         "cpu: profiler_start/stop report no capture window");
 }
 
 }  // namespace

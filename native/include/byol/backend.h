@@ -20,7 +20,8 @@ namespace byol {
 
 // Bumped whenever the Backend vtable or a struct below changes; the CUDA plugin is built
 // separately and loaded at run time, and a mismatch is refused with both numbers.
-constexpr int kBackendApiVersion = 1;
+// 2: profiling hooks (range_push/range_pop, profiler_start/profiler_stop).
+constexpr int kBackendApiVersion = 2;
 
 enum class DeviceType { cpu = 0, cuda = 1 };
 const char* device_name(DeviceType d);
@@ -185,6 +186,32 @@ class Backend {
                        int H, int W, int C, int out_h, int out_w) {
     throw NotSupported(std::string(device_name(type())) + ": augment not implemented");
   }
+
+  // ---- profiling (the CUDA backend: NVTX ranges and cudaProfilerStart/Stop) ----
+  // Named ranges on the calling thread's stack, nested, for timeline tools. `name` must
+  // outlive the call only (NVTX copies it). The defaults do nothing, so the CPU path pays one
+  // virtual call per range; callers keep names prebuilt (no string building per call).
+  // noexcept: Range's destructor pops during unwinding.
+  virtual void range_push(const char* name) noexcept {}
+  virtual void range_pop() noexcept {}
+  // The capture window of a profiler that waits for it (nsys --capture-range=cudaProfilerApi).
+  // Return false when this backend has no such profiler (CPU), true when the call reached it.
+  // profiler_stop first waits for the work queued before it, so the window holds those kernels.
+  virtual bool profiler_start() { return false; }
+  virtual bool profiler_stop() { return false; }
+};
+
+// Scoped range: pushes on construction, pops on destruction (early returns and exceptions
+// included). Usage: `byol::Range range(backend, "online forward");`.
+class Range {
+ public:
+  Range(Backend* backend, const char* name) noexcept : backend_(backend) { backend_->range_push(name); }
+  ~Range() { backend_->range_pop(); }
+  Range(const Range&) = delete;
+  Range& operator=(const Range&) = delete;
+
+ private:
+  Backend* backend_;
 };
 
 // The CPU backend (oneDNN + OpenMP). threads <= 0 means all cores.
