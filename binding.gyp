@@ -18,8 +18,48 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-O3", "-fopenmp", "-fexceptions", "-frtti", "-Wall", "-Wno-unused-parameter"],
-      "ldflags": ["-fopenmp", "-Wl,-rpath,'$$ORIGIN'"],
-      "libraries": ["-ldnnl", "-ldl"]
+      "conditions": [
+        ["OS=='linux'", {
+          # RPATH, not RUNPATH (--disable-new-dtags): a prebuild ships libdnnl.so.2 and ITS
+          # dependencies (libOpenCL.so.1, libgomp.so.1) beside byol.node, and only DT_RPATH is
+          # also searched for the dependencies of libraries that byol.node loads.
+          "ldflags": ["-fopenmp", "-Wl,--disable-new-dtags", "-Wl,-rpath,'$$ORIGIN'"],
+          "libraries": ["-ldnnl", "-ldl"]
+        }],
+        # macOS (untested; .github/workflows/release.yml): oneDNN 2.x built from source into
+        # BYOL_ONEDNN_ROOT and Homebrew's libomp (Apple clang has no OpenMP runtime of its own).
+        ["OS=='mac'", {
+          "include_dirs": [
+            "<!(node -p \"(process.env.BYOL_ONEDNN_ROOT || '/usr/local') + '/include'\")",
+            "<!(node -p \"(process.env.BYOL_OMP_ROOT || '/opt/homebrew/opt/libomp') + '/include'\")"
+          ],
+          "libraries": [
+            "-L<!(node -p \"(process.env.BYOL_ONEDNN_ROOT || '/usr/local') + '/lib'\")",
+            "-L<!(node -p \"(process.env.BYOL_OMP_ROOT || '/opt/homebrew/opt/libomp') + '/lib'\")",
+            "-ldnnl", "-lomp"
+          ],
+          "xcode_settings": {
+            "CLANG_CXX_LANGUAGE_STANDARD": "c++17",
+            "GCC_ENABLE_CPP_EXCEPTIONS": "YES",
+            "GCC_ENABLE_CPP_RTTI": "YES",
+            "MACOSX_DEPLOYMENT_TARGET": "11.0",
+            "OTHER_CPLUSPLUSFLAGS": ["-O3", "-Xpreprocessor", "-fopenmp", "-Wall", "-Wno-unused-parameter"],
+            "OTHER_LDFLAGS": ["-Wl,-rpath,@loader_path"]
+          }
+        }],
+        # Windows (untested, and native/ does not compile there yet: see release.yml).
+        ["OS=='win'", {
+          "include_dirs": ["<!(node -p \"(process.env.BYOL_ONEDNN_ROOT || 'C:/onednn') + '/include'\")"],
+          "libraries": ["<!(node -p \"(process.env.BYOL_ONEDNN_ROOT || 'C:/onednn') + '/lib/dnnl.lib'\")"],
+          "msvs_settings": {
+            "VCCLCompilerTool": {
+              "AdditionalOptions": ["/std:c++17", "/O2", "/openmp:llvm"],
+              "ExceptionHandling": 1,
+              "RuntimeTypeInfo": "true"
+            }
+          }
+        }]
+      ]
     }
   ]
 }

@@ -2,6 +2,7 @@
 // binding. Contract: the only module in lib/ that touches the raw addon; the load happens on
 // first use (so `require('byol')` itself never fails) and a failure throws NativeLoadError
 // saying what was tried and listing the fixes for the cause it detected.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { NativeLoadError } from './errors';
@@ -52,12 +53,29 @@ export interface NativeBinding {
   probeCuda(index: number): CudaProbe;
   // Where the CUDA plugin libbyol_cuda.so is looked for, in order.
   cudaLibraryCandidates(): string[];
+  // What the CPU backend computes with (creates no backend): oneDNN's library version and the
+  // ISA its JIT dispatches to; the code path our multiversioned kernels run ('x86-64-v4',
+  // 'x86-64-v3', 'x86-64', or the build's one path) and every path compiled; the compiler.
+  cpuInfo(): {
+    onednn: { version: string; isa: string };
+    kernels: { variant: string; isa: string; variants: string[]; multiversioned: boolean };
+    compiler: string;
+  };
   setNumThreads(threads: number): void;
   getNumThreads(): number;
+  // The profiler capture window of a device's backend (nsys --capture-range=cudaProfilerApi):
+  // true when it has one (CUDA: cudaProfilerStart/Stop; stop first waits for queued work),
+  // false when not (CPU). Throws naming the device when it cannot be created.
+  profilerStart(device: string): boolean;
+  profilerStop(device: string): boolean;
 }
 
 // dist/native.js -> the package root (where package.json, build/ and prebuilds/ are).
 export const packageRoot = path.resolve(__dirname, '..');
+
+// The Node-API version byol.node is compiled for (binding.gyp NAPI_VERSION, package.json
+// binary.napi_versions): a runtime with less lacks functions the addon calls.
+export const requiredNapiVersion = 8;
 
 interface NodeGypBuild {
   (dir: string): unknown;
@@ -75,17 +93,63 @@ export function runtimeDescription(): string {
     // process.report can be disabled; the rest of the message is still useful.
   }
   return `${process.platform}-${process.arch}, Node.js ${process.versions.node}, ` +
-    `Node-API ${process.versions.napi ?? 'unknown'}, ${libc}`;
+    `Node-API ${process.versions.napi ?? 'unknown'} (byol.node needs ${requiredNapiVersion}), ${libc}`;
 }
 
+function listDir(dir: string): string[] | undefined {
+  try {
+    return fs.readdirSync(dir).sort();
+  } catch {
+    return undefined;
+  }
+}
+
+// Where byol.node is looked for under `root`, in node-gyp-build's order, one line each with
+// what is there: build/Release, build/Debug, then prebuilds/<platform>-<arch> (with the
+// libraries bundled beside the addon, or the platforms the package does have prebuilds for).
+export function nativeSearchReport(root: string = packageRoot): string[] {
+  const lines: string[] = [];
+  for (const folder of ['build/Release', 'build/Debug']) {
+    const dir = path.join(root, folder);
+    const addons = listDir(dir)?.filter((f) => f.endsWith('.node'));
+    lines.push(`${dir}: ${addons === undefined ? 'no such folder' : addons.length ? addons.join(', ') : 'no .node file'}`);
+  }
+  const platform = `${process.platform}-${process.arch}`;
+  const prebuilds = path.join(root, 'prebuilds');
+  const platforms = listDir(prebuilds);
+  const dir = path.join(prebuilds, platform);
+  const files = listDir(dir);
+  if (files === undefined) {
+    const others = platforms?.length ? `; the package has prebuilds for ${platforms.join(', ')} only` : '';
+    lines.push(`${dir}: no such folder (no prebuild for ${platform}${others})`);
+  } else {
+    const addons = files.filter((f) => f.endsWith('.node'));
+    const libraries = files.filter((f) => /\.so(\.\d+)*$/.test(f));
+    lines.push(`${dir}: ${addons.length ? addons.join(', ') : 'no .node file'}` +
+      (libraries.length ? ` (bundled: ${libraries.join(', ')})` : ''));
+  }
+  return lines;
+}
+
+const REBUILD = 'rebuild from source: `npm rebuild byol` (in a checkout of byol: `npm run build:native`)';
+const TOOLCHAIN = 'a C++17 compiler, make, Python 3 and the oneDNN headers ' +
+  '(Debian/Ubuntu: `sudo apt-get install build-essential python3 libdnnl-dev`)';
+
 // The fixes for the cause a load error message shows (first match wins; always non-empty).
-export function diagnoseLoadFailure(message: string): string[] {
-  const rebuild = 'rebuild from source: `npm rebuild byol` (in a checkout of byol: `npm run build:native`)';
-  const toolchain = 'a C++17 compiler, make, Python 3 and the oneDNN headers ' +
-    '(Debian/Ubuntu: `sudo apt-get install build-essential python3 libdnnl-dev`)';
+// `file` is the byol.node that failed to load, when one was found: a library missing beside a
+// prebuild means an incomplete install rather than a missing system package.
+export function diagnoseLoadFailure(message: string, file?: string): string[] {
   const missingLibrary = /([\w.+-]+\.so(?:\.\d+)*): cannot open shared object file/.exec(message);
   if (missingLibrary) {
     const library = missingLibrary[1];
+    const folder = file ? path.dirname(file) : undefined;
+    if (folder && path.basename(path.dirname(folder)) === 'prebuilds' && !/^lib(c|m|dl|pthread|rt|stdc\+\+|gcc_s)\.so/.test(library)) {
+      return [
+        `the prebuild in ${folder} should have ${library} beside byol.node but it is missing: reinstall byol ` +
+          '(`npm install byol --force`); a copy or bundler that keeps only .node files breaks prebuilds',
+        `or ${REBUILD}`,
+      ];
+    }
     if (library.startsWith('libdnnl')) {
       return [
         `install oneDNN, which byol.node links to: \`sudo apt-get install libdnnl2\` (Debian 12, Ubuntu 22.04 and later)`,
@@ -93,31 +157,62 @@ export function diagnoseLoadFailure(message: string): string[] {
       ];
     }
     if (library.startsWith('libgomp')) return ['install the GNU OpenMP runtime: `sudo apt-get install libgomp1`'];
+    if (library.startsWith('libOpenCL')) {
+      return ['install the OpenCL loader that Debian\'s oneDNN links to: `sudo apt-get install ocl-icd-libopencl1`'];
+    }
     if (library.startsWith('libstdc++')) return ['install the C++ runtime: `sudo apt-get install libstdc++6`'];
     return [
       `install the package that provides ${library} (Debian/Ubuntu: \`apt-file search ${library}\`)`,
-      rebuild,
+      REBUILD,
     ];
   }
   if (/No native build was found/.test(message)) {
     return [
-      `build byol.node on this machine: install ${toolchain}, then run \`npm rebuild byol\``,
+      `build byol.node on this machine: install ${TOOLCHAIN}, then run \`npm rebuild byol\``,
       'or install on a platform that has a prebuild (prebuilds/<platform>-<arch>/ in the package)',
     ];
   }
   if (/GLIBC(XX)?_[\d.]+'? not found/.test(message)) {
-    return [`byol.node was built against a newer C/C++ runtime than this system has: ${rebuild}`];
+    return [`byol.node was built against a newer C/C++ runtime than this system has: ${REBUILD}`];
+  }
+  if (/undefined symbol: napi_/.test(message)) {
+    return [`this Node.js lacks Node-API ${requiredNapiVersion}, which byol.node needs: use Node.js 18 or later`];
   }
   if (/undefined symbol/.test(message)) {
-    return [`byol.node does not match the libraries it was built with (a partial or stale build): ${rebuild}`];
+    return [`byol.node does not match the libraries it was built with (a partial or stale build): ${REBUILD}`];
   }
   if (/invalid ELF header|file too short|wrong ELF class|not a valid Win32|mach-o/i.test(message)) {
-    return [`byol.node was built for another platform or architecture: delete its build/ folder and ${rebuild}`];
+    return [`byol.node was built for another platform or architecture: delete its build/ folder and ${REBUILD}`];
   }
   if (/NODE_MODULE_VERSION|did not self-register/.test(message)) {
-    return [`byol.node was built for another Node.js: ${rebuild}`];
+    return [`byol.node was built for another Node.js: ${REBUILD}`];
   }
-  return [rebuild, `if that does not help, report an issue with this whole message (the build needs ${toolchain})`];
+  return [REBUILD, `if that does not help, report an issue with this whole message (the build needs ${TOOLCHAIN})`];
+}
+
+// The fixes for a failed `node-gyp rebuild` of byol.node, from its output and the build tools
+// missing on PATH (always non-empty). Used by the install script (tools/install.mjs).
+export function diagnoseBuildFailure(output: string, missingTools: string[] = []): string[] {
+  const fixes: string[] = [];
+  if (missingTools.includes('node-gyp')) fixes.push('install node-gyp: `npm install -g node-gyp` (npm runs its own copy for install scripts)');
+  const systemTools = missingTools.filter((tool) => tool !== 'node-gyp');
+  if (systemTools.length) {
+    fixes.push(`install the build tools missing on PATH (${systemTools.join(', ')}): ` +
+      'Debian/Ubuntu: `sudo apt-get install build-essential python3`');
+  }
+  if (/dnnl\.hpp|oneapi\/dnnl|cannot find -ldnnl/.test(output)) {
+    fixes.push('install the oneDNN headers and library: `sudo apt-get install libdnnl-dev` (Debian 12, Ubuntu 22.04 and later)');
+  }
+  if (/ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|getaddrinfo|(tarball|headers) download failed/i.test(output)) {
+    fixes.push('node-gyp could not download the Node.js headers: connect to the network, or point it at installed ' +
+      'headers: `export npm_config_nodedir=<node prefix>` (the folder holding include/node/node_api.h)');
+  }
+  if (/unrecognized command.line option.*(std=c\+\+17|fopenmp)|omp\.h: No such file/.test(output)) {
+    fixes.push('the compiler lacks C++17 or OpenMP: use g++ 9 or later (`sudo apt-get install g++`)');
+  }
+  if (!fixes.length) fixes.push(`install ${TOOLCHAIN}, then run \`npm rebuild byol\``);
+  fixes.push('or install byol on a platform it has a prebuild for (linux-x64 with glibc)');
+  return fixes;
 }
 
 // Loads byol.node from `root` (build/Release, build/Debug, then prebuilds/, as node-gyp-build
@@ -131,17 +226,19 @@ export function loadBinding(root: string = packageRoot): NativeBinding {
     return require(resolved) as NativeBinding;
   } catch (error) {
     const cause = error instanceof Error ? error.message : String(error);
+    // node-gyp-build honours BYOL_PREBUILD: a folder it searches instead of the package root.
+    const override = process.env.BYOL_PREBUILD;
     const lines = [
       'byol: could not load the native addon byol.node.',
       `  package root: ${root}`,
       `  runtime: ${runtimeDescription()}`,
-      resolved
-        ? `  file: ${resolved}`
-        : `  looked in: ${['build/Release', 'build/Debug', `prebuilds/${process.platform}-${process.arch}`]
-          .map((p) => path.join(root, p)).join(', ')}`,
+      ...(override ? [`  BYOL_PREBUILD: ${override} (searched instead of the package root)`] : []),
+      ...(resolved ? [`  file: ${resolved}`] : []),
+      '  looked in (in this order):',
+      ...nativeSearchReport(override || root).map((line) => `    ${line}`),
       `cause: ${cause.trim()}`,
       'fixes:',
-      ...diagnoseLoadFailure(cause).map((fix) => `  - ${fix}`),
+      ...diagnoseLoadFailure(cause, resolved).map((fix) => `  - ${fix}`),
     ];
     throw new NativeLoadError(lines.join('\n'), error);
   }

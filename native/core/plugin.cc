@@ -146,8 +146,8 @@ std::vector<std::string> cuda_library_candidates() {
   const std::string dir = module_dir();
   if (!dir.empty()) {
     push(join(dir, kLibraryName));
-    // A prebuild keeps the plugin beside the addon; cmake builds put it at the top of the
-    // build folder, above the test runner (build-x/native/tests/byol_tests).
+    // A plugin copied beside the addon wins; cmake builds put it at the top of the build
+    // folder, above the test runner (build-x/native/tests/byol_tests).
     push(join(parent(dir), std::string("cmake/") + kLibraryName));
     std::string up = dir;
     for (int level = 0; level < 2 && up != "/"; ++level) {
@@ -158,7 +158,19 @@ std::vector<std::string> cuda_library_candidates() {
     if (!root.empty()) {
       push(join(root, std::string("build-cmake/") + kLibraryName));  // npm run build:cmake
       push(join(root, std::string("build/cmake/") + kLibraryName));
-      push(join(root, std::string("prebuilds/") + platform_dir() + "/" + kLibraryName));
+      // The separate CUDA artifact (npm run prebuild:cuda stages it in packages/; published as
+      // the optional package @byol/cuda-<platform>): in a checkout, nested under byol, or hoisted
+      // into any node_modules folder above byol, as npm lays packages out.
+      const std::string cuda_package = std::string("cuda-") + platform_dir();
+      push(join(root, "packages/" + cuda_package + "/" + kLibraryName));
+      push(join(root, "node_modules/@byol/" + cuda_package + "/" + kLibraryName));
+      const std::string node_modules = "/node_modules";
+      for (std::string ancestor = parent(root); ancestor != "/" && ancestor != ".";
+           ancestor = parent(ancestor)) {
+        if (ancestor.size() > node_modules.size() &&
+            ancestor.compare(ancestor.size() - node_modules.size(), node_modules.size(), node_modules) == 0)
+          push(join(ancestor, "@byol/" + cuda_package + "/" + kLibraryName));
+      }
     }
   }
   push(kLibraryName);  // the dynamic loader's own search (LD_LIBRARY_PATH, ldconfig)
