@@ -137,7 +137,7 @@ test('info --json: platform, addon, CPU and why CUDA is (not) available', () => 
   assert.type(parsed.cuda.available, 'boolean');
   if (!parsed.cuda.available) assert.ok(parsed.cuda.reason.length > 0);
   const text = byol(['info']);
-  assert.match(text.out, /^byol +\d+\.\d+\.\d+\nplatform .*\naddon .*\ncpu .*\ncpu backend .*\ncuda /);
+  assert.match(text.out, /^byol +\d+\.\d+\.\d+\nplatform .*\naddon .*\ncpu .*\n(  .*\n)+cuda /);
 });
 
 function pngInfo(bytes) {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <new>
 
+#include "../cpu/cpu_backend.h"
 #include "addon.h"
 #include "byol/plugin.h"
 
@@ -114,6 +115,31 @@ Napi::Value CudaLibraryCandidates(const Napi::CallbackInfo& info) {
   });
 }
 
+// cpuInfo(): { onednn: { version, isa }, kernels: { variant, isa, variants, multiversioned },
+// compiler }. Creates no backend, so `byol info` can report it even if the engine fails.
+Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
+  return Guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    const byol::cpu::CpuCapabilities caps = byol::cpu::cpu_capabilities();
+    Napi::Object onednn = Napi::Object::New(env);
+    onednn.Set("version", caps.onednn_version);
+    onednn.Set("isa", caps.onednn_isa);
+    Napi::Array variants = Napi::Array::New(env, caps.kernel_variants.size());
+    for (size_t i = 0; i < caps.kernel_variants.size(); ++i)
+      variants.Set(static_cast<uint32_t>(i), caps.kernel_variants[i]);
+    Napi::Object kernels = Napi::Object::New(env);
+    kernels.Set("variant", caps.kernel_variant);
+    kernels.Set("isa", caps.kernel_isa);
+    kernels.Set("variants", variants);
+    kernels.Set("multiversioned", caps.kernels_multiversioned);
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("onednn", onednn);
+    out.Set("kernels", kernels);
+    out.Set("compiler", caps.compiler);
+    return out;
+  });
+}
+
 // setNumThreads(n): OpenMP's thread count is a per-thread setting, so it is applied here (the
 // main thread) and again at the start of every AsyncWorker (ApplyThreadSetting), because the
 // libuv pool threads that run native work do not inherit it from the main thread.
@@ -181,6 +207,7 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda, "probeCuda"));
   exports.Set("cudaLibraryCandidates",
               Napi::Function::New(env, CudaLibraryCandidates, "cudaLibraryCandidates"));
+  exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
 }

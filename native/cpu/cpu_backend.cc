@@ -117,12 +117,81 @@ void CpuBackend::use_threads() const {
 }
 
 std::string CpuBackend::describe() const {
-  const dnnl_version_t* v = dnnl_version();
+  const CpuCapabilities caps = cpu_capabilities();
   std::ostringstream os;
-  os << "cpu: " << cpu_model_ << ", " << threads_ << " threads, oneDNN "
-     << v->major << "." << v->minor << "." << v->patch << " ("
-     << isa_name(dnnl::get_effective_cpu_isa()) << ")";
+  os << "cpu: " << cpu_model_ << ", " << threads_ << " threads, oneDNN " << caps.onednn_version
+     << " (" << caps.onednn_isa << ")";
   return os.str();
+}
+
+namespace {
+
+// The path each BYOL_CPU_KERNEL loop takes is chosen by GCC's ifunc resolver from the same
+// target list (parallel.h). Overloads on the same targets go through that resolver too, so
+// this answers with the clone the kernels actually run, not a re-implementation of its rules.
+#define BYOL_CPU_STRINGIFY_(x) #x
+#define BYOL_CPU_STRINGIFY(x) BYOL_CPU_STRINGIFY_(x)
+// BYOL_CPU_KERNEL expands to nothing where parallel.h builds one path only.
+constexpr bool kKernelsMultiversioned = sizeof(BYOL_CPU_STRINGIFY(BYOL_CPU_KERNEL)) > 1;
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define BYOL_CPU_HAVE_DISPATCH_PROBE 1
+__attribute__((target("default"))) const char* dispatched_variant() { return "x86-64"; }
+__attribute__((target("arch=x86-64-v3"))) const char* dispatched_variant() { return "x86-64-v3"; }
+__attribute__((target("arch=x86-64-v4"))) const char* dispatched_variant() { return "x86-64-v4"; }
+#endif
+
+// The one path a build without multiversioning has: what the compiler targeted.
+const char* build_variant() {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+  return "x86-64-v4";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "x86-64-v3";
+#elif defined(__x86_64__)
+  return "x86-64";
+#elif defined(__aarch64__)
+  return "aarch64";
+#else
+  return "generic";
+#endif
+}
+
+const char* variant_isa(const std::string& variant) {
+  if (variant == "x86-64-v4") return "AVX-512 (F, BW, CD, DQ, VL)";
+  if (variant == "x86-64-v3") return "AVX2, FMA, BMI2, F16C";
+  if (variant == "x86-64") return "SSE2 (x86-64 baseline)";
+  if (variant == "aarch64") return "NEON (Armv8-A baseline)";
+  return "compiler default";
+}
+
+}  // namespace
+
+CpuCapabilities cpu_capabilities() {
+  CpuCapabilities caps;
+  const dnnl_version_t* v = dnnl_version();
+  caps.onednn_version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
+                        std::to_string(v->patch);
+  caps.onednn_isa = isa_name(dnnl::get_effective_cpu_isa());
+  caps.kernels_multiversioned = kKernelsMultiversioned;
+  caps.kernel_variant = build_variant();
+  caps.kernel_variants = {caps.kernel_variant};
+#ifdef BYOL_CPU_HAVE_DISPATCH_PROBE
+  if (kKernelsMultiversioned) {
+    caps.kernel_variant = dispatched_variant();
+    caps.kernel_variants = {"x86-64-v4", "x86-64-v3", "x86-64"};
+  }
+#endif
+  caps.kernel_isa = variant_isa(caps.kernel_variant);
+#if defined(__clang__)
+  caps.compiler = std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  caps.compiler = std::string("GCC ") + __VERSION__;
+#elif defined(_MSC_VER)
+  caps.compiler = "MSVC " + std::to_string(_MSC_FULL_VER);
+#else
+  caps.compiler = "unknown compiler";
+#endif
+  return caps;
 }
 
 size_t CpuBackend::cached_plans() const {

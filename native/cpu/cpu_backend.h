@@ -9,6 +9,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -168,6 +169,18 @@ class CpuBackend final : public Backend {
   std::unordered_map<PlanKey, std::unique_ptr<LinearPlan>, PlanKeyHash> linear_plans_;
   ScratchBuffer scratch_;
 };
+
+// What the CPU backend computes with on this machine (for `byol info`; needs no backend).
+struct CpuCapabilities {
+  std::string onednn_version;    // "2.6.3", from the loaded library (not the headers)
+  std::string onednn_isa;        // the ISA oneDNN's JIT dispatches to, e.g. "avx512_core_bf16"
+  std::string kernel_variant;    // the code path our BYOL_CPU_KERNEL loops run: "x86-64-v4", ...
+  std::string kernel_isa;        // what that path uses, e.g. "AVX-512 (F, BW, CD, DQ, VL)"
+  std::vector<std::string> kernel_variants;  // every compiled path, best first
+  bool kernels_multiversioned = false;  // false: one path fixed at build time
+  std::string compiler;          // what built byol.node, e.g. "GCC 12.2.0"
+};
+CpuCapabilities cpu_capabilities();
 
 // Argument checks shared by the ops; `op` names the op in the message.
 #define BYOL_CPU_CHECK_PTR(op, ptr) \
