@@ -160,6 +160,14 @@ class CudaBackend final : public Backend {
                               float dloss, int B, int K) override;
 
   void ema_update(float* target, const float* online, size_t n, float tau) override;
+  // optim.cc: the segment table is uploaded once per distinct table and cached; a call then
+  // only enqueues kernels (no host synchronization).
+  void lars_update(float* params, float* momentum, const float* grads, const ParamSegment* segments,
+                   int num_segments, const LarsOptions& opt) override;
+  void sgd_update(float* params, float* momentum, const float* grads, const ParamSegment* segments,
+                  int num_segments, const SgdOptions& opt) override;
+  void adamw_update(float* params, float* state, const float* grads, const ParamSegment* segments,
+                    int num_segments, const AdamWOptions& opt) override;
 
   // NVTX ranges (header-only NVTX3: free until a tool such as nsys is attached) and the
   // cudaProfilerStart/Stop capture window of `nsys profile --capture-range=cudaProfilerApi`.
@@ -227,6 +235,29 @@ class CudaBackend final : public Backend {
 
   std::mutex mutex_;  // guards plan cache, workspace, staging and the status flag
   std::map<std::tuple<int, int, int, int, int, int, int, int, int>, std::unique_ptr<ConvPlan>> plans_;
+
+  // ---- optimizer segment tables (optim.cc) ----
+  // The device copy of one ParamSegment table (kernels.h OptimChunk + OptimSegment arrays),
+  // keyed by the table's content: the model passes the same table every step, so a step finds
+  // it here and uploads nothing. Plain cudaMalloc memory rather than the pool: it is freed by
+  // the destructor, after teardown() has destroyed the pool.
+  struct SegmentTable {
+    int device = 0;
+    std::vector<ParamSegment> key;  // the host table it was built from
+    uint64_t hash = 0;
+    int num_chunks = 0;
+    void* memory = nullptr;  // OptimChunk[num_chunks], then OptimSegment[key.size()]
+    uint64_t last_use = 0;
+    SegmentTable() = default;
+    SegmentTable(const SegmentTable&) = delete;
+    SegmentTable& operator=(const SegmentTable&) = delete;
+    ~SegmentTable();
+  };
+  // Finds or builds the table of a checked segment array; the caller holds optim_mutex_.
+  const SegmentTable& segment_table(const ParamSegment* segments, int num_segments);
+  std::mutex optim_mutex_;  // guards segment_tables_ (and keeps an entry alive while in use)
+  std::vector<std::unique_ptr<SegmentTable>> segment_tables_;
+  uint64_t segment_table_clock_ = 0;
 };
 
 }  // namespace cuda

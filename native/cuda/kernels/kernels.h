@@ -9,6 +9,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../../core/optim_math.h"
+
 namespace byol {
 namespace cuda {
 
@@ -83,6 +85,33 @@ void cross_entropy_forward(float* loss, float* probs, float* row_scratch, unsign
 void cross_entropy_backward(float* dlogits, unsigned* status, const float* probs,
                             const int32_t* labels, float dloss, int B, int K,
                             cudaStream_t stream);
+
+// ---- optimizer updates over flat buffers (kernels/optim.cu) ----
+// A ParamSegment table as the kernels read it (built once per table by optim.cc): the segments
+// cut into chunks of at most kOptimChunkFloats floats that never cross a segment, one block per
+// chunk, and per segment the range of its chunks. `decay` is ParamSegment::decay.
+constexpr int64_t kOptimChunkFloats = 4096;  // 16 floats per thread of a 256-thread block
+struct OptimChunk {
+  int64_t begin;    // absolute float offset
+  int32_t size;     // 1..kOptimChunkFloats
+  int32_t segment;  // index into the OptimSegment table
+};
+struct OptimSegment {
+  int32_t first_chunk, num_chunks;
+  int32_t decay;
+};
+// LARS: chunk sums of squares, then per-segment trust ratios, then the update. `scratch` holds
+// lars_scratch_bytes(num_chunks, num_segments) bytes.
+size_t lars_scratch_bytes(int num_chunks, int num_segments);
+void lars_update(float* params, float* momentum, void* scratch, const float* grads, const OptimChunk* chunks,
+                 int num_chunks, const OptimSegment* segments, int num_segments, const LarsOptions& opt,
+                 cudaStream_t stream);
+// momentum may be null when opt.momentum == 0.
+void sgd_update(float* params, float* momentum, const float* grads, const OptimChunk* chunks, int num_chunks,
+                const OptimSegment* segments, const SgdOptions& opt, cudaStream_t stream);
+void adamw_update(float* params, float* exp_avg, float* exp_avg_sq, const float* grads, const OptimChunk* chunks,
+                  int num_chunks, const OptimSegment* segments, const optim::AdamWConstants& constants,
+                  cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace byol
