@@ -7,6 +7,7 @@ as the native step) timed in PyTorch on the CPU, for bench/step_cpu.mjs to compa
 Prints one JSON line: {"steps_per_s", "ms_per_step", "threads", "peak_rss_mb", "rss_mb" (after
 warm-up and at the end), "torch", "config"}. Default: ResNet-18 cifar stem, batch 64, 32x32x3,
 projector 4096/256, predictor 4096, LARS (BYOL.md), random views, the same lr/tau every step.
+add_model_args/model_config are shared with bench/torch_gpu_step.py (the GPU variant of this).
 """
 import argparse
 import json
@@ -23,6 +24,26 @@ import torch  # noqa: E402
 import ref_byol  # noqa: E402
 
 
+def add_model_args(ap):
+    """The model and batch flags shared with bench/torch_gpu_step.py (byol_bench_step spells
+    them the same way)."""
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--arch", default="resnet18", choices=sorted(ref_byol.ARCHS))
+    ap.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
+    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--out", type=int, default=256)
+
+
+def model_config(a):
+    """ref_byol's config dict (the JavaScript option names) for parsed add_model_args flags:
+    projector hidden/out, predictor hidden = projector hidden, LARS as in BYOL.md."""
+    return dict(encoder=dict(arch=a.arch, stem=a.stem, inChannels=3, width=a.width),
+                projector=dict(hidden=a.hidden, out=a.out), predictor=dict(hidden=a.hidden),
+                optimizer=dict(name="lars", weightDecay=1.5e-6, momentum=0.9, trustCoefficient=1e-3))
+
+
 def rss_mb():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -33,19 +54,11 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--stem", default="cifar")
-    ap.add_argument("--width", type=float, default=1.0)
-    ap.add_argument("--hidden", type=int, default=4096)
-    ap.add_argument("--out", type=int, default=256)
+    add_model_args(ap)
     a = ap.parse_args()
 
     torch.set_num_threads(a.threads)
-    config = dict(encoder=dict(arch=a.arch, stem=a.stem, inChannels=3, width=a.width),
-                  projector=dict(hidden=a.hidden, out=a.out), predictor=dict(hidden=a.hidden),
-                  optimizer=dict(name="lars", weightDecay=1.5e-6, momentum=0.9, trustCoefficient=1e-3))
+    config = model_config(a)
     torch.manual_seed(0)
     model = ref_byol.BYOL(config)
     momenta = {n: torch.zeros_like(p) for n, p in model.online_params()}

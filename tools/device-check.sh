@@ -2,12 +2,15 @@
 # tools/device-check.sh: the GPU check, for a machine with an NVIDIA GPU (no Node needed).
 # Builds the C++ test runner and libbyol_cuda.so with CMake into build-device/ (BYOL_CUDA=ON;
 # cuDNN/cuBLAS may come from $BYOL_CACHE or the machine's PyTorch site-packages), runs every
-# op case on CPU and CUDA, a compute-sanitizer memcheck pass on a short filtered run, and
-# prints nvidia-smi and a summary table. Exits non-zero when any step fails; stays < 8 min.
+# op case on CPU and CUDA, the GPU benchmark (bench/gpu.sh: the BYOL step of byol beside
+# PyTorch's, table in ${OUT:-build-device}/gpu-bench.md), a compute-sanitizer memcheck pass on a
+# short filtered run, and prints nvidia-smi and a summary table (the benchmark's included).
+# Exits non-zero when any step fails; stays < 8 min.
 # Environment: BYOL_DEVICE_BUDGET_S (default 450) total seconds; BYOL_SANITIZER_FILTER
 # (default "@cuda": every CUDA case) the test filter of the memcheck run; BYOL_DEVICE_CUDA_ARCH
 # (default: the GPU's compute capability) CMAKE_CUDA_ARCHITECTURES; BYOL_DEVICE_SKIP_BUILD=1
-# uses an existing build-device/.
+# uses an existing build-device/; BYOL_DEVICE_BENCH=0 skips the benchmark; BYOL_BENCH_BUDGET_S
+# (default 150) its seconds at most, less when the memcheck's reserve (90 s) would not fit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -65,6 +68,14 @@ NVCC="${CUDACXX:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>/dev/null || echo "python3 torch: not importable"
 echo "nproc $(nproc)"
 
+# A GPU image may lack oneDNN (the CPU backend the CUDA ops are compared with): a carried
+# build-dnnl/ (tools/device-pack-dnnl.sh) serves as its prefix for CMake and the loader.
+if [ -d "$ROOT/build-dnnl/lib" ]; then
+  export CMAKE_PREFIX_PATH="$ROOT/build-dnnl${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  export LD_LIBRARY_PATH="$ROOT/build-dnnl/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  echo "oneDNN from $ROOT/build-dnnl (carried)"
+fi
+
 # ---- build ---------------------------------------------------------------------------------
 if [ "${BYOL_DEVICE_SKIP_BUILD:-0}" = 1 ]; then
   note_row build skipped "BYOL_DEVICE_SKIP_BUILD=1: using $BUILD as it is"
@@ -100,8 +111,32 @@ fi
 
 # ---- tests ---------------------------------------------------------------------------------
 export BYOL_CUDA_LIBRARY="$PLUGIN"
+[ -x "$RUNNER" ] && step tests 240 "$RUNNER" --backend all
+
+# ---- benchmark (before the memcheck: the benchmark is what this GPU time is mostly for; the
+# memcheck keeps a reserve and takes what is left) -------------------------------------------
+BENCH_MD="${OUT:-$BUILD}/gpu-bench.md"
+BENCH_BIN="$BUILD/native/bench/byol_bench_step"
+if [ "${BYOL_DEVICE_BENCH:-1}" = 0 ]; then
+  note_row bench skipped "BYOL_DEVICE_BENCH=0"
+elif [ ! -x "$BENCH_BIN" ]; then
+  note_row bench FAIL "no benchmark program at $BENCH_BIN"
+  FAILED=1
+else
+  rm -f "$BENCH_MD"
+  bench_budget=$(( $(remaining) - 90 - 30 ))
+  [ "$bench_budget" -gt "${BYOL_BENCH_BUDGET_S:-150}" ] && bench_budget="${BYOL_BENCH_BUDGET_S:-150}"
+  if [ "$bench_budget" -lt 30 ]; then
+    note_row bench SKIPPED "only ${bench_budget}s of the budget left for it"
+    FAILED=1
+  else
+    # +20 s: gpu.sh spends its budget on runs, then writes the report.
+    step bench $(( bench_budget + 20 )) env BYOL_BENCH_BUDGET_S="$bench_budget" BYOL_BENCH_OUT="${OUT:-$BUILD}" \
+      bash "$ROOT/bench/gpu.sh" "$BUILD"
+  fi
+fi
+
 if [ -x "$RUNNER" ]; then
-  step tests 240 "$RUNNER" --backend all
   SANITIZER="$(command -v compute-sanitizer || true)"
   [ -z "$SANITIZER" ] && [ -x "$(dirname "$NVCC")/compute-sanitizer" ] && SANITIZER="$(dirname "$NVCC")/compute-sanitizer"
   if [ -n "$SANITIZER" ]; then
@@ -122,6 +157,10 @@ printf '%-14s %-8s %6s  %s\n' step status time note
 for row in "${ROWS[@]}"; do echo "$row"; done
 if command -v nvidia-smi >/dev/null 2>&1; then
   nvidia-smi --query-gpu=name,memory.used,memory.total,temperature.gpu --format=csv,noheader || true
+fi
+if [ -f "$BENCH_MD" ]; then
+  echo
+  cat "$BENCH_MD"
 fi
 if [ $FAILED -ne 0 ]; then
   echo "device check: FAILED"
