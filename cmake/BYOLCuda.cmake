@@ -212,9 +212,11 @@ file(GLOB BYOL_CUDA_SOURCES CONFIGURE_DEPENDS
   ${CMAKE_CURRENT_SOURCE_DIR}/native/cuda/*.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/native/cuda/*.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/native/cuda/kernels/*.cu)
-# tensor.cc defines byol::device_name, which the Backend base class's default methods use;
-# compiling it in keeps the plugin self-contained (it is dlopen()ed RTLD_LOCAL).
-add_library(byol_cuda SHARED ${BYOL_CUDA_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/native/core/tensor.cc)
+# tensor.cc defines byol::device_name, which the Backend base class's default methods use, and
+# augment.cc validate_augment_params, the parameter check augment shares with the CPU backend;
+# compiling them in keeps the plugin self-contained (it is dlopen()ed RTLD_LOCAL).
+add_library(byol_cuda SHARED ${BYOL_CUDA_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/native/core/tensor.cc
+            ${CMAKE_CURRENT_SOURCE_DIR}/native/core/augment.cc)
 set_target_properties(byol_cuda PROPERTIES
   OUTPUT_NAME byol_cuda
   LIBRARY_OUTPUT_DIRECTORY "${CMAKE_BINARY_DIR}"

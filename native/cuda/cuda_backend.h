@@ -168,6 +168,10 @@ class CudaBackend final : public Backend {
                   int num_segments, const SgdOptions& opt) override;
   void adamw_update(float* params, float* state, const float* grads, const ParamSegment* segments,
                     int num_segments, const AdamWOptions& opt) override;
+  // augment.cc: the CPU's checks, the parameters (and blur taps) through pinned staging with an
+  // asynchronous copy, then kernels/augment.cu; no host synchronization.
+  void augment(float* out, const uint8_t* images, const AugmentParams* params, int N, int H, int W,
+               int C, int out_h, int out_w) override;
 
   // NVTX ranges (header-only NVTX3: free until a tool such as nsys is attached) and the
   // cudaProfilerStart/Stop capture window of `nsys profile --capture-range=cudaProfilerApi`.
@@ -258,6 +262,31 @@ class CudaBackend final : public Backend {
   std::mutex optim_mutex_;  // guards segment_tables_ (and keeps an entry alive while in use)
   std::vector<std::unique_ptr<SegmentTable>> segment_tables_;
   uint64_t segment_table_clock_ = 0;
+
+  // ---- augment's pinned staging (augment.cc) ----
+  // The caller may reuse its parameter array as soon as augment() returns, so the parameters
+  // are copied into pinned memory first and uploaded from there asynchronously. A slot is
+  // reusable once its copy has run (its event); a small ring of slots lets the host run ahead
+  // of the GPU by several calls without waiting. Freed by the destructor (after teardown()).
+  struct AugmentStaging {
+    struct Slot {
+      void* host = nullptr;
+      size_t bytes = 0;
+      cudaEvent_t done = nullptr;
+      uint64_t last_use = 0;
+    };
+    std::mutex mutex;  // held from acquire() until the slot's copy and event are enqueued
+    std::vector<Slot> slots;
+    uint64_t clock = 0;
+    // A slot of at least `bytes` whose previous copy has completed; waits only when all of the
+    // ring's slots (augment.cc: kMaxStagingSlots) are still in flight, for the least recently used.
+    Slot& acquire(size_t bytes);
+    AugmentStaging() = default;
+    AugmentStaging(const AugmentStaging&) = delete;
+    AugmentStaging& operator=(const AugmentStaging&) = delete;
+    ~AugmentStaging();
+  };
+  AugmentStaging augment_staging_;
 };
 
 }  // namespace cuda

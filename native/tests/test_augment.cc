@@ -1,8 +1,9 @@
 // test_augment.cc: augmentation cases for the C++ runner: every op of the CPU kernel against
 // test/fixtures/augment_v1.bin (tools/ref_augment.py: numpy/PyTorch/colorsys on fixed
 // parameters), Philox known answers, draws against the Python re-implementation, draw
-// determinism and statistics, kernel properties and input validation; CUDA against CPU when a
-// GPU backend is present.
+// determinism and statistics, kernel properties and input validation; the CUDA kernels' stages
+// (core/augment_math.h) run on the host against the CPU kernel, bit for bit; CUDA against CPU
+// and the CUDA backend's error messages when a GPU backend is present (skipped visibly if not).
 #include <omp.h>
 
 #include <algorithm>
@@ -10,14 +11,18 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
+#include <string>
 #include <vector>
 
+#include "../core/augment_math.h"
 #include "../cpu/augment_cpu.h"
 #include "byol/augment.h"
 #include "byol/tensor.h"
 #include "harness.h"
+#include "runner.h"
 
 namespace {
 
@@ -603,4 +608,248 @@ BYOL_TEST("augment/backend_vs_cpu_kernel", ctx) {
   }
   if (ran == 0) byol_test::skip("no backend implements augment yet: " + skipped);
   if (!skipped.empty()) std::printf("  not supported: %s\n", skipped.c_str());
+}
+
+// ---- the CUDA kernels' arithmetic (core/augment_math.h) and the CUDA backend ------------------
+
+namespace {
+
+namespace am = byol::augment_math;
+
+// One batch for the backend comparisons: every op, both interpolations (alternating per sample),
+// fractional boxes, flips, jitter on and off, the widest blur the output allows.
+struct CoverageBatch {
+  std::string name;
+  int H, W, C, out_h, out_w;
+  std::vector<uint8_t> images;
+  std::vector<AugmentParams> params;
+};
+
+CoverageBatch coverage_batch(const std::string& name, int N, int H, int W, int C, int out_h, int out_w, uint32_t seed) {
+  CoverageBatch b{name, H, W, C, out_h, out_w, random_images(N, H, W, C, seed), std::vector<AugmentParams>(N)};
+  AugmentConfig cfg = C == 3 ? byol::byol_view_config(2, out_h, out_w) : byol::grayscale_view_config(2, out_h, out_w);
+  cfg.jitter_p = 0.75f;
+  cfg.grayscale_p = 0.5f;
+  cfg.blur_p = 0.6f;
+  cfg.blur_kernel_fraction = 0.3f;
+  cfg.solarize_p = 0.5f;
+  std::vector<int64_t> idx(N);
+  for (int i = 0; i < N; ++i) idx[i] = 3 * i + seed;
+  byol::draw_augment_params(b.params.data(), cfg, 1000 + seed, 4, idx.data(), N, 2, H, W);
+  for (int i = 0; i < N; ++i) {
+    AugmentParams& p = b.params[i];
+    p.interpolation = static_cast<int32_t>(i % 2 ? byol::Interpolation::bilinear : byol::Interpolation::bicubic);
+    if (i % 3 == 0 && p.crop_w > 1) {  // fractional box, still inside the image
+      p.crop_x0 += 0.3f;
+      p.crop_w -= 0.6f;
+    }
+    if (i % 4 == 1) {  // reflect padding across the whole output
+      p.blur = 1;
+      p.blur_size_h = 2 * out_h - 1;
+      p.blur_size_w = 2 * out_w - 1;
+    }
+    if (i % 5 == 2) p.flip = 1;
+    if (i % 7 == 3) {  // contrast first, then last
+      p.jitter = 1;
+      const int32_t first[4] = {byol::kContrast, byol::kHue, byol::kBrightness, byol::kSaturation};
+      std::copy(first, first + 4, p.jitter_order);
+    } else if (i % 7 == 4) {
+      p.jitter = 1;
+      const int32_t last[4] = {byol::kSaturation, byol::kBrightness, byol::kHue, byol::kContrast};
+      std::copy(last, last + 4, p.jitter_order);
+    }
+  }
+  return b;
+}
+
+std::vector<CoverageBatch> coverage_batches() {
+  return {coverage_batch("rgb 72x90 -> 48x40 (down)", 16, 72, 90, 3, 48, 40, 1),
+          coverage_batch("rgb 20x17 -> 64x56 (up)", 12, 20, 17, 3, 64, 56, 2),
+          coverage_batch("gray 50x60 -> 28x28 (down)", 16, 50, 60, 1, 28, 28, 3),
+          coverage_batch("gray 9x13 -> 31x23 (up)", 12, 9, 13, 1, 31, 23, 4)};
+}
+
+// The CUDA kernels' decomposition (kernels/augment.cu), run on the host: each stage over the
+// whole sample before the next, contrast's means from sequential double sums (the device sums
+// in a fixed tree instead), blur taps laid out as the backend uploads them.
+std::vector<float> run_stages_on_host(const CoverageBatch& b) {
+  const int N = static_cast<int>(b.params.size()), C = b.C;
+  const int64_t pixels = int64_t(b.out_h) * b.out_w, per_sample = pixels * C;
+  std::vector<float> out(size_t(N) * per_sample), rows(per_sample);
+  float to_unit[256];
+  for (int v = 0; v < 256; ++v) to_unit[v] = am::unit_value(v);
+  for (int n = 0; n < N; ++n) {
+    const AugmentParams& p = b.params[n];
+    float* img = out.data() + n * per_sample;
+    const uint8_t* src = b.images.data() + size_t(n) * b.H * b.W * C;
+    for (int y = 0; y < b.out_h; ++y)
+      for (int x = 0; x < b.out_w; ++x) am::crop_stage(img, src, p, y, x, b.H, b.W, C, b.out_h, b.out_w, to_unit);
+    float means[3] = {0, 0, 0};
+    if (p.jitter) {
+      double sum[3] = {0, 0, 0};
+      for (int64_t i = 0; i < pixels; ++i)
+        for (int c = 0; c < C; ++c) sum[c] += img[i * C + c];
+      for (int c = 0; c < C; ++c) means[c] = am::contrast_mean(sum[c], pixels);
+    }
+    for (int64_t i = 0; i < pixels; ++i) am::color_stage(img + i * C, p, C, means);
+    if (!p.blur) continue;
+    std::vector<float> taps(p.blur_size_h + p.blur_size_w);
+    am::gaussian_taps(taps.data(), p.blur_size_h, p.blur_sigma);
+    am::gaussian_taps(taps.data() + p.blur_size_h, p.blur_size_w, p.blur_sigma);
+    for (int y = 0; y < b.out_h; ++y)
+      for (int x = 0; x < b.out_w; ++x)
+        for (int c = 0; c < C; ++c)
+          rows[(int64_t(y) * b.out_w + x) * C + c] =
+              am::blur_rows_stage(img, taps.data() + p.blur_size_h, p.blur_size_w, y, x, c, b.out_w, C);
+    for (int y = 0; y < b.out_h; ++y)
+      for (int x = 0; x < b.out_w; ++x)
+        for (int c = 0; c < C; ++c)
+          img[(int64_t(y) * b.out_w + x) * C + c] =
+              am::blur_columns_stage(rows.data(), taps.data(), p, y, x, c, b.out_h, b.out_w, C);
+  }
+  return out;
+}
+
+std::vector<float> run_cpu(const CoverageBatch& b) {
+  return run_cpu(b.images, b.params, b.H, b.W, b.C, b.out_h, b.out_w);
+}
+
+// Every op of the batch appears at least once (a coverage batch that lost one would weaken the
+// comparisons silently).
+void require_every_op(const CoverageBatch& b) {
+  bool jitter = false, no_jitter = false, gray = false, blur = false, solarize = false, flip = false;
+  bool bilinear = false, bicubic = false, fractional = false;
+  for (const AugmentParams& p : b.params) {
+    (p.jitter ? jitter : no_jitter) = true;
+    gray = gray || p.grayscale;
+    blur = blur || p.blur;
+    solarize = solarize || p.solarize;
+    flip = flip || p.flip;
+    (p.interpolation == static_cast<int32_t>(byol::Interpolation::bilinear) ? bilinear : bicubic) = true;
+    fractional = fractional || p.crop_x0 != std::floor(p.crop_x0);
+  }
+  require(jitter && no_jitter && (gray || b.C == 1) && blur && solarize && flip && bilinear && bicubic && fractional,
+          b.name + ": the coverage batch misses an op");
+}
+
+std::vector<float> sample_slice(const std::vector<float>& v, const CoverageBatch& b, int n) {
+  const size_t per_sample = size_t(b.out_h) * b.out_w * b.C;
+  return std::vector<float>(v.begin() + n * per_sample, v.begin() + (n + 1) * per_sample);
+}
+
+}  // namespace
+
+BYOL_TEST("augment/stage_functions_vs_cpu_kernel", ctx) {
+  g_verbose = ctx.verbose;
+  // The CUDA kernels' stages, run on the host, must give the CPU kernel's bits: the shared
+  // per-pixel arithmetic and the split of the pipeline into stages are both exact.
+  bool ok = true;
+  for (const CoverageBatch& b : coverage_batches()) {
+    require_every_op(b);
+    ok = byol_test::check(b.name + ": stages on the host == CPU kernel", run_stages_on_host(b), run_cpu(b), 0, 0) && ok;
+  }
+  require(ok, "the CUDA kernels' stages differ from the CPU kernel");
+}
+
+// CUDA against the CPU kernel. Every float operation of both is the same single rounding, so a
+// sample without color jitter must match bit for bit. With jitter, contrast's channel means are
+// double sums in another order; float(mean) can then differ by one ulp (rarely), which moves an
+// output by at most ~1e-7 before normalization, 1e-6 after the division by std (>= 0.2) and
+// later ops: 1e-5 bounds it, while a wrong tap, op or order moves values by > 1e-3.
+BYOL_TEST("augment/cuda_vs_cpu@cuda", ctx) {
+  g_verbose = ctx.verbose;
+  byol::Backend* cuda = ctx.cuda;
+  if (!cuda) byol_test::skip("no CUDA backend on this machine");
+  for (const CoverageBatch& b : coverage_batches()) {
+    const int N = static_cast<int>(b.params.size());
+    const std::vector<float> want = run_cpu(b);
+    byol::Tensor in = byol::Tensor::from_host(cuda, b.images.data(), {N, b.H, b.W, b.C}, byol::DType::u8);
+    auto run = [&](const std::vector<AugmentParams>& params) {
+      byol::Tensor out(cuda, {N, b.out_h, b.out_w, b.C}, byol::DType::f32);
+      std::vector<AugmentParams> host = params;
+      cuda->augment(out.f32(), in.u8(), host.data(), N, b.H, b.W, b.C, b.out_h, b.out_w);
+      // The caller may reuse its array once augment() returns: the upload must not read it.
+      std::memset(static_cast<void*>(host.data()), 0xff, host.size() * sizeof(AugmentParams));
+      return out;
+    };
+    byol::Tensor first = run(b.params);
+    const std::vector<float> got = first.to_vector_f32();
+    for (int n = 0; n < N; ++n) {
+      const AugmentParams& p = b.params[n];
+      const std::string name = b.name + " sample " + std::to_string(n) + (p.jitter ? " (jitter)" : " (no jitter)");
+      byol_test::check(name, sample_slice(got, b, n), sample_slice(want, b, n), p.jitter ? 1e-5f : 0.0f, 0);
+    }
+    // Fixed-order reductions: a second run gives the same bits.
+    byol_test::check(b.name + ": second run, same bits", run(b.params).to_vector_f32(), got, 0, 0);
+  }
+
+  // More calls in flight than the staging ring has slots, each on other parameters, then one
+  // synchronization: no call may see another's parameters.
+  const CoverageBatch b = coverage_batches()[0];
+  const int N = static_cast<int>(b.params.size()), calls = 12;
+  byol::Tensor in = byol::Tensor::from_host(cuda, b.images.data(), {N, b.H, b.W, b.C}, byol::DType::u8);
+  std::vector<std::vector<AugmentParams>> sets;
+  std::vector<byol::Tensor> outs;
+  std::vector<AugmentParams> host(N);
+  for (int k = 0; k < calls; ++k) {
+    sets.push_back(b.params);
+    std::rotate(sets.back().begin(), sets.back().begin() + (k % N), sets.back().end());
+    outs.emplace_back(cuda, std::vector<int64_t>{N, b.out_h, b.out_w, b.C}, byol::DType::f32);
+    host = sets.back();
+    cuda->augment(outs.back().f32(), in.u8(), host.data(), N, b.H, b.W, b.C, b.out_h, b.out_w);
+    std::fill(host.begin(), host.end(), AugmentParams{});
+  }
+  cuda->synchronize();
+  for (int k = 0; k < calls; ++k)
+    byol_test::check("queued call " + std::to_string(k) + " of " + std::to_string(calls),
+                     outs[k].to_vector_f32(), run_cpu(b.images, sets[k], b.H, b.W, b.C, b.out_h, b.out_w), 1e-5f, 0);
+}
+
+// The CUDA backend runs the CPU's checks: the same message with the "cuda: " prefix.
+BYOL_TEST("augment/cuda_errors@cuda", ctx) {
+  byol::Backend* cuda = ctx.cuda;
+  if (!cuda) byol_test::skip("no CUDA backend on this machine");
+  std::vector<uint8_t> img(8 * 8 * 3, 7);
+  std::vector<float> host_out(8 * 8 * 3);
+  byol::Tensor device_img = byol::Tensor::from_host(cuda, img.data(), {1, 8, 8, 3}, byol::DType::u8);
+  byol::Tensor device_out(cuda, {1, 4, 4, 3}, byol::DType::f32);
+  AugmentParams good;
+  good.crop_w = 8;
+  good.crop_h = 8;
+  auto message = [](const std::function<void()>& fn) -> std::string {
+    try {
+      fn();
+    } catch (const byol::Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  struct Case {
+    std::string what;
+    AugmentParams params;
+    int N, C, out_h;
+  };
+  AugmentParams outside = good;
+  outside.crop_x0 = 2;
+  AugmentParams zero_std = good;
+  zero_std.std[2] = 0;
+  AugmentParams even = good;
+  even.blur = 1;
+  even.blur_size_w = 4;
+  const Case cases[] = {{"N < 0", good, -1, 3, 4},          {"2 channels", good, 1, 2, 4},
+                        {"output height 0", good, 1, 3, 0}, {"box outside the image", outside, 1, 3, 4},
+                        {"std 0", zero_std, 1, 3, 4},       {"even blur size", even, 1, 3, 4}};
+  for (const Case& c : cases) {
+    const std::string cpu_message = message([&] {
+      ctx.cpu->augment(host_out.data(), img.data(), &c.params, c.N, 8, 8, c.C, c.out_h, 4);
+    });
+    const std::string cuda_message = message([&] {
+      cuda->augment(device_out.f32(), device_img.u8(), &c.params, c.N, 8, 8, c.C, c.out_h, 4);
+    });
+    byol_test::expect_true(cpu_message != "(no error)" && cuda_message == "cuda: " + cpu_message, c.what,
+                           "cpu: '" + cpu_message + "', cuda: '" + cuda_message + "'");
+  }
+  // N = 0 is no work and needs no buffers.
+  byol_test::expect_true(message([&] { cuda->augment(nullptr, nullptr, nullptr, 0, 8, 8, 3, 4, 4); }) == "(no error)",
+                         "N = 0 with null buffers");
 }

@@ -113,5 +113,14 @@ void adamw_update(float* params, float* exp_avg, float* exp_avg_sq, const float*
                   int num_chunks, const OptimSegment* segments, const optim::AdamWConstants& constants,
                   cudaStream_t stream);
 
+// ---- augmentation (kernels/augment.cu) ----
+// out (N, out_h, out_w, C) float: the normalized views of images (N, H, W, C) uint8 under
+// params (N device structs, validated). blur_taps + n * taps_stride holds sample n's Gaussian
+// taps (core/augment_math.h gaussian_taps) along height, then width, for samples with blur.
+// Scratch: means (3N floats), blur_scratch (N*out_h*out_w*C floats; may be null unless any_blur).
+void augment(float* out, float* means, float* blur_scratch, const uint8_t* images, const AugmentParams* params,
+             const float* blur_taps, int taps_stride, int N, int H, int W, int C, int out_h, int out_w,
+             bool any_jitter, bool any_blur, cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace byol
