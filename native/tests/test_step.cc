@@ -264,16 +264,21 @@ void run_chain(Context& ctx, bool cuda, const std::string& name, const Tolerance
 // Tolerances {loss (relative), parameters, momentum slices, running stats}, normalized error.
 // Measured on the CPU backend (ours | PyTorch float32, both against the exact step; the
 // runner's summary lines and tools/ref_byol.py --report print them):
-//   ResNet-18, one step from the exact state: parameters 5e-6 | 6e-6, momentum 4.5e-5 |
-//     6.5e-5, running stats 3e-7 | 2.5e-7, loss 1.2e-7 relative.
-//   ResNet-18, 3 free steps: parameters 1.4e-5 | 8.7e-6, momentum 5.7e-5 | 1.1e-4.
+//   ResNet-18, one step from the exact state: parameters 4.5e-6 | 7.7e-6, momentum 5.5e-5 |
+//     1.1e-4, running stats 2.4e-7 | 2.1e-7, loss 1.2e-7 relative.
+//   ResNet-18, 3 free steps: parameters 8.1e-6 | 1.5e-5, momentum 3.4e-5 | 1.1e-4,
+//     running stats 6e-7 | 7.1e-7.
 //   ResNet-50 (BatchNorm over 2-channel bottlenecks and 16-row layer4 maps amplifies
 //     rounding), one step: parameters 3.5e-4 | 4.9e-4, momentum 4.1e-4 | 4.9e-4,
 //     running stats 1.3e-5 | 1.2e-5, loss 7.7e-6.
-// The bounds leave a factor of about 10 over both engines. LARS makes the momentum the most
-// sensitive tensor: it is the gradient divided by its norm, so its error is the gradient's
-// relative error. A wrong formula anywhere (EMA, trust ratio, BN statistics, the loss
-// symmetrization, a missing weight decay) moves some tensor by more than 1e-2.
+// The bounds leave a factor of 4 to 15 over both engines. They hold only where no ReLU input
+// lies within float32 rounding noise of 0: one flipped mask moves a tensor by ~1e-1, so the
+// ResNet-18 seed is one whose online ReLU inputs tools/ref_byol.py's conditioning() finds at
+// >= 10 sigma of that noise over all 3 chained steps (fixture metadata "conditioning"). LARS
+// makes the momentum the most sensitive tensor: it is the gradient divided by its norm, so its
+// error is the gradient's relative error. A wrong formula anywhere (EMA, trust ratio, BN
+// statistics, the loss symmetrization, a missing weight decay) moves some tensor by more than
+// 1e-2.
 const Tolerances kR18Forced{1e-5, 5e-5, 5e-4, 1e-5};
 const Tolerances kR18Chain{2e-5, 1e-4, 1e-3, 1e-5};
 const Tolerances kR50Forced{1e-4, 5e-3, 5e-3, 2e-4};
