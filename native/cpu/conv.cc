@@ -3,6 +3,9 @@
 // are OIHW in our buffers and reordered to whatever layout oneDNN picks (format_tag::any),
 // because its fast kernels want blocked weights and a weights reorder costs far less than
 // the convolution. Primitives are built once per shape and cached.
+#include <omp.h>
+
+#include <algorithm>
 #include <sstream>
 
 #include "cpu_backend.h"
@@ -191,7 +194,13 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
   BYOL_CPU_CHECK_PTR(op, dweight);
   BYOL_CPU_CHECK_PTR(op, dout);
   BYOL_CPU_CHECK_PTR(op, inp);
-  use_threads();
+  // oneDNN 2.6's jit backward-weights convolution corrupts memory when it runs with more
+  // threads than images (reproduced: a batch of 8 with OMP_NUM_THREADS >= 9 crashes in the
+  // next oneDNN call, 8 threads never do). Its thread count is fixed when the primitive is
+  // created, so both creation and execution run with at most N threads; the plan cache key
+  // holds N, so one key always means one thread count.
+  const int threads = std::max(1, std::min(threads_, s.N));
+  if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
   try {
     ConvPlan& plan = conv_plan(PlanOp::conv_backward_weight, s, accumulate);

@@ -1130,3 +1130,23 @@ BYOL_TEST("step/profile_ranges", ctx) {
 }
 
 }  // namespace
+
+// oneDNN 2.6's jit backward-weights convolution corrupts memory when it runs with more threads
+// than images (OMP_NUM_THREADS >= 9 crashed step/optimizers_in_model, batch 8, in a later
+// oneDNN call); the CPU backend caps that primitive's threads at N. Three steps of the
+// ResNet-18 fixture on a 16-thread backend must run and match a 1-thread backend (to the
+// rounding of different summation orders).
+BYOL_TEST("step/cpu_more_threads_than_images", ctx) {
+  StepFixture f = load_fixture(ctx, "r18_cifar");
+  std::vector<float> params[2];
+  int which = 0;
+  for (int threads : {16, 1}) {
+    std::unique_ptr<byol::Backend> b = byol::make_cpu_backend(threads);
+    Tensor v1 = view_of(b.get(), *f.ref, "view1"), v2 = view_of(b.get(), *f.ref, "view2");
+    ByolModel m(b.get(), f.config);
+    m.load_weights(f.init_path);
+    for (int k = 0; k < 3; ++k) m.step(v1, v2, 0.1f, 0.9f);
+    params[which++] = m.online_params().to_vector_f32();
+  }
+  byol_test::check("online parameters after 3 steps, 16 vs 1 threads", params[0], params[1], 1e-4f, 1e-3f);
+}
