@@ -120,6 +120,15 @@ bool expect_error(const std::string& what, const std::function<void()>& fn,
   return expect_true(false, what, "no error thrown");
 }
 
+std::string error_message(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const byol::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
 int run_nested(const std::function<void()>& fn, std::string* log) {
   CaseState outer = state();
   state() = CaseState{};

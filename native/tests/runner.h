@@ -43,6 +43,9 @@ bool expect_true(bool cond, const std::string& what, const std::string& detail =
 // (case-sensitive). Logs the message either way, so reviews can read the wording.
 bool expect_error(const std::string& what, const std::function<void()>& fn,
                   const std::vector<std::string>& needles);
+// Runs fn and returns the message of the byol::Error it throws, or "(no error)" (to compare
+// two backends' wording of the same failure).
+std::string error_message(const std::function<void()>& fn);
 
 // Runs fn as a nested case (tests of the runner itself): its checks go to `log` and its own
 // failure count, not the current case's. Returns that count; an exception counts as one.

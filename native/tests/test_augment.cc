@@ -816,14 +816,6 @@ BYOL_TEST("augment/cuda_errors@cuda", ctx) {
   AugmentParams good;
   good.crop_w = 8;
   good.crop_h = 8;
-  auto message = [](const std::function<void()>& fn) -> std::string {
-    try {
-      fn();
-    } catch (const byol::Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
   struct Case {
     std::string what;
     AugmentParams params;
@@ -840,16 +832,16 @@ BYOL_TEST("augment/cuda_errors@cuda", ctx) {
                         {"output height 0", good, 1, 3, 0}, {"box outside the image", outside, 1, 3, 4},
                         {"std 0", zero_std, 1, 3, 4},       {"even blur size", even, 1, 3, 4}};
   for (const Case& c : cases) {
-    const std::string cpu_message = message([&] {
+    const std::string cpu_message = byol_test::error_message([&] {
       ctx.cpu->augment(host_out.data(), img.data(), &c.params, c.N, 8, 8, c.C, c.out_h, 4);
     });
-    const std::string cuda_message = message([&] {
+    const std::string cuda_message = byol_test::error_message([&] {
       cuda->augment(device_out.f32(), device_img.u8(), &c.params, c.N, 8, 8, c.C, c.out_h, 4);
     });
     byol_test::expect_true(cpu_message != "(no error)" && cuda_message == "cuda: " + cpu_message, c.what,
                            "cpu: '" + cpu_message + "', cuda: '" + cuda_message + "'");
   }
   // N = 0 is no work and needs no buffers.
-  byol_test::expect_true(message([&] { cuda->augment(nullptr, nullptr, nullptr, 0, 8, 8, 3, 4, 4); }) == "(no error)",
+  byol_test::expect_true(byol_test::error_message([&] { cuda->augment(nullptr, nullptr, nullptr, 0, 8, 8, 3, 4, 4); }) == "(no error)",
                          "N = 0 with null buffers");
 }

@@ -291,17 +291,9 @@ BYOL_TEST("optim/cuda_vs_cpu/errors@cuda", ctx) {
   byol::Tensor buffer = byol::Tensor::zeros(cuda, {8});
   float* d = buffer.f32();
   float host[8] = {0};
-  auto message = [](const std::function<void()>& fn) -> std::string {
-    try {
-      fn();
-    } catch (const byol::Error& e) {
-      return e.what();
-    }
-    return "(no error)";
-  };
   auto same = [&](const std::string& what, const std::function<void(Backend*, float*)>& call) {
-    const std::string cpu_message = message([&] { call(ctx.cpu, host); });
-    const std::string cuda_message = message([&] { call(cuda, d); });
+    const std::string cpu_message = byol_test::error_message([&] { call(ctx.cpu, host); });
+    const std::string cuda_message = byol_test::error_message([&] { call(cuda, d); });
     expect_true(cuda_message == "cuda: " + cpu_message, what, "cpu: '" + cpu_message + "', cuda: '" + cuda_message + "'");
   };
   const ParamSegment negative{-1, 4, true};
