@@ -5,7 +5,9 @@
 // allocates its buffers once). Prints a table; with --write, replaces the "BYOL step, CPU"
 // section of BENCHMARKS.md. Numbers depend on the machine and its load.
 // Usage: node bench/step_cpu.mjs [--steps 20] [--warmup 2] [--threads N] [--no-torch] [--write]
-//        [--batch 64] [--size 32] [--width 1] [--hidden 4096] [--out 256]
+//        [--batch 64] [--size 32] [--width 1] [--hidden 4096] [--out 256] [--precision fp32|bf16]
+// --precision bf16: our step with bf16 convolutions (setCpuConvPrecision) against PyTorch under
+// CPU autocast to bfloat16; --write then replaces the "BYOL step, CPU, bf16" section.
 // PyTorch is run as `python3 bench/torch_step.py` with PYTHONPATH from the environment
 // (default /root/.cache/byol/py, where tools/setup.sh BYOL_WITH_TORCH=1 installs it).
 import { spawnSync } from 'node:child_process';
@@ -19,7 +21,7 @@ const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { Byol } = require('../dist/byol.js');
 const { Tensor } = require('../dist/tensor.js');
-const { setNumThreads, getNumThreads, devices } = require('../dist/device.js');
+const { setNumThreads, getNumThreads, devices, setCpuConvPrecision } = require('../dist/device.js');
 
 const argv = process.argv.slice(2);
 const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
@@ -31,7 +33,11 @@ const size = Number(option('--size', '32'));
 const width = Number(option('--width', '1'));
 const hidden = Number(option('--hidden', '4096'));
 const out = Number(option('--out', '256'));
+const precision = option('--precision', 'fp32');
+if (precision !== 'fp32' && precision !== 'bf16') throw new Error(`--precision: expected fp32 or bf16 but received ${precision}`);
+const bf16 = precision === 'bf16';
 setNumThreads(threads);
+setCpuConvPrecision(precision);
 
 const rssMb = () => process.memoryUsage.rss() / 2 ** 20;
 
@@ -90,7 +96,7 @@ function benchTorch() {
   const env = { ...process.env, PYTHONPATH: process.env.PYTHONPATH ?? '/root/.cache/byol/py', OMP_NUM_THREADS: String(threads) };
   const args = [join(root, 'bench', 'torch_step.py'), '--threads', String(threads), '--steps', String(steps),
     '--warmup', String(warmup), '--batch', String(batch), '--size', String(size), '--width', String(width),
-    '--hidden', String(hidden), '--out', String(out)];
+    '--hidden', String(hidden), '--out', String(out), ...(bf16 ? ['--bf16'] : [])];
   const r = spawnSync('python3', args, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
   const line = (r.stdout ?? '').trim().split('\n').pop();
   if (r.status !== 0 || !line?.startsWith('{')) {
@@ -100,7 +106,8 @@ function benchTorch() {
 }
 
 const machine = `${devices().cpu ?? 'cpu'}; ${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown CPU'}`;
-const caseName = `ResNet-18 cifar stem x${width}, batch ${batch}, ${size}x${size}x3, projector ${hidden}/${out}, predictor ${hidden}, LARS`;
+const caseName = `ResNet-18 cifar stem x${width}, batch ${batch}, ${size}x${size}x3, projector ${hidden}/${out}, predictor ${hidden}, LARS` +
+  (bf16 ? '; bf16 (byol: bf16 convolutions; PyTorch: CPU autocast to bfloat16)' : '');
 console.log(`BYOL step benchmark: ${caseName}`);
 // Other processes slow both engines; the load average says how quiet the machine was.
 const load = loadavg()[0].toFixed(2);
@@ -111,11 +118,11 @@ const torch = argv.includes('--no-torch') ? { error: 'skipped (--no-torch)' } : 
 const fmt = (v, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '-');
 const rows = [
   ['engine', 'steps/s', 'ms/step', 'threads', 'peak RSS MB', 'RSS growth MB'],
-  ['byol (native CPU)', fmt(native.stepsPerS, 3), fmt(native.msPerStep, 0), String(native.threads), fmt(native.peakRss, 0),
+  [`byol (native CPU${bf16 ? ', bf16 convolutions' : ''})`, fmt(native.stepsPerS, 3), fmt(native.msPerStep, 0), String(native.threads), fmt(native.peakRss, 0),
     fmt(native.rssEnd - native.rssStart, 1)],
 ];
 if (!torch.error) {
-  rows.push([`PyTorch ${torch.torch}`, fmt(torch.steps_per_s, 3), fmt(torch.ms_per_step, 0), String(torch.threads),
+  rows.push([`PyTorch ${torch.torch}${bf16 ? ' (autocast bf16)' : ''}`, fmt(torch.steps_per_s, 3), fmt(torch.ms_per_step, 0), String(torch.threads),
     fmt(torch.peak_rss_mb, 0), fmt(torch.rss_mb[1] - torch.rss_mb[0], 1)]);
 }
 const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
@@ -134,11 +141,12 @@ console.log(`native RSS over the timed steps: ${fmt(native.rssStart, 0)} -> ${fm
 
 if (argv.includes('--write')) {
   const file = join(root, 'BENCHMARKS.md');
-  const begin = '<!-- bench/step_cpu.mjs: begin -->';
-  const end = '<!-- bench/step_cpu.mjs: end -->';
+  const tag = bf16 ? 'bench/step_cpu.mjs bf16' : 'bench/step_cpu.mjs';
+  const begin = `<!-- ${tag}: begin -->`;
+  const end = `<!-- ${tag}: end -->`;
   const section = [
     begin,
-    '## BYOL step, CPU',
+    bf16 ? '## BYOL step, CPU, bf16' : '## BYOL step, CPU',
     '',
     `\`node bench/step_cpu.mjs ${argv.join(' ')}\` (${new Date().toISOString().slice(0, 10)}, load average ${load} at the start).`,
     `Case: ${caseName}; random views, fixed lr/tau. Machine: ${machine}; ${threads} threads.`,

@@ -5,7 +5,7 @@ as the native step) timed in PyTorch on the CPU, for bench/step_cpu.mjs to compa
     PYTHONPATH=/root/.cache/byol/py python3 bench/torch_step.py --threads 2 --steps 20
 
 Prints one JSON line: {"steps_per_s", "ms_per_step", "threads", "peak_rss_mb", "rss_mb" (after
-warm-up and at the end), "torch", "config"}. Default: ResNet-18 cifar stem, batch 64, 32x32x3,
+warm-up and at the end), "torch", "config", "bf16"}. --bf16: under CPU autocast to bfloat16. Default: ResNet-18 cifar stem, batch 64, 32x32x3,
 projector 4096/256, predictor 4096, LARS (BYOL.md), random views, the same lr/tau every step.
 add_model_args/model_config are shared with bench/torch_gpu_step.py (the GPU variant of this).
 """
@@ -54,6 +54,8 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true",
+                    help="run the step under torch.autocast('cpu', dtype=torch.bfloat16)")
     add_model_args(ap)
     a = ap.parse_args()
 
@@ -67,6 +69,9 @@ def main():
     v2 = torch.randn(a.batch, 3, a.size, a.size, generator=g)
 
     def step():
+        if a.bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return ref_byol.byol_step(model, v1, v2, 0.1, 0.99, momenta, config["optimizer"]).item()
         return ref_byol.byol_step(model, v1, v2, 0.1, 0.99, momenta, config["optimizer"]).item()
 
     for _ in range(a.warmup):
@@ -80,7 +85,7 @@ def main():
         steps_per_s=a.steps / elapsed, ms_per_step=1000 * elapsed / a.steps, steps=a.steps,
         threads=torch.get_num_threads(), loss=loss, rss_mb=[round(rss_start, 1), round(rss_mb(), 1)],
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        torch=torch.__version__, config=config, batch=a.batch, size=a.size)))
+        torch=torch.__version__, config=config, batch=a.batch, size=a.size, bf16=a.bf16)))
 
 
 if __name__ == "__main__":

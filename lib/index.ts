@@ -2,7 +2,8 @@
 // Contract: importing this module loads nothing native; the addon loads on first use.
 export { Tensor, MAX_DIMS, validateShape } from './tensor';
 export type { ArrayFor, DType, FromOptions, Layout, TensorData, ToArrayOptions, TypedArray, ZerosOptions } from './tensor';
-export { devices, getNumThreads, probeCuda, resolveDevice, setNumThreads } from './device';
+export { devices, getCpuConvPrecision, getNumThreads, probeCuda, resolveDevice, setCpuConvPrecision, setNumThreads } from './device';
+export type { ConvPrecision } from './device';
 export type { CudaStatus, DeviceInfo, DeviceName } from './device';
 export { DeviceError, DisposedError, NativeLoadError } from './errors';
 export { ByolOptionError } from './validate';

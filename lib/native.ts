@@ -57,12 +57,16 @@ export interface NativeBinding {
   // ISA its JIT dispatches to; the code path our multiversioned kernels run ('x86-64-v4',
   // 'x86-64-v3', 'x86-64', or the build's one path) and every path compiled; the compiler.
   cpuInfo(): {
-    onednn: { version: string; isa: string };
+    // bf16Native: the ISA has bf16 dot products (AVX512_BF16 or AMX), where bf16 convolutions pay off.
+    onednn: { version: string; isa: string; bf16Native: boolean };
     kernels: { variant: string; isa: string; variants: string[]; multiversioned: boolean };
     compiler: string;
   };
   setNumThreads(threads: number): void;
   getNumThreads(): number;
+  // The CPU backend's convolution precision (process-wide; applies to work started after).
+  setCpuConvPrecision(precision: 'fp32' | 'bf16'): void;
+  getCpuConvPrecision(): 'fp32' | 'bf16';
   // The profiler capture window of a device's backend (nsys --capture-range=cudaProfilerApi):
   // true when it has one (CUDA: cudaProfilerStart/Stop; stop first waits for queued work),
   // false when not (CPU). Throws naming the device when it cannot be created.

@@ -7,7 +7,8 @@ import { createRequire } from 'node:module';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 
-import { ByolOptionError, DeviceError, Tensor, devices, getNumThreads, probeCuda, resolveDevice, setNumThreads }
+import { ByolOptionError, DeviceError, Tensor, devices, getCpuConvPrecision, getNumThreads, probeCuda, resolveDevice,
+  setCpuConvPrecision, setNumThreads }
   from '../dist/index.js';
 import { throwsMessage } from './helpers.mjs';
 
@@ -113,6 +114,24 @@ test('device names are validated and canonical', () => {
     "Expected one of 'cpu', 'cuda', 'cuda:N' or 'auto' for options.device but received undefined of type undefined");
   throwsMessage(() => probeCuda(-1), ByolOptionError,
     'Expected integer between 0 and 9999 for index but received -1 of type number');
+});
+
+test('setCpuConvPrecision: fp32 | bf16 | auto (bf16 only where oneDNN has bf16 dot products)', () => {
+  assert.is(getCpuConvPrecision(), 'fp32');
+  try {
+    assert.is(setCpuConvPrecision('bf16'), 'bf16');
+    assert.is(getCpuConvPrecision(), 'bf16');
+    assert.match(devices().cpu, /, bf16 convolutions$/);
+    const { onednn } = require('../dist/native.js').native.cpuInfo();
+    assert.is(setCpuConvPrecision('auto'), onednn.bf16Native ? 'bf16' : 'fp32');
+    assert.is(setCpuConvPrecision('fp32'), 'fp32');
+    assert.not.match(devices().cpu, /bf16/);
+  } finally {
+    setCpuConvPrecision('fp32');
+  }
+  throwsMessage(() => setCpuConvPrecision('fp16'), ByolOptionError,
+    `Expected one of 'fp32', 'bf16' or 'auto' for precision but received "fp16" of type string`);
+  assert.is(getCpuConvPrecision(), 'fp32');
 });
 
 test('setNumThreads / getNumThreads', async () => {

@@ -191,7 +191,7 @@ test('formatInfo: a GPU machine as a table: versions and files of each library, 
     cpu: {
       model: 'Xeon', cores: 16, threads: 16, backend: 'cpu: Xeon', features: ['avx', 'fma', 'avx2'], featuresFrom: '/proc/cpuinfo',
       kernels: { variant: 'x86-64-v3', isa: 'AVX2, FMA, BMI2, F16C', variants: ['x86-64-v4', 'x86-64-v3', 'x86-64'], multiversioned: true },
-      onednn: { version: '2.6.3', isa: 'avx2', path: '/usr/lib/libdnnl.so.2.6' }, openmp: '/usr/lib/libgomp.so.1.0.0',
+      onednn: { version: '2.6.3', isa: 'avx2', bf16Native: false, path: '/usr/lib/libdnnl.so.2.6' }, openmp: '/usr/lib/libgomp.so.1.0.0',
     },
     cuda: {
       available: true, description: H100,
@@ -213,6 +213,7 @@ cpu             Xeon, 16 cores, 16 threads
   features      avx fma avx2 (/proc/cpuinfo)
   byol kernels  x86-64-v3: AVX2, FMA, BMI2, F16C (picked at load time from x86-64-v4, x86-64-v3, x86-64)
   oneDNN        2.6.3, ISA avx2, /usr/lib/libdnnl.so.2.6
+  bf16 convs    emulated (no bf16 dot products): convPrecision 'auto' stays fp32
   OpenMP        /usr/lib/libgomp.so.1.0.0
 cuda            available: 1 of 2 GPUs usable
   plugin        /app/libbyol_cuda.so
@@ -244,6 +245,7 @@ test('info --json: structured CPU facts: features, kernel path, oneDNN version a
   const { onednn, kernels } = info.cpu;
   assert.match(onednn.version, /^\d+\.\d+\.\d+$/);
   assert.ok(info.cpu.backend.includes(`oneDNN ${onednn.version} (${onednn.isa})`), info.cpu.backend);
+  assert.is(onednn.bf16Native, ['avx512_core_bf16', 'avx512_core_amx'].includes(onednn.isa));
   assert.ok(kernels.variants.includes(kernels.variant));
   assert.is(kernels.multiversioned, kernels.variants.length > 1);
   assert.type(kernels.isa, 'string');
@@ -306,7 +308,7 @@ test('info: an aligned table; without CUDA it says why with the loader report', 
   const lines = run.out.trimEnd().split('\n');
   const keys = lines.filter((line) => /^\S/.test(line) || /^  \S/.test(line)).map((line) => line.trim().split(/\s{2,}/)[0]);
   // OpenMP's file is known only where /proc/self/maps is.
-  const expected = ['byol', 'platform', 'addon', 'cpu', 'features', 'byol kernels', 'oneDNN',
+  const expected = ['byol', 'platform', 'addon', 'cpu', 'features', 'byol kernels', 'oneDNN', 'bf16 convs',
     ...(process.platform === 'linux' ? ['OpenMP'] : []), 'cuda', 'plugin'];
   assert.equal(keys.slice(0, expected.length), expected);
   // Every row's value starts in one column; continuation lines (which may indent further, as

@@ -54,7 +54,7 @@ export interface InstallInfo {
     featuresFrom: string | null;
     // The path our multiversioned kernels run and the paths compiled in.
     kernels: ReturnType<NativeBinding['cpuInfo']>['kernels'] | null;
-    onednn: { version: string; isa: string; path: string | null } | null;
+    onednn: { version: string; isa: string; bf16Native: boolean; path: string | null } | null;
     openmp: string | null; // the OpenMP runtime's file
   };
   cuda: {
@@ -407,6 +407,9 @@ export function formatInfo(info: InstallInfo): string {
   }
   if (cpu.onednn) {
     rows.push(['  oneDNN', `${cpu.onednn.version}, ISA ${cpu.onednn.isa}${cpu.onednn.path ? `, ${cpu.onednn.path}` : ''}`]);
+    rows.push(['  bf16 convs', cpu.onednn.bf16Native
+      ? 'native (bf16 dot products): convPrecision \'auto\' uses them'
+      : 'emulated (no bf16 dot products): convPrecision \'auto\' stays fp32']);
   }
   if (cpu.openmp) rows.push(['  OpenMP', cpu.openmp]);
 

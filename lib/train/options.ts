@@ -7,6 +7,7 @@
 import { type AugmentConfigOptions, augmentPair } from '../augment';
 import type { Arch, OptimizerName, PredictorOptions, ProjectorOptions, Stem } from '../byol';
 import { type Dataset } from '../data/dataset';
+import { CONV_PRECISIONS, type ConvPrecision } from '../device';
 import {
   ByolOptionError, integer, invalid, isPlainObject, knownKeys, number, oneOf, string, withDefault,
 } from '../validate';
@@ -102,6 +103,9 @@ export interface TrainerOptions {
   device?: string; // 'cpu', 'cuda', 'cuda:N' or 'auto' (default)
   seed?: number; // model init, shuffling and augmentation; default 0
   threads?: number; // CPU threads (default: all cores or OMP_NUM_THREADS)
+  // CPU convolution precision, 'fp32' (default), 'bf16' or 'auto' (lib/device.ts
+  // ConvPrecision); 'bf16' on a CUDA device is refused.
+  convPrecision?: ConvPrecision;
   // Run directory (log.jsonl, checkpoint.safetensors, state.json ...). Default runs/<time>.
   out?: string;
   // Checkpoint every N steps (0: only at the end). Default: once per epoch.
@@ -138,6 +142,7 @@ export interface TrainConfig {
   device: string;
   seed: number;
   threads: number | null;
+  convPrecision: ConvPrecision;
   out: string;
   checkpointEvery: number | null;
   printEvery: number;
@@ -147,7 +152,7 @@ export interface TrainConfig {
 export const FASHION_MNIST_PATH = '/usr/share/datasets/fashion-mnist';
 
 const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchSize', 'epochs', 'steps', 'optimizer',
-  'tauBase', 'augment', 'device', 'seed', 'threads', 'out', 'checkpointEvery', 'printEvery', 'progress', 'resume',
+  'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'out', 'checkpointEvery', 'printEvery', 'progress', 'resume',
   'signal', 'profile', 'faultInjection'] as const;
 const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
@@ -330,6 +335,8 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
   });
   const seed = withDefault(o.seed, 0, (v) => integer('seed', v, 0, Number.MAX_SAFE_INTEGER));
   const threads = withDefault<number | null>(o.threads, null, (v) => integer('threads', v, 1, 4096));
+  const convPrecision = withDefault<ConvPrecision>(o.convPrecision, 'fp32',
+    (v) => oneOf('convPrecision', v, CONV_PRECISIONS));
   const out = withDefault(o.out, defaultRunDir(), (v) => string('out', v));
   const checkpointEvery = withDefault<number | null>(o.checkpointEvery, null,
     (v) => integer('checkpointEvery', v, 0, MAX_STEPS));
@@ -346,7 +353,7 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
   return {
     preset: presetName, data, encoder, projector, predictor, batchSize,
     epochs, steps,
-    optimizer, tauBase, augment: augment as TrainConfig['augment'], device, seed, threads, out, checkpointEvery,
+    optimizer, tauBase, augment: augment as TrainConfig['augment'], device, seed, threads, convPrecision, out, checkpointEvery,
     printEvery, progress,
   };
 }

@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 
 import { type AugmentConfig, augmentBatch, augmentPair } from '../augment';
 import { type Dataset, DataLoader, validateDataset } from '../data';
-import { resolveDevice, setNumThreads } from '../device';
+import { getCpuConvPrecision, resolveDevice, setCpuConvPrecision, setNumThreads } from '../device';
 import { native } from '../native';
 import { ByolOptionError, invalid, isPlainObject } from '../validate';
 import {
@@ -312,6 +312,10 @@ export class Trainer extends EventEmitter {
 
     if (config.threads !== null) setNumThreads(config.threads);
     const device = resolveDevice(config.device, 'device');
+    if (device !== 'cpu' && config.convPrecision === 'bf16') {
+      throw new ByolOptionError(`Option convPrecision 'bf16' is the CPU backend's, but this run is on ${device}; ` +
+        "use 'fp32' or 'auto' (CUDA's reduced precision is TF32: BYOL_CUDA_TF32)");
+    }
 
     // A finished or foreign run directory is never overwritten.
     if (!resume) {
@@ -344,6 +348,9 @@ export class Trainer extends EventEmitter {
     let step = 0;
     let pending: Promise<PreparedBatch> | null = null;
     const progress = new Progress(config.progress, this.progressStream, config.printEvery);
+    // Process-wide (like the thread count): set for this run's steps, restored after it.
+    const previousPrecision = device === 'cpu' ? getCpuConvPrecision() : null;
+    const convPrecision = device === 'cpu' ? setCpuConvPrecision(config.convPrecision) : 'fp32';
     try {
       let elapsedBefore = 0;
       let lastCheckpoint: string | null = null;
@@ -362,10 +369,12 @@ export class Trainer extends EventEmitter {
       }
       log = await RunLog.open(path.join(runDir, LOG_FILE), resume ? resume.step : undefined);
       const start: StartInfo = { runDir, plan, config, device, resumedFrom: resume ? resume.step : null };
-      await log.write({ event: resume ? 'resume' : 'start', step, device, plan, config: config as unknown as Record<string, unknown> } as LogRecord);
+      await log.write({ event: resume ? 'resume' : 'start', step, device, convPrecision, plan,
+        config: config as unknown as Record<string, unknown> } as LogRecord);
       this.emit('start', start);
       progress.message(`byol: ${resume ? `resuming at step ${step} of` : 'training'} ${plan.totalSteps} steps ` +
-        `(${plan.stepsPerEpoch} per epoch) on ${device}; run directory ${runDir}`);
+        `(${plan.stepsPerEpoch} per epoch) on ${device}${convPrecision === 'bf16' ? ' (bf16 convolutions)' : ''}; ` +
+        `run directory ${runDir}`);
 
       if (this.#profile) {
         profiler = new ProfilerWindow(this.#profile, device, (text) => progress.message(text), log);
@@ -484,6 +493,7 @@ export class Trainer extends EventEmitter {
       }
       await log?.close();
       model.dispose();
+      if (previousPrecision !== null) setCpuConvPrecision(previousPrecision);
     }
   }
 

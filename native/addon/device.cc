@@ -133,6 +133,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
     kernels.Set("variants", variants);
     kernels.Set("multiversioned", caps.kernels_multiversioned);
     Napi::Object out = Napi::Object::New(env);
+    onednn.Set("bf16Native", caps.bf16_native);
     out.Set("onednn", onednn);
     out.Set("kernels", kernels);
     out.Set("compiler", caps.compiler);
@@ -153,6 +154,26 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
   int n = g_num_threads.load();
   return Napi::Number::New(info.Env(), n > 0 ? n : omp_get_max_threads());
+}
+
+// setCpuConvPrecision('fp32' | 'bf16'): the CPU backend's convolution precision for work
+// started after the call (process-wide, like the thread count; cpu_backend.h set_conv_bf16).
+Napi::Value SetCpuConvPrecision(const Napi::CallbackInfo& info) {
+  std::string precision = ArgString(info, 0, "precision");
+  if (precision != "fp32" && precision != "bf16")
+    throw Napi::TypeError::New(info.Env(), "Expected 'fp32' or 'bf16' for precision but received '" +
+                                               precision + "'");
+  return Guarded(info.Env(), [&]() -> Napi::Value {
+    static_cast<byol::cpu::CpuBackend*>(GetBackend("cpu"))->set_conv_bf16(precision == "bf16");
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value GetCpuConvPrecision(const Napi::CallbackInfo& info) {
+  return Guarded(info.Env(), [&]() -> Napi::Value {
+    const bool bf16 = static_cast<byol::cpu::CpuBackend*>(GetBackend("cpu"))->conv_bf16();
+    return Napi::String::New(info.Env(), bf16 ? "bf16" : "fp32");
+  });
 }
 
 }  // namespace
@@ -210,6 +231,10 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuInfo", Napi::Function::New(env, CpuInfo, "cpuInfo"));
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
+  exports.Set("setCpuConvPrecision",
+              Napi::Function::New(env, SetCpuConvPrecision, "setCpuConvPrecision"));
+  exports.Set("getCpuConvPrecision",
+              Napi::Function::New(env, GetCpuConvPrecision, "getCpuConvPrecision"));
 }
 
 }  // namespace byol_addon

@@ -31,12 +31,12 @@
 namespace {
 
 const char* kUsage =
-    "usage: byol_bench_step [--device cpu|cuda|cuda:N] [--variant fp32|tf32] [--arch resnet18|resnet34|resnet50]\n"
+    "usage: byol_bench_step [--device cpu|cuda|cuda:N] [--variant fp32|tf32|bf16] [--arch resnet18|resnet34|resnet50]\n"
     "                       [--stem cifar|imagenet] [--width W] [--channels C] [--size S] [--batch N]\n"
     "                       [--hidden H] [--out D] [--pred-hidden H] [--optimizer lars|sgd|adamw]\n"
     "                       [--warmup K] [--steps K] [--max-seconds T] [--threads T] [--seed S]\n"
     "  --device       where the step runs (default cpu); cuda loads libbyol_cuda.so ($BYOL_CUDA_LIBRARY)\n"
-    "  --variant      fp32 (default) or tf32: sets BYOL_CUDA_TF32=0|1 for the CUDA backend (cpu: fp32 only)\n"
+    "  --variant      fp32 (default); tf32 (cuda: sets BYOL_CUDA_TF32=1); bf16 (cpu: bf16 convolutions)\n"
     "  --warmup       untimed steps first (default 3: cuDNN algorithm search, pool growth)\n"
     "  --steps        timed steps at most (default 20)\n"
     "  --max-seconds  stop timing after this many seconds once 2 steps ran (default 10)\n"
@@ -112,8 +112,8 @@ Options parse_args(int argc, char** argv) {
     else throw UsageError{"unknown flag '" + flag + "'"};
   }
   o.model.predictor_hidden = o.pred_hidden > 0 ? o.pred_hidden : o.model.projector_hidden;
-  if (o.variant != "fp32" && o.variant != "tf32")
-    throw UsageError{"expected fp32 or tf32 for --variant but received '" + o.variant + "'"};
+  if (o.variant != "fp32" && o.variant != "tf32" && o.variant != "bf16")
+    throw UsageError{"expected fp32, tf32 or bf16 for --variant but received '" + o.variant + "'"};
   return o;
 }
 
@@ -222,8 +222,10 @@ int run(const Options& o) {
   using Clock = std::chrono::steady_clock;
   const int device_index = parse_device(o.device);
   const bool cuda = device_index >= 0;
-  if (!cuda && o.variant != "fp32")
-    throw UsageError{"--variant " + o.variant + " needs a CUDA device: the CPU backend computes in fp32 only"};
+  if (!cuda && o.variant == "tf32")
+    throw UsageError{"--variant tf32 needs a CUDA device: the CPU backend's reduced precision is bf16"};
+  if (cuda && o.variant == "bf16")
+    throw UsageError{"--variant bf16 is the CPU backend's: on CUDA use fp32 or tf32"};
   if (cuda) {
     // The backend reads its settings once, when it is created.
     ::setenv("BYOL_CUDA_TF32", o.variant == "tf32" ? "1" : "0", 1);
@@ -239,7 +241,8 @@ int run(const Options& o) {
       used_before = probe->used_bytes();  // the bare context: the baseline of the delta below
     }
     std::unique_ptr<byol::Backend> backend =
-        cuda ? byol::load_cuda_backend(device_index) : byol::make_cpu_backend(o.threads);
+        cuda ? byol::load_cuda_backend(device_index)
+             : byol::make_cpu_backend(o.threads, o.variant == "bf16");
 
     phase = "build model";
     byol::ByolModel model(backend.get(), o.model);

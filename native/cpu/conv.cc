@@ -17,6 +17,7 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 constexpr memory::data_type kF32 = memory::data_type::f32;
+constexpr memory::data_type kBF16 = memory::data_type::bf16;
 
 std::string shape_text(const ConvShape& s) {
   std::ostringstream os;
@@ -38,15 +39,25 @@ void check_shape(const char* op, const ConvShape& s) {
 }  // namespace
 
 ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) {
-  PlanKey key{op, {s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.stride, s.pad, 0}, accumulate};
+  // bf16 applies to forward and backward-data only (cpu_backend.h, set_conv_bf16).
+  const bool bf16 = conv_bf16() && op != PlanOp::conv_backward_weight;
+  PlanKey key{op, {s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.stride, s.pad, bf16 ? 1 : 0}, accumulate};
   auto found = conv_plans_.find(key);
   if (found != conv_plans_.end()) return *found->second;
   limit_cache();
 
   const int P = s.P(), Q = s.Q();
+  // The primitive's input (forward: src, backward-data: diff_dst) and its weights are bf16 in
+  // a bf16 plan; what it writes is float32 either way.
+  const memory::data_type in_type = bf16 ? kBF16 : kF32;
   memory::desc src_md({s.N, s.C, s.H, s.W}, kF32, Tag::nhwc);
   memory::desc dst_md({s.N, s.K, P, Q}, kF32, Tag::nhwc);
-  memory::desc any_weights_md({s.K, s.C, s.R, s.S}, kF32, Tag::any);
+  // The forward descriptor (also the hint for the backward ones) reads bf16 src in a bf16
+  // plan and writes bf16 dst where that dst is backward-data's bf16 diff_dst.
+  memory::desc fwd_src_md({s.N, s.C, s.H, s.W}, in_type, Tag::nhwc);
+  memory::desc fwd_dst_md({s.N, s.K, P, Q}, op == PlanOp::conv_backward_data ? in_type : kF32,
+                          Tag::nhwc);
+  memory::desc any_weights_md({s.K, s.C, s.R, s.S}, in_type, Tag::any);
   memory::desc user_weights_md({s.K, s.C, s.R, s.S}, kF32, Tag::oihw);
   // PyTorch's output size rounds down, so the right/bottom padding actually used can be
   // less than `pad` (even negative: input rows the kernel never reaches). oneDNN wants
@@ -57,8 +68,8 @@ ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) 
 
   // Direct convolution, never Winograd: results must match PyTorch to ~1e-5.
   dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
-                                           dnnl::algorithm::convolution_direct, src_md,
-                                           any_weights_md, dst_md, strides, pad_l, pad_r);
+                                           dnnl::algorithm::convolution_direct, fwd_src_md,
+                                           any_weights_md, fwd_dst_md, strides, pad_l, pad_r);
   dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, engine_);
 
   auto plan = std::make_unique<ConvPlan>();
@@ -66,7 +77,7 @@ ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) 
   switch (op) {
     case PlanOp::conv_forward: {
       plan->primitive = dnnl::convolution_forward(fwd_pd);
-      plan->input_md = src_md;
+      plan->input_md = fwd_src_md;
       plan->output_md = dst_md;
       plan->weights_md = fwd_pd.weights_desc();
       plan->impl = fwd_pd.impl_info_str();
@@ -74,10 +85,11 @@ ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) 
     }
     case PlanOp::conv_backward_data: {
       dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, src_md,
-                                                 any_weights_md, dst_md, strides, pad_l, pad_r);
+                                                 any_weights_md, fwd_dst_md, strides, pad_l,
+                                                 pad_r);
       dnnl::convolution_backward_data::primitive_desc pd(desc, engine_, fwd_pd);
       plan->primitive = dnnl::convolution_backward_data(pd);
-      plan->input_md = dst_md;
+      plan->input_md = fwd_dst_md;
       plan->output_md = src_md;
       plan->weights_md = pd.weights_desc();
       plan->impl = pd.impl_info_str();
@@ -97,6 +109,14 @@ ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) 
     }
     default:
       BYOL_FAIL("conv_plan: op ", static_cast<int>(op), " is not a convolution");
+  }
+
+  if (bf16) {
+    plan->bf16 = true;
+    plan->input_bf16_md = plan->input_md;
+    plan->input_md = memory::desc(plan->input_md.dims(), kF32, Tag::nhwc);
+    plan->input_reorder = dnnl::reorder(
+        dnnl::reorder::primitive_desc(engine_, plan->input_md, engine_, plan->input_bf16_md));
   }
 
   if (op == PlanOp::conv_backward_weight) {
@@ -126,6 +146,17 @@ ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) 
   return ref;
 }
 
+// The primitive's input memory for a user's float32 NHWC buffer: the buffer itself, or in a
+// bf16 plan its bf16 copy in input_scratch_ (valid until the next call).
+memory CpuBackend::plan_input(ConvPlan& plan, const float* inp) {
+  memory user(plan.input_md, engine_, const_cast<float*>(inp));
+  if (!plan.bf16) return user;
+  memory converted(plan.input_bf16_md, engine_,
+                   input_scratch_.get(plan.input_bf16_md.get_size()));
+  plan.input_reorder.execute(stream_, user, converted);
+  return converted;
+}
+
 std::string CpuBackend::conv_implementation(PlanOp op, const ConvShape& s) {
   check_shape("conv_implementation", s);
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
@@ -149,7 +180,7 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weigh
       weights = memory(plan.weights_md, engine_, scratch_.get(plan.weights_md.get_size()));
       plan.weights_reorder.execute(stream_, user_weights, weights);
     }
-    memory src(plan.input_md, engine_, const_cast<float*>(inp));
+    memory src = plan_input(plan, inp);
     memory dst(plan.output_md, engine_, out);
     plan.primitive.execute(stream_,
                            {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
@@ -176,7 +207,7 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
       weights = memory(plan.weights_md, engine_, scratch_.get(plan.weights_md.get_size()));
       plan.weights_reorder.execute(stream_, user_weights, weights);
     }
-    memory diff_dst(plan.input_md, engine_, const_cast<float*>(dout));
+    memory diff_dst = plan_input(plan, dout);
     memory diff_src(plan.output_md, engine_, dinp);
     plan.primitive.execute(stream_, {{DNNL_ARG_DIFF_DST, diff_dst},
                                      {DNNL_ARG_WEIGHTS, weights},

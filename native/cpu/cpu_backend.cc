@@ -17,8 +17,10 @@
 
 namespace byol {
 
-std::unique_ptr<Backend> make_cpu_backend(int threads) {
-  return std::make_unique<cpu::CpuBackend>(threads);
+std::unique_ptr<Backend> make_cpu_backend(int threads, bool conv_bf16) {
+  auto backend = std::make_unique<cpu::CpuBackend>(threads);
+  backend->set_conv_bf16(conv_bf16);
+  return backend;
 }
 
 namespace cpu {
@@ -121,6 +123,7 @@ std::string CpuBackend::describe() const {
   std::ostringstream os;
   os << "cpu: " << cpu_model_ << ", " << threads_ << " threads, oneDNN " << caps.onednn_version
      << " (" << caps.onednn_isa << ")";
+  if (conv_bf16()) os << ", bf16 convolutions";
   return os.str();
 }
 
@@ -171,7 +174,9 @@ CpuCapabilities cpu_capabilities() {
   const dnnl_version_t* v = dnnl_version();
   caps.onednn_version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
                         std::to_string(v->patch);
-  caps.onednn_isa = isa_name(dnnl::get_effective_cpu_isa());
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  caps.onednn_isa = isa_name(isa);
+  caps.bf16_native = isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
   caps.kernels_multiversioned = kKernelsMultiversioned;
   caps.kernel_variant = build_variant();
   caps.kernel_variants = {caps.kernel_variant};

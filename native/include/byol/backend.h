@@ -214,7 +214,8 @@ class Range {
   Backend* backend_;
 };
 
-// The CPU backend (oneDNN + OpenMP). threads <= 0 means all cores.
-std::unique_ptr<Backend> make_cpu_backend(int threads = 0);
+// The CPU backend (oneDNN + OpenMP). threads <= 0 means all cores. conv_bf16: convolutions
+// forward and backward-data in bfloat16 with float32 accumulation (native/cpu/cpu_backend.h).
+std::unique_ptr<Backend> make_cpu_backend(int threads = 0, bool conv_bf16 = false);
 
 }  // namespace byol
