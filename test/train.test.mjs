@@ -92,6 +92,10 @@ test('options: defaults from BYOL.md, presets, explicit options beat the preset'
   const q = resolveTrainConfig({ preset: 'fashion-mnist-quick' });
   assert.ok(q.steps > 0 && q.data.limit > 0);
   assert.equal(presetOptions('fashion-mnist').encoder, { arch: 'resnet18', stem: 'cifar', width: 0.25 });
+  assert.is(resolveTrainConfig({ preset: 'fashion-mnist' }).convPrecision, 'auto');
+  assert.is(q.convPrecision, 'fp32'); // the recipe its documented numbers were measured with
+  assert.equal(q.augment.cropScale, [0.2, 1]);
+  assert.is(c.convPrecision, 'fp32');
 });
 
 test('schedules: warmup, cosine decay and tau as BYOL.md writes them', () => {
