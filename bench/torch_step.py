@@ -5,11 +5,13 @@ as the native step) timed in PyTorch on the CPU, for bench/step_cpu.mjs to compa
     PYTHONPATH=/root/.cache/byol/py python3 bench/torch_step.py --threads 2 --steps 20
 
 Prints one JSON line: {"steps_per_s", "ms_per_step", "threads", "peak_rss_mb", "rss_mb" (after
-warm-up and at the end), "torch", "config", "bf16"}. --bf16: under CPU autocast to bfloat16. Default: ResNet-18 cifar stem, batch 64, 32x32x3,
-projector 4096/256, predictor 4096, LARS (BYOL.md), random views, the same lr/tau every step.
+warm-up and at the end), "torch", "config", "bf16"}. Default: ResNet-18 cifar stem, batch 64,
+32x32x3, projector 4096/256, predictor 4096, LARS (BYOL.md), random views, the same lr/tau every
+step; --bf16 runs it under CPU autocast to bfloat16.
 add_model_args/model_config are shared with bench/torch_gpu_step.py (the GPU variant of this).
 """
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -69,10 +71,9 @@ def main():
     v2 = torch.randn(a.batch, 3, a.size, a.size, generator=g)
 
     def step():
-        if a.bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return ref_byol.byol_step(model, v1, v2, 0.1, 0.99, momenta, config["optimizer"]).item()
-        return ref_byol.byol_step(model, v1, v2, 0.1, 0.99, momenta, config["optimizer"]).item()
+        precision = torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext()
+        with precision:
+            return ref_byol.byol_step(model, v1, v2, 0.1, 0.99, momenta, config["optimizer"]).item()
 
     for _ in range(a.warmup):
         step()

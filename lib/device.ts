@@ -4,7 +4,7 @@
 // to the CPU with one console.warn line saying why. Names resolve to 'cpu' or 'cuda:N'.
 import { DeviceError } from './errors';
 import { native, type CudaProbe } from './native';
-import { integer, invalid } from './validate';
+import { integer, invalid, oneOf } from './validate';
 
 export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
 
@@ -100,11 +100,9 @@ export const CONV_PRECISIONS: readonly ConvPrecision[] = ['fp32', 'bf16', 'auto'
 
 // What `precision` means on this machine ('auto' resolved); `name` is the option's name.
 export function resolveConvPrecision(precision: unknown, name = 'precision'): 'fp32' | 'bf16' {
-  if (typeof precision !== 'string' || !(CONV_PRECISIONS as readonly string[]).includes(precision)) {
-    throw invalid(name, "one of 'fp32', 'bf16' or 'auto'", precision);
-  }
-  if (precision === 'auto') return native.cpuInfo().onednn.bf16Native ? 'bf16' : 'fp32';
-  return precision as 'fp32' | 'bf16';
+  const p = oneOf(name, precision, CONV_PRECISIONS);
+  if (p === 'auto') return native.cpuInfo().onednn.bf16Native ? 'bf16' : 'fp32';
+  return p;
 }
 
 // Sets the CPU backend's convolution precision for work started after the call (process-wide,

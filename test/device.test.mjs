@@ -130,7 +130,7 @@ test('setCpuConvPrecision: fp32 | bf16 | auto (bf16 only where oneDNN has bf16 d
     setCpuConvPrecision('fp32');
   }
   throwsMessage(() => setCpuConvPrecision('fp16'), ByolOptionError,
-    `Expected one of 'fp32', 'bf16' or 'auto' for precision but received "fp16" of type string`);
+    `Expected one of 'fp32', 'bf16', 'auto' for precision but received "fp16" of type string`);
   assert.is(getCpuConvPrecision(), 'fp32');
 });
 

@@ -3,8 +3,8 @@
 // Contract: byol/backend.h. Ops are serialized per backend only where they share state
 // (the oneDNN plans and scratch below, under dnnl_mutex_); plain kernels are reentrant.
 #pragma once
-#include <cstddef>
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
