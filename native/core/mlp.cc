@@ -62,14 +62,14 @@ void mlp_forward(Backend* be, const Mlp& mlp, MlpActs& acts, float* out, const f
     const Range range(be, mlp.bn_range.forward.c_str());
     float* mean = stats + mlp.bn.stats;
     float* var = mean + H;
+    const BnEpilogue relu{nullptr, true};  // BN and ReLU in one call
     if (mode.training) {
       be->batchnorm_forward_train(acts.a, acts.bn.mean, acts.bn.rstd, mean, var, acts.h, params + mlp.bn.gamma,
-                                  params + mlp.bn.beta, B, H, mode.momentum, mode.eps);
+                                  params + mlp.bn.beta, B, H, mode.momentum, mode.eps, relu);
     } else {
       be->batchnorm_forward_eval(acts.a, acts.h, params + mlp.bn.gamma, params + mlp.bn.beta, mean, var, B, H,
-                                 mode.eps);
+                                 mode.eps, relu);
     }
-    be->relu_forward(acts.a, acts.a, static_cast<size_t>(B) * H);
   }
   const Range range(be, mlp.fc2.range.forward.c_str());
   be->linear_forward(out, acts.a, params + mlp.fc2.weight, nullptr, B, H, mlp.fc2.out);
@@ -86,9 +86,8 @@ void mlp_backward(Backend* be, const Mlp& mlp, MlpActs& acts, float* din, const 
   }
   {
     const Range range(be, mlp.bn_range.backward.c_str());
-    be->relu_backward(acts.da, acts.da, acts.a, static_cast<size_t>(B) * H);
     be->batchnorm_backward(acts.dh, grads + mlp.bn.gamma, grads + mlp.bn.beta, acts.da, acts.h, acts.bn.mean,
-                           acts.bn.rstd, params + mlp.bn.gamma, B, H, accumulate);
+                           acts.bn.rstd, params + mlp.bn.gamma, B, H, accumulate, acts.a);
   }
   const Range range(be, mlp.fc1.range.backward.c_str());
   be->linear_backward(din, grads + mlp.fc1.weight, grads + mlp.fc1.bias, acts.dh, in, params + mlp.fc1.weight, B,

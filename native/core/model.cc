@@ -20,6 +20,7 @@
 #include "byol/model.h"
 #include "byol/safetensors.h"
 #include "nets.h"
+#include "optim_math.h"
 
 namespace byol {
 
@@ -43,6 +44,12 @@ struct ModelPlan {
   float *z1 = nullptr, *z2 = nullptr;  // target projections of view 1 / view 2
   float *dp = nullptr, *dz = nullptr, *dfeatures = nullptr;
   float* loss = nullptr;
+  // Graph replay (training plans on a backend that captures): the step's ops as one graph,
+  // recorded after kGraphWarmupSteps eager steps of this shape, reading the views from
+  // `inputs` (view 1, then view 2), where each step copies them first.
+  int eager_steps = 0;
+  Tensor inputs;
+  std::unique_ptr<Graph> graph;
 };
 
 namespace {
@@ -87,6 +94,7 @@ ByolModel::ByolModel(Backend* backend, const ModelConfig& config)
   target_stats_ = Tensor(backend_, {num_target_stats_}, DType::f32);
   online_tracked_.assign(batchnorms_.size(), 0);
   target_tracked_.assign(static_cast<size_t>(num_target_batchnorms_), 0);
+  step_scalars_ = Tensor::zeros(backend_, {kNumStepScalars});
   init_parameters();
 }
 
@@ -201,19 +209,28 @@ void ByolModel::check_images(const Tensor& images, const char* name, int min_bat
 // ---------------------------------------------------------------------------------------
 // The step.
 
-float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float tau) {
-  const Range step_range(backend_, "byol step");
-  check_images(view1, "view1", 2);
-  check_images(view2, "view2", 2);
-  BYOL_CHECK(view1.shape() == view2.shape(), "expected view2 to have the shape of view1 ", shape_string(nchw(view1)),
-             " but received ", shape_string(nchw(view2)));
-  BYOL_CHECK(std::isfinite(lr) && lr >= 0, "expected lr >= 0 but received ", lr);
-  BYOL_CHECK(std::isfinite(tau) && tau >= 0 && tau <= 1, "expected tau in [0, 1] but received ", tau);
-  const int N = static_cast<int>(view1.dim(0)), H = static_cast<int>(view1.dim(1)),
-            W = static_cast<int>(view1.dim(2));
-  ModelPlan& plan = train_plan(N, H, W);
+namespace {
+
+// Eager steps of a batch shape before its step is captured: the first use of a shape builds
+// the backend's caches (convolution plans and algorithms, workspaces, the optimizer's segment
+// table), which must not happen inside a capture.
+constexpr int kGraphWarmupSteps = 2;
+
+}  // namespace
+
+void ByolModel::set_use_graphs(bool on) {
+  use_graphs_ = on;
+  if (!on && train_plan_) train_plan_->graph.reset();
+}
+
+// The step's ops, from the target forwards to the EMA, reading every value that changes
+// between steps from memory: the views x1, x2 and step_scalars_ (lr, tau, AdamW's bias
+// corrections). `optimizer_step` (1-based) only feeds the host-side argument checks.
+void ByolModel::step_ops(ModelPlan& plan, const float* x1, const float* x2, float lr, float tau,
+                         int64_t optimizer_step) {
   Backend* be = backend_;
   const ModelNets& nets = *nets_;
+  const int N = plan.N;
   const nets::BnMode mode{true, config_.bn_momentum, config_.bn_eps};
   const int D = config_.projector_out;
   float* online = online_params_.f32();
@@ -221,8 +238,7 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
   float* grads = grads_.f32();
   float* online_stats = online_stats_.f32();
   float* target_stats = target_stats_.f32();
-  const float* x1 = view1.f32();
-  const float* x2 = view2.f32();
+  const float* scalars = step_scalars_.f32();
 
   // Target network: training-mode BatchNorm (batch statistics, its own running stats).
   auto target_forward = [&](const float* x, float* z) {
@@ -267,18 +283,89 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
   loss(p2, plan.z1, true);
   online_backward(x2, true);
 
-  for (auto& count : online_tracked_) count += 2;
-  for (auto& count : target_tracked_) count += 2;
-
-  optimizer_steps_ += 1;
   {
     const Range range(be, "optimizer");
-    optimizer_update(be, config_.optimizer, lr, optimizer_steps_, online, optimizer_state_.f32(), grads, segments_);
+    optimizer_update(be, config_.optimizer, lr, optimizer_step, online, optimizer_state_.f32(), grads, segments_,
+                     scalars);
   }
   {
     const Range range(be, "ema");
-    be->ema_update(target, online, static_cast<size_t>(num_target_params_), tau);
+    be->ema_update(target, online, static_cast<size_t>(num_target_params_), tau, scalars + kScalarTau);
   }
+}
+
+// Records step_ops for `plan` reading the views from plan.inputs. On failure (the backend
+// cannot capture, or an op could not be captured) graphs stay off for this model and the
+// reason is kept in graph_error_; nothing recorded has run, so the step then runs eagerly.
+void ByolModel::capture_step(ModelPlan& plan, float lr, float tau, int64_t optimizer_step, int64_t view_floats) {
+  // Allocated before the capture: an allocation inside it would belong to the graph.
+  if (!plan.inputs.defined()) plan.inputs = Tensor(backend_, {2 * view_floats}, DType::f32);
+  const float* x1 = plan.inputs.f32();
+  const float* x2 = x1 + view_floats;
+  std::string error;
+  if (!backend_->begin_capture()) {
+    plan.inputs = Tensor();
+    backend_->end_capture(&error);  // what the backend says about it
+    graph_error_ = error;
+    use_graphs_ = false;
+    return;
+  }
+  try {
+    step_ops(plan, x1, x2, lr, tau, optimizer_step);
+  } catch (const std::exception& e) {
+    backend_->end_capture(&error);
+    graph_error_ = std::string("capturing the step failed: ") + e.what();
+    use_graphs_ = false;
+    return;
+  }
+  plan.graph = backend_->end_capture(&error);
+  if (!plan.graph) {
+    graph_error_ = error.empty() ? std::string("capturing the step failed") : error;
+    use_graphs_ = false;
+  }
+}
+
+float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float tau) {
+  const Range step_range(backend_, "byol step");
+  check_images(view1, "view1", 2);
+  check_images(view2, "view2", 2);
+  BYOL_CHECK(view1.shape() == view2.shape(), "expected view2 to have the shape of view1 ", shape_string(nchw(view1)),
+             " but received ", shape_string(nchw(view2)));
+  BYOL_CHECK(std::isfinite(lr) && lr >= 0, "expected lr >= 0 but received ", lr);
+  BYOL_CHECK(std::isfinite(tau) && tau >= 0 && tau <= 1, "expected tau in [0, 1] but received ", tau);
+  const int N = static_cast<int>(view1.dim(0)), H = static_cast<int>(view1.dim(1)),
+            W = static_cast<int>(view1.dim(2));
+  ModelPlan& plan = train_plan(N, H, W);
+  Backend* be = backend_;
+  const int64_t optimizer_step = optimizer_steps_ + 1;
+
+  // This step's scalars, in backend memory before the ops that read them (stream-ordered).
+  float scalars[kNumStepScalars] = {lr, tau, 1.0f, 1.0f};
+  if (config_.optimizer.kind == OptimizerKind::adamw) {
+    const optim::AdamWBias bias = optim::adamw_bias(config_.optimizer.beta1, config_.optimizer.beta2, optimizer_step);
+    scalars[kScalarAdamBias1] = bias.bias1;
+    scalars[kScalarAdamBias2Sqrt] = bias.bias2_sqrt;
+  }
+  be->upload(step_scalars_.raw(), scalars, sizeof(scalars));
+
+  const int64_t view_floats = view1.numel();
+  if (use_graphs_ && !plan.graph && plan.eager_steps >= kGraphWarmupSteps)
+    capture_step(plan, lr, tau, optimizer_step, view_floats);
+  if (plan.graph) {
+    const Range range(be, "graph launch");
+    be->copy(plan.inputs.raw(), view1.raw(), view1.nbytes());
+    be->copy(plan.inputs.f32() + view_floats, view2.raw(), view2.nbytes());
+    plan.graph->launch();
+    ++graph_launches_;
+  } else {
+    step_ops(plan, view1.f32(), view2.f32(), lr, tau, optimizer_step);
+    ++plan.eager_steps;
+  }
+
+  for (auto& count : online_tracked_) count += 2;
+  for (auto& count : target_tracked_) count += 2;
+  optimizer_steps_ = optimizer_step;
+
   // The step's one host synchronization: on a GPU this range is the wait for the queue.
   const Range range(be, "loss readback");
   float value = 0;

@@ -8,7 +8,9 @@
 namespace byol {
 
 void optimizer_update(Backend* backend, const OptimizerConfig& config, float lr, int64_t step, float* params,
-                      float* state, const float* grads, const std::vector<ParamSegment>& segments) {
+                      float* state, const float* grads, const std::vector<ParamSegment>& segments,
+                      const float* step_scalars) {
+  const float* lr_device = step_scalars ? step_scalars + kScalarLr : nullptr;
   BYOL_CHECK(std::isfinite(lr) && lr >= 0, "expected lr >= 0 but received ", lr);
   BYOL_CHECK(step >= 1, "optimizer step must be >= 1 but is ", step);
   const int num_segments = static_cast<int>(segments.size());
@@ -21,6 +23,7 @@ void optimizer_update(Backend* backend, const OptimizerConfig& config, float lr,
       o.trust_coefficient = config.trust_coefficient;
       o.eps = config.lars_eps;
       o.solo_learn = config.solo_learn;
+      o.lr_device = lr_device;
       backend->lars_update(params, state, grads, segments.data(), num_segments, o);
       return;
     }
@@ -30,6 +33,7 @@ void optimizer_update(Backend* backend, const OptimizerConfig& config, float lr,
       o.weight_decay = config.weight_decay;
       o.momentum = config.momentum;
       o.nesterov = config.nesterov;
+      o.lr_device = lr_device;
       backend->sgd_update(params, state, grads, segments.data(), num_segments, o);
       return;
     }
@@ -41,6 +45,8 @@ void optimizer_update(Backend* backend, const OptimizerConfig& config, float lr,
       o.beta2 = config.beta2;
       o.eps = config.adam_eps;
       o.step = step;
+      o.lr_device = lr_device;
+      o.bias_device = step_scalars ? step_scalars + kScalarAdamBias1 : nullptr;
       backend->adamw_update(params, state, grads, segments.data(), num_segments, o);
       return;
     }

@@ -90,6 +90,14 @@ BYOL_HD double sqrt(double a) {
 #endif
 }
 
+// The learning rate of this update: read from backend memory when the options point there
+// (backend.h), else the host value. Called where the memory is readable: on the CPU, or on the
+// device inside a kernel (never on the host side of the CUDA backend).
+template <typename Options>
+BYOL_HD float step_lr(const Options& opt) {
+  return opt.lr_device ? *opt.lr_device : opt.lr;
+}
+
 // ---- LARS ----------------------------------------------------------------------------------
 // Per segment with decay = true (reference mode): g' = g + wd*p; u = g' * eta*|p|/(|g'| + eps)
 // when both norms are > 0 (else u = g'); m = momentum*m + u; p -= lr*m. decay = false: u = g.
@@ -133,22 +141,22 @@ BYOL_HD LarsScale lars_segment_scale(double sum_sq_params, double sum_sq_grads, 
   return s;
 }
 
-// Element i: u as above; m = momentum*m + u; p -= lr*m.
+// Element i: u as above; m = momentum*m + u; p -= lr*m. `lr` is step_lr(opt).
 BYOL_HD void lars_element(float* params, float* momentum, const float* grads, int64_t i, LarsScale s,
-                          const LarsOptions& opt) {
+                          const LarsOptions& opt, float lr) {
   const float p = params[i];
   float u = grads[i];
   if (s.add_decay) u = mul(add(u, mul(opt.weight_decay, p)), s.scale);
   const float m = add(mul(opt.momentum, momentum[i]), u);
   momentum[i] = m;
-  params[i] = sub(p, mul(opt.lr, m));
+  params[i] = sub(p, mul(lr, m));
 }
 
 // ---- SGD (torch.optim.SGD, dampening 0) ------------------------------------------------------
 // d = g (+ wd*p on decay segments); m = momentum*m + d; d = nesterov ? d + momentum*m : m;
 // p -= lr*d. momentum 0 neither reads nor writes `momentum` (it may be null then).
 BYOL_HD void sgd_element(float* params, float* momentum, const float* grads, int64_t i, bool decay,
-                         const SgdOptions& opt) {
+                         const SgdOptions& opt, float lr) {
   const float p = params[i];
   float d = grads[i];
   // wd == 0 skips the product, so an infinite parameter does not turn d into NaN through 0*inf.
@@ -158,44 +166,77 @@ BYOL_HD void sgd_element(float* params, float* momentum, const float* grads, int
     momentum[i] = m;
     d = opt.nesterov ? add(d, mul(opt.momentum, m)) : m;
   }
-  params[i] = sub(p, mul(opt.lr, d));
+  params[i] = sub(p, mul(lr, d));
 }
 
 // ---- AdamW (torch.optim.AdamW) ---------------------------------------------------------------
 // p *= 1 - lr*wd (decay segments); m = m + (1-b1)*(g - m) (torch's lerp); v = b2*v + (1-b2)*g*g;
 // p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
 struct AdamWConstants {
-  float one_minus_beta1, beta2, one_minus_beta2, eps;
+  float one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
+  float lr, bias1, bias2_sqrt;  // this call's host values (bias1 = 1 - beta1^t)
+  const float* lr_device;       // when set, lr is read from backend memory
+  const float* bias_device;     // when set, bias1 and bias2_sqrt are
+};
+// What an element needs of the step: resolved once per thread (kernel) or call (CPU).
+struct AdamWStepConstants {
   float step_size;     // lr / (1 - beta1^t)
   float bias2_sqrt;    // sqrt(1 - beta2^t)
   float decay_factor;  // 1 - lr*wd
 };
 
-// Host side, once per call: the bias corrections in double, then rounded to float.
+// The bias corrections of 1-based step t: computed in double, then rounded to float. The model
+// writes these two floats where AdamWOptions::bias_device points.
+struct AdamWBias {
+  float bias1, bias2_sqrt;
+};
+inline AdamWBias adamw_bias(float beta1, float beta2, int64_t step) {
+  const double t = static_cast<double>(step);
+  return {static_cast<float>(1.0 - std::pow(static_cast<double>(beta1), t)),
+          static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), t)))};
+}
+
+// Host side, once per call.
 inline AdamWConstants adamw_constants(const AdamWOptions& opt) {
-  const double t = static_cast<double>(opt.step);
-  const float bias1 = static_cast<float>(1.0 - std::pow(static_cast<double>(opt.beta1), t));
   AdamWConstants c;
   c.one_minus_beta1 = 1.0f - opt.beta1;
   c.beta2 = opt.beta2;
   c.one_minus_beta2 = 1.0f - opt.beta2;
   c.eps = opt.eps;
-  c.step_size = opt.lr / bias1;
-  c.bias2_sqrt = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(opt.beta2), t)));
-  c.decay_factor = 1.0f - opt.lr * opt.weight_decay;
+  c.weight_decay = opt.weight_decay;
+  c.lr = opt.lr;
+  c.bias1 = c.bias2_sqrt = 1.0f;
+  if (!opt.bias_device) {
+    const AdamWBias b = adamw_bias(opt.beta1, opt.beta2, opt.step);
+    c.bias1 = b.bias1;
+    c.bias2_sqrt = b.bias2_sqrt;
+  }
+  c.lr_device = opt.lr_device;
+  c.bias_device = opt.bias_device;
   return c;
 }
 
+// Where the memory is readable (CPU, or inside a kernel).
+BYOL_HD AdamWStepConstants adamw_step_constants(const AdamWConstants& c) {
+  const float lr = c.lr_device ? *c.lr_device : c.lr;
+  const float bias1 = c.bias_device ? c.bias_device[0] : c.bias1;
+  AdamWStepConstants s;
+  s.step_size = div(lr, bias1);
+  s.bias2_sqrt = c.bias_device ? c.bias_device[1] : c.bias2_sqrt;
+  s.decay_factor = sub(1.0f, mul(lr, c.weight_decay));
+  return s;
+}
+
 BYOL_HD void adamw_element(float* params, float* exp_avg, float* exp_avg_sq, const float* grads, int64_t i,
-                           bool decay, const AdamWConstants& c) {
+                           bool decay, const AdamWConstants& c, const AdamWStepConstants& s) {
   float p = params[i];
-  if (decay) p = mul(p, c.decay_factor);
+  if (decay) p = mul(p, s.decay_factor);
   const float g = grads[i];
   const float m = add(exp_avg[i], mul(c.one_minus_beta1, sub(g, exp_avg[i])));
   const float v = add(mul(c.beta2, exp_avg_sq[i]), mul(mul(c.one_minus_beta2, g), g));
   exp_avg[i] = m;
   exp_avg_sq[i] = v;
-  params[i] = sub(p, mul(c.step_size, div(m, add(div(sqrt(v), c.bias2_sqrt), c.eps))));
+  params[i] = sub(p, mul(s.step_size, div(m, add(div(sqrt(v), s.bias2_sqrt), c.eps))));
 }
 
 // ---- argument checks (host) ------------------------------------------------------------------
@@ -222,7 +263,7 @@ inline int64_t check_segments(const char* op, const ParamSegment* segments, int 
 
 inline int64_t check_lars(const char* op, const float* params, const float* momentum, const float* grads,
                           const ParamSegment* segments, int num_segments, const LarsOptions& opt) {
-  check_finite(op, "lr", opt.lr);
+  if (!opt.lr_device) check_finite(op, "lr", opt.lr);
   check_finite(op, "weight_decay", opt.weight_decay);
   check_finite(op, "momentum", opt.momentum);
   check_finite(op, "trust_coefficient", opt.trust_coefficient);
@@ -234,7 +275,7 @@ inline int64_t check_lars(const char* op, const float* params, const float* mome
 
 inline int64_t check_sgd(const char* op, const float* params, const float* momentum, const float* grads,
                          const ParamSegment* segments, int num_segments, const SgdOptions& opt) {
-  check_finite(op, "lr", opt.lr);
+  if (!opt.lr_device) check_finite(op, "lr", opt.lr);
   check_finite(op, "weight_decay", opt.weight_decay);
   check_finite(op, "momentum", opt.momentum);
   const int64_t extent = check_segments(op, segments, num_segments);
@@ -247,12 +288,12 @@ inline int64_t check_sgd(const char* op, const float* params, const float* momen
 
 inline int64_t check_adamw(const char* op, const float* params, const float* state, const float* grads,
                            const ParamSegment* segments, int num_segments, const AdamWOptions& opt) {
-  check_finite(op, "lr", opt.lr);
+  if (!opt.lr_device) check_finite(op, "lr", opt.lr);
   check_finite(op, "weight_decay", opt.weight_decay);
   check_finite(op, "beta1", opt.beta1);
   check_finite(op, "beta2", opt.beta2);
   check_finite(op, "eps", opt.eps);
-  BYOL_CHECK(opt.step >= 1, op, ": expected step >= 1 (1-based) but received ", opt.step);
+  if (!opt.bias_device) BYOL_CHECK(opt.step >= 1, op, ": expected step >= 1 (1-based) but received ", opt.step);
   BYOL_CHECK(opt.beta1 >= 0 && opt.beta1 < 1 && opt.beta2 >= 0 && opt.beta2 < 1, op,
              ": expected beta1 and beta2 in [0, 1) but received ", opt.beta1, ", ", opt.beta2);
   const int64_t extent = check_segments(op, segments, num_segments);

@@ -198,16 +198,18 @@ struct BnCaller {
   const float* params;
   float* stats;
   const BnMode& mode;
-  void forward(const BatchNorm& bn, float* out, const float* inp, int64_t M, const BnSave& save) const {
+  // out = relu?(bn(inp) + residual?) in one backend call (BnEpilogue).
+  void forward(const BatchNorm& bn, float* out, const float* inp, int64_t M, const BnSave& save,
+               const BnEpilogue& epilogue) const {
     float* mean = stats + bn.stats;
     float* var = mean + bn.channels;
     if (mode.training) {
       be->batchnorm_forward_train(out, save.mean, save.rstd, mean, var, inp, params + bn.gamma,
                                   params + bn.beta, static_cast<int>(M), bn.channels, mode.momentum,
-                                  mode.eps);
+                                  mode.eps, epilogue);
     } else {
       be->batchnorm_forward_eval(out, inp, params + bn.gamma, params + bn.beta, mean, var,
-                                 static_cast<int>(M), bn.channels, mode.eps);
+                                 static_cast<int>(M), bn.channels, mode.eps, epilogue);
     }
   }
 };
@@ -220,12 +222,12 @@ void resnet_forward(Backend* be, const ResNet& net, ResNetActs& acts, const floa
                     float* stats, const BnMode& mode) {
   const Range network(be, net.range.forward.c_str());
   const BnCaller bn{be, params, stats, mode};
+  const BnEpilogue relu{nullptr, true};
   const int64_t stem_rows = rows(acts.stem);
   {
     const Range range(be, net.conv1.range.forward.c_str());
     be->conv2d_forward(acts.stem_c, x, params + net.conv1.weight, acts.stem);
-    bn.forward(net.bn1, acts.stem_r, acts.stem_c, stem_rows, acts.stem_bn);
-    be->relu_forward(acts.stem_r, acts.stem_r, static_cast<size_t>(stem_rows * net.conv1.out));
+    bn.forward(net.bn1, acts.stem_r, acts.stem_c, stem_rows, acts.stem_bn, relu);
   }
   const float* cur = acts.stem_r;
   if (net.maxpool) {
@@ -237,37 +239,33 @@ void resnet_forward(Backend* be, const ResNet& net, ResNetActs& acts, const floa
     const Block& b = net.blocks[i];
     BlockActs& a = acts.blocks[i];
     const Range block(be, b.range.forward.c_str());
-    {
-      const Range range(be, b.conv1.range.forward.c_str());
-      be->conv2d_forward(a.c1, cur, params + b.conv1.weight, a.s1);
-      bn.forward(b.bn1, a.r1, a.c1, rows(a.s1), a.bn1);
-      be->relu_forward(a.r1, a.r1, static_cast<size_t>(rows(a.s1) * b.conv1.out));
-    }
-    const int64_t n_out = b.bottleneck ? rows(a.s3) * b.conv3.out : rows(a.s2) * b.conv2.out;
-    {
-      const Range range(be, b.conv2.range.forward.c_str());
-      be->conv2d_forward(a.c2, a.r1, params + b.conv2.weight, a.s2);
-      if (b.bottleneck) {
-        bn.forward(b.bn2, a.r2, a.c2, rows(a.s2), a.bn2);
-        be->relu_forward(a.r2, a.r2, static_cast<size_t>(rows(a.s2) * b.conv2.out));
-      } else {
-        bn.forward(b.bn2, a.out, a.c2, rows(a.s2), a.bn2);
-      }
-    }
-    if (b.bottleneck) {
-      const Range range(be, b.conv3.range.forward.c_str());
-      be->conv2d_forward(a.c3, a.r2, params + b.conv3.weight, a.s3);
-      bn.forward(b.bn3, a.out, a.c3, rows(a.s3), a.bn3);
-    }
+    // The shortcut first: the block's last BN adds it and applies the ReLU in the same call.
     const float* identity = cur;
     if (b.downsample) {
       const Range range(be, b.ds_conv.range.forward.c_str());
       be->conv2d_forward(a.ds_c, cur, params + b.ds_conv.weight, a.sds);
-      bn.forward(b.ds_bn, a.ds_out, a.ds_c, rows(a.sds), a.bnds);
+      bn.forward(b.ds_bn, a.ds_out, a.ds_c, rows(a.sds), a.bnds, BnEpilogue{});
       identity = a.ds_out;
     }
-    be->add(a.out, a.out, identity, static_cast<size_t>(n_out));
-    be->relu_forward(a.out, a.out, static_cast<size_t>(n_out));
+    const BnEpilogue add_relu{identity, true};
+    {
+      const Range range(be, b.conv1.range.forward.c_str());
+      be->conv2d_forward(a.c1, cur, params + b.conv1.weight, a.s1);
+      bn.forward(b.bn1, a.r1, a.c1, rows(a.s1), a.bn1, relu);
+    }
+    {
+      const Range range(be, b.conv2.range.forward.c_str());
+      be->conv2d_forward(a.c2, a.r1, params + b.conv2.weight, a.s2);
+      if (b.bottleneck)
+        bn.forward(b.bn2, a.r2, a.c2, rows(a.s2), a.bn2, relu);
+      else
+        bn.forward(b.bn2, a.out, a.c2, rows(a.s2), a.bn2, add_relu);
+    }
+    if (b.bottleneck) {
+      const Range range(be, b.conv3.range.forward.c_str());
+      be->conv2d_forward(a.c3, a.r2, params + b.conv3.weight, a.s3);
+      bn.forward(b.bn3, a.out, a.c3, rows(a.s3), a.bn3, add_relu);
+    }
     cur = a.out;
   }
   const Range range(be, net.avgpool_range.forward.c_str());
@@ -278,10 +276,11 @@ void resnet_backward(Backend* be, const ResNet& net, ResNetActs& acts, const flo
                      const float* params, float* grads, bool accumulate) {
   const Range network(be, net.range.backward.c_str());
   float* const* G = acts.grad;
+  // relu_out: the unit's BN+ReLU output, whose ReLU the same call differentiates (null: none).
   auto bn_backward = [&](const BatchNorm& bn, float* dinp, const float* dout, const float* inp, int64_t M,
-                         const BnSave& save) {
+                         const BnSave& save, const float* relu_out) {
     be->batchnorm_backward(dinp, grads + bn.gamma, grads + bn.beta, dout, inp, save.mean, save.rstd,
-                           params + bn.gamma, static_cast<int>(M), bn.channels, accumulate);
+                           params + bn.gamma, static_cast<int>(M), bn.channels, accumulate, relu_out);
   };
 
   // d: the scratch buffer holding the gradient of the current block's output. The other
@@ -301,37 +300,36 @@ void resnet_backward(Backend* be, const ResNet& net, ResNetActs& acts, const flo
     const int out_c = b.bottleneck ? b.conv3.out : b.conv2.out;
     const int64_t n_out = rows(s_last) * out_c;
 
-    // Each unit's backward mirrors its forward: ReLU (when the unit has one), BN, conv.
+    // Each unit's backward mirrors its forward: BN (with the ReLU when the unit has one), conv.
+    // The block's closing ReLU comes first on its own: both branches read its gradient.
     be->relu_backward(G[d], G[d], a.out, static_cast<size_t>(n_out));
     if (b.bottleneck) {
       {
         const Range range(be, b.conv3.range.backward.c_str());
-        bn_backward(b.bn3, G[t1], G[d], a.c3, rows(a.s3), a.bn3);
+        bn_backward(b.bn3, G[t1], G[d], a.c3, rows(a.s3), a.bn3, nullptr);
         be->conv2d_backward_weight(grads + b.conv3.weight, G[t1], a.r2, a.s3, accumulate);
         be->conv2d_backward_data(G[t2], G[t1], params + b.conv3.weight, a.s3);
       }
       const Range range(be, b.conv2.range.backward.c_str());
-      be->relu_backward(G[t2], G[t2], a.r2, static_cast<size_t>(rows(a.s2) * b.conv2.out));
-      bn_backward(b.bn2, G[t1], G[t2], a.c2, rows(a.s2), a.bn2);
+      bn_backward(b.bn2, G[t1], G[t2], a.c2, rows(a.s2), a.bn2, a.r2);
       be->conv2d_backward_weight(grads + b.conv2.weight, G[t1], a.r1, a.s2, accumulate);
       be->conv2d_backward_data(G[t2], G[t1], params + b.conv2.weight, a.s2);
     } else {
       const Range range(be, b.conv2.range.backward.c_str());
-      bn_backward(b.bn2, G[t1], G[d], a.c2, rows(a.s2), a.bn2);
+      bn_backward(b.bn2, G[t1], G[d], a.c2, rows(a.s2), a.bn2, nullptr);
       be->conv2d_backward_weight(grads + b.conv2.weight, G[t1], a.r1, a.s2, accumulate);
       be->conv2d_backward_data(G[t2], G[t1], params + b.conv2.weight, a.s2);
     }
     {
       const Range range(be, b.conv1.range.backward.c_str());
-      be->relu_backward(G[t2], G[t2], a.r1, static_cast<size_t>(rows(a.s1) * b.conv1.out));
-      bn_backward(b.bn1, G[t1], G[t2], a.c1, rows(a.s1), a.bn1);
+      bn_backward(b.bn1, G[t1], G[t2], a.c1, rows(a.s1), a.bn1, a.r1);
       be->conv2d_backward_weight(grads + b.conv1.weight, G[t1], input, a.s1, accumulate);
       be->conv2d_backward_data(G[t2], G[t1], params + b.conv1.weight, a.s1);
     }
     const size_t n_in = static_cast<size_t>(a.s1.N) * a.s1.H * a.s1.W * a.s1.C;
     if (b.downsample) {
       const Range range(be, b.ds_conv.range.backward.c_str());
-      bn_backward(b.ds_bn, G[t1], G[d], a.ds_c, rows(a.sds), a.bnds);
+      bn_backward(b.ds_bn, G[t1], G[d], a.ds_c, rows(a.sds), a.bnds, nullptr);
       be->conv2d_backward_weight(grads + b.ds_conv.weight, G[t1], input, a.sds, accumulate);
       be->conv2d_backward_data(G[t3], G[t1], params + b.ds_conv.weight, a.sds);
       be->add(G[t2], G[t2], G[t3], n_in);
@@ -349,9 +347,8 @@ void resnet_backward(Backend* be, const ResNet& net, ResNetActs& acts, const flo
     be->maxpool2d_backward(dstem, G[d], acts.argmax, acts.pool);
   }
   const Range range(be, net.conv1.range.backward.c_str());
-  be->relu_backward(dstem, dstem, acts.stem_r, static_cast<size_t>(stem_rows * net.conv1.out));
   float* dconv = G[(d + 2) % 4];
-  bn_backward(net.bn1, dconv, dstem, acts.stem_c, stem_rows, acts.stem_bn);
+  bn_backward(net.bn1, dconv, dstem, acts.stem_c, stem_rows, acts.stem_bn, acts.stem_r);
   be->conv2d_backward_weight(grads + net.conv1.weight, dconv, x, acts.stem, accumulate);
 }
 

@@ -340,10 +340,11 @@ void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
   parallel_blocks(len, len, [&](int64_t b, int64_t e) { accumulate_kernel(dst + b, src + b, e - b); });
 }
 
-void CpuBackend::ema_update(float* target, const float* online, size_t n, float tau) {
+void CpuBackend::ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) {
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("ema_update", target);
   BYOL_CPU_CHECK_PTR("ema_update", online);
+  if (tau_device) tau = *tau_device;
   BYOL_CHECK(tau >= 0.f && tau <= 1.f, "ema_update: expected tau in [0, 1] but received ", tau);
   use_threads();
   const int64_t len = static_cast<int64_t>(n);

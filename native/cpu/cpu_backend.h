@@ -103,13 +103,15 @@ class CpuBackend final : public Backend {
   void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd,
                                float* running_mean, float* running_var, const float* inp,
                                const float* gamma, const float* beta, int M, int C,
-                               float momentum, float eps) override;
+                               float momentum, float eps, const BnEpilogue& epilogue) override;
   void batchnorm_forward_eval(float* out, const float* inp, const float* gamma,
                               const float* beta, const float* running_mean,
-                              const float* running_var, int M, int C, float eps) override;
+                              const float* running_var, int M, int C, float eps,
+                              const BnEpilogue& epilogue) override;
   void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                           const float* inp, const float* save_mean, const float* save_rstd,
-                          const float* gamma, int M, int C, bool accumulate) override;
+                          const float* gamma, int M, int C, bool accumulate,
+                          const float* relu_out) override;
 
   void relu_forward(float* out, const float* inp, size_t n) override;
   void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override;
@@ -138,7 +140,7 @@ class CpuBackend final : public Backend {
   void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* labels,
                               float dloss, int B, int K) override;
 
-  void ema_update(float* target, const float* online, size_t n, float tau) override;
+  void ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) override;
   void lars_update(float* params, float* momentum, const float* grads,
                    const ParamSegment* segments, int num_segments,
                    const LarsOptions& opt) override;

@@ -73,11 +73,12 @@ void lars_update(float* params, float* momentum, const float* grads, const Param
     scale[s] = optim::lars_segment_scale(norm_p[s], norm_g[s], segments[s].decay, opt);
 
   // Pass 2: momentum and parameter update.
+  const float lr = optim::step_lr(opt);
 #pragma omp parallel for schedule(static) if (parallel(extent))
   for (int64_t c = 0; c < num_chunks; ++c) {
     const Chunk& ch = chunks[c];
     const optim::LarsScale s = scale[ch.segment];
-    for (int64_t i = ch.begin; i < ch.end; ++i) optim::lars_element(params, momentum, grads, i, s, opt);
+    for (int64_t i = ch.begin; i < ch.end; ++i) optim::lars_element(params, momentum, grads, i, s, opt, lr);
   }
 }
 
@@ -87,11 +88,12 @@ void sgd_update(float* params, float* momentum, const float* grads, const ParamS
   if (extent == 0) return;
   const std::vector<Chunk> chunks = make_chunks(segments, num_segments);
   const int64_t num_chunks = static_cast<int64_t>(chunks.size());
+  const float lr = optim::step_lr(opt);
 #pragma omp parallel for schedule(static) if (parallel(extent))
   for (int64_t c = 0; c < num_chunks; ++c) {
     const Chunk& ch = chunks[c];
     const bool decay = segments[ch.segment].decay;
-    for (int64_t i = ch.begin; i < ch.end; ++i) optim::sgd_element(params, momentum, grads, i, decay, opt);
+    for (int64_t i = ch.begin; i < ch.end; ++i) optim::sgd_element(params, momentum, grads, i, decay, opt, lr);
   }
 }
 
@@ -104,12 +106,13 @@ void adamw_update(float* params, float* state, const float* grads, const ParamSe
   float* exp_avg = state;
   float* exp_avg_sq = state + extent;
   const optim::AdamWConstants constants = optim::adamw_constants(opt);
+  const optim::AdamWStepConstants step = optim::adamw_step_constants(constants);
 #pragma omp parallel for schedule(static) if (parallel(extent))
   for (int64_t c = 0; c < num_chunks; ++c) {
     const Chunk& ch = chunks[c];
     const bool decay = segments[ch.segment].decay;
     for (int64_t i = ch.begin; i < ch.end; ++i)
-      optim::adamw_element(params, exp_avg, exp_avg_sq, grads, i, decay, constants);
+      optim::adamw_element(params, exp_avg, exp_avg_sq, grads, i, decay, constants, step);
   }
 }
 

@@ -70,8 +70,7 @@ CudaBackend::AugmentStaging::~AugmentStaging() {
 
 void CudaBackend::augment(float* out, const uint8_t* images, const AugmentParams* params, int N, int H, int W,
                           int C, int out_h, int out_w) {
-  OpScope scope("augment");
-  activate();
+  BYOL_CUDA_OP("augment");
   if (!augment_math::check_augment_args("cuda: ", out, images, params, N, H, W, C, out_h, out_w)) return;
 
   bool any_jitter = false, any_blur = false;

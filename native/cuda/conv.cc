@@ -98,6 +98,8 @@ ConvPlan& CudaBackend::conv_plan(const ConvShape& s) {
 
 void CudaBackend::ensure_workspace(size_t bytes) {
   if (bytes <= workspace_bytes_) return;
+  // Freeing the old buffer inside a capture would free it again at every launch.
+  refuse_in_capture("would grow the cuDNN workspace (a shape not seen before the capture)");
   // Stream-ordered: convs already queued keep using the old buffer until they ran.
   if (workspace_) free_raw(workspace_);
   workspace_ = nullptr;
@@ -164,8 +166,7 @@ void CudaBackend::choose_backward_filter_algo(ConvPlan& plan, const ConvShape& s
 }
 
 void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weight, const ConvShape& s) {
-  OpScope scope("conv2d_forward");
-  activate();
+  BYOL_CUDA_OP("conv2d_forward");
   // out (N,P,Q,K) = inp (N,H,W,C) * weight (K,C,R,S)
   check_conv_shape("conv2d_forward", s);
   BYOL_CHECK(out && inp && weight, "cuda: conv2d_forward: out, inp and weight must not be null");
@@ -188,8 +189,7 @@ void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weig
 
 void CudaBackend::conv2d_backward_data(float* dinp, const float* dout, const float* weight,
                                        const ConvShape& s) {
-  OpScope scope("conv2d_backward_data");
-  activate();
+  BYOL_CUDA_OP("conv2d_backward_data");
   // dinp (N,H,W,C) = transposed conv of dout (N,P,Q,K) with weight (K,C,R,S)
   check_conv_shape("conv2d_backward_data", s);
   BYOL_CHECK(dinp && dout && weight, "cuda: conv2d_backward_data: dinp, dout and weight must not be null");
@@ -213,8 +213,7 @@ void CudaBackend::conv2d_backward_data(float* dinp, const float* dout, const flo
 
 void CudaBackend::conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
                                          const ConvShape& s, bool accumulate) {
-  OpScope scope("conv2d_backward_weight");
-  activate();
+  BYOL_CUDA_OP("conv2d_backward_weight");
   // dweight (K,C,R,S) (+)= correlation of inp (N,H,W,C) with dout (N,P,Q,K)
   check_conv_shape("conv2d_backward_weight", s);
   BYOL_CHECK(dweight && dout && inp, "cuda: conv2d_backward_weight: dweight, dout and inp must not be null");

@@ -8,6 +8,7 @@
 #include <cuda_profiler_api.h>
 #include <nvtx3/nvToolsExt.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -66,10 +67,6 @@ constexpr size_t kStagingChunk = size_t(64) << 20;
 constexpr size_t kCublasWorkspace = size_t(32) << 20;  // what cuBLAS asks for on Hopper
 
 }  // namespace
-
-#define BYOL_CUDA_OP(name)                  \
-  ::byol::cuda::OpScope byol_op_scope_(name); \
-  activate()
 
 // ---- DeviceBuffer ------------------------------------------------------------------------
 
@@ -281,11 +278,20 @@ void* CudaBackend::alloc_raw(size_t bytes, const char* what) {
               held.str(), " (use a smaller batch or image size)");
   }
   BYOL_CUDA_CHECK(status);
+  if (capturing_here()) capture_allocs_.push_back(ptr);  // the graph's own allocation node
   return ptr;
 }
 
 void CudaBackend::free_raw(void* ptr) {
   if (!ptr) return;
+  if (capturing_here() && std::find(capture_allocs_.begin(), capture_allocs_.end(), ptr) == capture_allocs_.end()) {
+    // Memory from before the capture, freed inside it: a graph would free it at every launch.
+    // Freed for real once the capture ends, which then fails.
+    capture_deferred_frees_.push_back(ptr);
+    if (capture_broken_.empty())
+      capture_broken_ = std::string("cuda: ") + current_op() + " freed memory allocated before the capture";
+    return;
+  }
   cudaError_t status = pool_ ? cudaFreeAsync(ptr, stream_) : cudaFree(ptr);
   if (status != cudaSuccess) {
     (void)cudaGetLastError();
@@ -306,6 +312,7 @@ void* CudaBackend::alloc(size_t bytes) {
 void CudaBackend::release(void* ptr) {
   if (!ptr) return;
   OpScope scope("release");
+  OpGate gate(this);  // a free from another thread must not land in a capture
   int current = -1;
   if (cudaGetDevice(&current) != cudaSuccess || current != device_) cudaSetDevice(device_);
   free_raw(ptr);
@@ -313,6 +320,7 @@ void CudaBackend::release(void* ptr) {
 
 void CudaBackend::upload(void* dst, const void* host_src, size_t bytes) {
   BYOL_CUDA_OP("upload");
+  refuse_in_capture("waits for the host");
   if (bytes == 0) return;
   BYOL_CHECK(dst != nullptr, "cuda: upload: dst is null (", bytes, " bytes)");
   BYOL_CHECK(host_src != nullptr, "cuda: upload: host_src is null (", bytes, " bytes)");
@@ -342,6 +350,7 @@ void CudaBackend::upload(void* dst, const void* host_src, size_t bytes) {
 
 void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
   BYOL_CUDA_OP("download");
+  refuse_in_capture("waits for the host");
   if (bytes == 0) return;
   BYOL_CHECK(host_dst != nullptr, "cuda: download: host_dst is null (", bytes, " bytes)");
   BYOL_CHECK(src != nullptr, "cuda: download: src is null (", bytes, " bytes)");
@@ -372,6 +381,7 @@ void CudaBackend::fill(float* dst, float value, size_t n) {
 
 void CudaBackend::synchronize() {
   BYOL_CUDA_OP("synchronize");
+  refuse_in_capture("waits for the host");
   BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
   check_device_status();
 }
@@ -426,7 +436,8 @@ void CudaBackend::check_device_status() {
 void CudaBackend::batchnorm_forward_train(float* out, float* save_mean, float* save_rstd,
                                           float* running_mean, float* running_var,
                                           const float* inp, const float* gamma, const float* beta,
-                                          int M, int C, float momentum, float eps) {
+                                          int M, int C, float momentum, float eps,
+                                          const BnEpilogue& epilogue) {
   BYOL_CUDA_OP("batchnorm_forward_train");
   BYOL_CHECK(M > 1, "cuda: batchnorm_forward_train: expected M > 1 rows (batch statistics) but received M = ", M);
   BYOL_CHECK(C > 0, "cuda: batchnorm_forward_train: expected C > 0 but received ", C);
@@ -440,25 +451,28 @@ void CudaBackend::batchnorm_forward_train(float* out, float* save_mean, float* s
   const BatchNormSplit split = batchnorm_split(M, C, props_.multiProcessorCount);
   DeviceBuffer scratch(this, split.forward_scratch_floats(C) * sizeof(float));
   cuda::batchnorm_forward_train(out, save_mean, save_rstd, running_mean, running_var, scratch.f32(),
-                                inp, gamma, beta, M, C, momentum, eps, split, stream_);
+                                inp, gamma, beta, M, C, momentum, eps, epilogue.residual, epilogue.relu,
+                                split, stream_);
 }
 
 void CudaBackend::batchnorm_forward_eval(float* out, const float* inp, const float* gamma,
                                          const float* beta, const float* running_mean,
-                                         const float* running_var, int M, int C, float eps) {
+                                         const float* running_var, int M, int C, float eps,
+                                         const BnEpilogue& epilogue) {
   BYOL_CUDA_OP("batchnorm_forward_eval");
   BYOL_CHECK(M > 0, "cuda: batchnorm_forward_eval: expected M > 0 but received ", M);
   BYOL_CHECK(C > 0, "cuda: batchnorm_forward_eval: expected C > 0 but received ", C);
   BYOL_CHECK(out && inp && gamma && beta && running_mean && running_var,
              "cuda: batchnorm_forward_eval: out, inp, gamma, beta, running_mean and running_var must not be null");
   BYOL_CHECK(eps > 0.0f && std::isfinite(eps), "cuda: batchnorm_forward_eval: expected eps > 0 but received ", eps);
-  cuda::batchnorm_forward_eval(out, inp, gamma, beta, running_mean, running_var, M, C, eps, stream_);
+  cuda::batchnorm_forward_eval(out, inp, gamma, beta, running_mean, running_var, M, C, eps, epilogue.residual,
+                               epilogue.relu, stream_);
 }
 
 void CudaBackend::batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                                      const float* inp, const float* save_mean,
                                      const float* save_rstd, const float* gamma, int M, int C,
-                                     bool accumulate) {
+                                     bool accumulate, const float* relu_out) {
   BYOL_CUDA_OP("batchnorm_backward");
   BYOL_CHECK(M > 1, "cuda: batchnorm_backward: expected M > 1 rows but received M = ", M);
   BYOL_CHECK(C > 0, "cuda: batchnorm_backward: expected C > 0 but received ", C);
@@ -467,7 +481,7 @@ void CudaBackend::batchnorm_backward(float* dinp, float* dgamma, float* dbeta, c
   const BatchNormSplit split = batchnorm_split(M, C, props_.multiProcessorCount);
   DeviceBuffer scratch(this, split.backward_scratch_floats(C) * sizeof(float));
   cuda::batchnorm_backward(dinp, dgamma, dbeta, scratch.f32(), dout, inp, save_mean, save_rstd,
-                           gamma, M, C, accumulate, split, stream_);
+                           gamma, relu_out, M, C, accumulate, split, stream_);
 }
 
 // ---- elementwise -------------------------------------------------------------------------
@@ -496,11 +510,12 @@ void CudaBackend::accumulate(float* dst, const float* src, size_t n) {
   cuda::accumulate(dst, src, n, stream_);
 }
 
-void CudaBackend::ema_update(float* target, const float* online, size_t n, float tau) {
+void CudaBackend::ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) {
   BYOL_CUDA_OP("ema_update");
-  BYOL_CHECK(tau >= 0.0f && tau <= 1.0f, "cuda: ema_update: expected tau in [0, 1] but received ", tau);
+  if (!tau_device)
+    BYOL_CHECK(tau >= 0.0f && tau <= 1.0f, "cuda: ema_update: expected tau in [0, 1] but received ", tau);
   BYOL_CHECK(n == 0 || (target && online), "cuda: ema_update: target and online must not be null");
-  cuda::ema_update(target, online, n, tau, stream_);
+  cuda::ema_update(target, online, n, tau, tau_device, stream_);
 }
 
 // ---- pooling -----------------------------------------------------------------------------

@@ -24,7 +24,9 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -58,6 +60,28 @@ namespace byol {
 namespace cuda {
 
 class CudaBackend;
+
+// Keeps other threads' ops out of a graph capture (CudaBackend::begin_capture): every op holds
+// its backend's gate shared while it runs, a capture holds it exclusively from begin_capture to
+// end_capture, and the capturing thread's own ops pass. Re-entrant on a thread (an op that
+// calls another op, a DeviceBuffer freed inside an op).
+class OpGate {
+ public:
+  explicit OpGate(const CudaBackend* backend);
+  ~OpGate();
+  OpGate(const OpGate&) = delete;
+  OpGate& operator=(const OpGate&) = delete;
+
+ private:
+  const CudaBackend* held_ = nullptr;  // the backend whose gate this object locked, if any
+};
+
+// First line of every op: names it (errors, NVTX), waits out another thread's capture, and
+// makes the backend's device current.
+#define BYOL_CUDA_OP(name)                           \
+  ::byol::cuda::OpScope byol_op_scope_(name);        \
+  ::byol::cuda::OpGate byol_op_gate_(this);          \
+  activate()
 
 // Device memory from the backend's pool, freed (stream-ordered) when it goes out of scope:
 // scratch space of one op. Move-only.
@@ -125,13 +149,15 @@ class CudaBackend final : public Backend {
 
   void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd, float* running_mean,
                                float* running_var, const float* inp, const float* gamma,
-                               const float* beta, int M, int C, float momentum, float eps) override;
+                               const float* beta, int M, int C, float momentum, float eps,
+                               const BnEpilogue& epilogue) override;
   void batchnorm_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                               const float* running_mean, const float* running_var, int M, int C,
-                              float eps) override;
+                              float eps, const BnEpilogue& epilogue) override;
   void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                           const float* inp, const float* save_mean, const float* save_rstd,
-                          const float* gamma, int M, int C, bool accumulate) override;
+                          const float* gamma, int M, int C, bool accumulate,
+                          const float* relu_out) override;
 
   void relu_forward(float* out, const float* inp, size_t n) override;
   void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override;
@@ -159,7 +185,7 @@ class CudaBackend final : public Backend {
   void cross_entropy_backward(float* dlogits, const float* probs, const int32_t* labels,
                               float dloss, int B, int K) override;
 
-  void ema_update(float* target, const float* online, size_t n, float tau) override;
+  void ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) override;
   // optim.cc: the segment table is uploaded once per distinct table and cached; a call then
   // only enqueues kernels (no host synchronization).
   void lars_update(float* params, float* momentum, const float* grads, const ParamSegment* segments,
@@ -180,12 +206,26 @@ class CudaBackend final : public Backend {
   bool profiler_start() override;
   bool profiler_stop() override;
 
+  // graph.cc: stream capture of the backend's stream (cudaStreamCaptureModeThreadLocal) into
+  // an instantiated CUDA graph. Inside a capture, scratch DeviceBuffers become the graph's own
+  // allocation nodes; ops that would synchronize, allocate outside the pool or grow the shared
+  // cuDNN workspace throw instead, which abandons the capture (end_capture says why).
+  bool begin_capture() override;
+  std::unique_ptr<Graph> end_capture(std::string* error) override;
+  // Whether the calling thread is capturing on this backend.
+  bool capturing_here() const;
+  // Inside this thread's capture: marks the capture failed (end_capture returns null with the
+  // reason) and throws "cuda: <op> <why> and cannot be part of a graph capture". Else nothing.
+  void refuse_in_capture(const char* why);
+
   // For DeviceBuffer and the conv/linear files.
   cudaStream_t stream() const { return stream_; }
   int device() const { return device_; }
 
  private:
   friend class DeviceBuffer;
+  friend class OpGate;
+  friend class CudaGraph;
   void teardown() noexcept;  // releases every handle; safe on a half-built backend
   void* alloc_raw(size_t bytes, const char* what);
   void free_raw(void* ptr);
@@ -237,6 +277,16 @@ class CudaBackend final : public Backend {
   StagingSlot staging_[2];
   int next_slot_ = 0;
 
+  // ---- graph capture (graph.cc) ----
+  mutable std::shared_mutex capture_gate_;  // OpGate: shared per op, exclusive per capture
+  std::atomic<std::thread::id> capture_owner_{};  // the capturing thread; default id: none
+  std::string capture_error_;  // why begin_capture failed, for end_capture
+  // Touched by the capturing thread only (other threads wait at the gate):
+  std::vector<void*> capture_allocs_;          // allocated inside the capture (graph nodes)
+  std::vector<void*> capture_deferred_frees_;  // allocated before it, freed inside it
+  std::string capture_broken_;                 // why the capture must fail although CUDA took it
+  std::vector<const void*> capture_tables_;    // segment tables the captured ops read (optim_mutex_)
+
   std::mutex mutex_;  // guards plan cache, workspace, staging and the status flag
   std::map<std::tuple<int, int, int, int, int, int, int, int, int>, std::unique_ptr<ConvPlan>> plans_;
 
@@ -252,6 +302,7 @@ class CudaBackend final : public Backend {
     int num_chunks = 0;
     void* memory = nullptr;  // OptimChunk[num_chunks], then OptimSegment[key.size()]
     uint64_t last_use = 0;
+    int pins = 0;  // graphs that read this table (graph.cc): never evicted while > 0
     SegmentTable() = default;
     SegmentTable(const SegmentTable&) = delete;
     SegmentTable& operator=(const SegmentTable&) = delete;

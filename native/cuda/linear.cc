@@ -29,8 +29,7 @@ void CudaBackend::gemm(bool transa, bool transb, int m, int n, int k, const floa
 
 void CudaBackend::linear_forward(float* out, const float* inp, const float* weight,
                                  const float* bias, int B, int I, int O) {
-  OpScope scope("linear_forward");
-  activate();
+  BYOL_CUDA_OP("linear_forward");
   check_linear_sizes("linear_forward", B, I, O);
   BYOL_CHECK(out && inp && weight, "cuda: linear_forward: out, inp and weight must not be null");
   std::lock_guard<std::mutex> lock(mutex_);
@@ -42,8 +41,7 @@ void CudaBackend::linear_forward(float* out, const float* inp, const float* weig
 void CudaBackend::linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                   const float* inp, const float* weight, int B, int I, int O,
                                   bool accumulate) {
-  OpScope scope("linear_backward");
-  activate();
+  BYOL_CUDA_OP("linear_backward");
   check_linear_sizes("linear_backward", B, I, O);
   BYOL_CHECK(dweight && dout && inp, "cuda: linear_backward: dweight, dout and inp must not be null");
   BYOL_CHECK(dinp == nullptr || weight != nullptr,

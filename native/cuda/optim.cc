@@ -64,6 +64,7 @@ const CudaBackend::SegmentTable& CudaBackend::segment_table(const ParamSegment* 
   for (const std::unique_ptr<SegmentTable>& table : segment_tables_) {
     if (table->hash == hash && same_table(table->key, segments, num_segments)) {
       table->last_use = now;
+      if (capturing_here()) capture_tables_.push_back(table.get());
       return *table;
     }
   }
@@ -83,11 +84,17 @@ const CudaBackend::SegmentTable& CudaBackend::segment_table(const ParamSegment* 
     ranges[s].num_chunks = static_cast<int32_t>(chunks.size()) - ranges[s].first_chunk;
   }
 
+  // Evicts the least recently used table that no graph reads (with every table pinned, the
+  // cache grows instead).
+  refuse_in_capture("would upload a segment table not seen before the capture");
   if (segment_tables_.size() >= kMaxSegmentTables) {
-    auto oldest = std::min_element(segment_tables_.begin(), segment_tables_.end(),
-                                   [](const auto& a, const auto& b) { return a->last_use < b->last_use; });
-    BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    segment_tables_.erase(oldest);
+    auto oldest = segment_tables_.end();
+    for (auto it = segment_tables_.begin(); it != segment_tables_.end(); ++it)
+      if ((*it)->pins == 0 && (oldest == segment_tables_.end() || (*it)->last_use < (*oldest)->last_use)) oldest = it;
+    if (oldest != segment_tables_.end()) {
+      BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      segment_tables_.erase(oldest);
+    }
   }
 
   auto table = std::make_unique<SegmentTable>();
@@ -120,8 +127,7 @@ const OptimSegment* ranges_of(const void* memory, int num_chunks) {
 
 void CudaBackend::lars_update(float* params, float* momentum, const float* grads, const ParamSegment* segments,
                               int num_segments, const LarsOptions& opt) {
-  OpScope scope("lars_update");
-  activate();
+  BYOL_CUDA_OP("lars_update");
   const int64_t extent =
       optim::check_lars("cuda: lars_update", params, momentum, grads, segments, num_segments, opt);
   if (extent == 0) return;
@@ -134,8 +140,7 @@ void CudaBackend::lars_update(float* params, float* momentum, const float* grads
 
 void CudaBackend::sgd_update(float* params, float* momentum, const float* grads, const ParamSegment* segments,
                              int num_segments, const SgdOptions& opt) {
-  OpScope scope("sgd_update");
-  activate();
+  BYOL_CUDA_OP("sgd_update");
   const int64_t extent = optim::check_sgd("cuda: sgd_update", params, momentum, grads, segments, num_segments, opt);
   if (extent == 0) return;
   std::lock_guard<std::mutex> lock(optim_mutex_);
@@ -146,8 +151,7 @@ void CudaBackend::sgd_update(float* params, float* momentum, const float* grads,
 
 void CudaBackend::adamw_update(float* params, float* state, const float* grads, const ParamSegment* segments,
                                int num_segments, const AdamWOptions& opt) {
-  OpScope scope("adamw_update");
-  activate();
+  BYOL_CUDA_OP("adamw_update");
   const int64_t extent =
       optim::check_adamw("cuda: adamw_update", params, state, grads, segments, num_segments, opt);
   if (extent == 0) return;

@@ -200,7 +200,7 @@ void run_batchnorm(Backend* b, const OpCase& c) {
     Tensor out = poisoned(b, c.shape("out")), mean = poisoned(b, {C}), rstd = poisoned(b, {C});
     Tensor rmean = c.upload(b, "running_mean"), rvar = c.upload(b, "running_var");
     b->batchnorm_forward_train(out.f32(), mean.f32(), rstd.f32(), rmean.f32(), rvar.f32(), inp.f32(), gamma.f32(),
-                               beta.f32(), M, C, momentum, eps);
+                               beta.f32(), M, C, momentum, eps, byol::BnEpilogue{});
     expect(b, c, "out", out, kReduction);
     expect(b, c, "save_mean", mean, kReduction);
     expect(b, c, "save_rstd", rstd, kReduction);
@@ -210,7 +210,7 @@ void run_batchnorm(Backend* b, const OpCase& c) {
   {  // training forward without running statistics (null pointers: nothing to update)
     Tensor out = poisoned(b, c.shape("out")), mean = poisoned(b, {C}), rstd = poisoned(b, {C});
     b->batchnorm_forward_train(out.f32(), mean.f32(), rstd.f32(), nullptr, nullptr, inp.f32(), gamma.f32(),
-                               beta.f32(), M, C, momentum, eps);
+                               beta.f32(), M, C, momentum, eps, byol::BnEpilogue{});
     expect(b, c, "out", out, kReduction, "out (no running stats)");
     expect(b, c, "save_mean", mean, kReduction, "save_mean (no running stats)");
     expect(b, c, "save_rstd", rstd, kReduction, "save_rstd (no running stats)");
@@ -218,7 +218,8 @@ void run_batchnorm(Backend* b, const OpCase& c) {
   {  // evaluation forward with the running statistics the case started from
     Tensor out = poisoned(b, c.shape("out_eval"));
     Tensor rmean = c.upload(b, "running_mean"), rvar = c.upload(b, "running_var");
-    b->batchnorm_forward_eval(out.f32(), inp.f32(), gamma.f32(), beta.f32(), rmean.f32(), rvar.f32(), M, C, eps);
+    b->batchnorm_forward_eval(out.f32(), inp.f32(), gamma.f32(), beta.f32(), rmean.f32(), rvar.f32(), M, C, eps,
+                              byol::BnEpilogue{});
     expect(b, c, "out_eval", out, kReduction);
   }
   // Backward from the fixture's saved statistics, so it is tested independently of the
@@ -227,7 +228,7 @@ void run_batchnorm(Backend* b, const OpCase& c) {
   {
     Tensor dinp = poisoned(b, c.shape("dinp")), dgamma = poisoned(b, {C}), dbeta = poisoned(b, {C});
     b->batchnorm_backward(dinp.f32(), dgamma.f32(), dbeta.f32(), dout.f32(), inp.f32(), mean.f32(), rstd.f32(),
-                          gamma.f32(), M, C, false);
+                          gamma.f32(), M, C, false, nullptr);
     expect(b, c, "dinp", dinp, kReduction);
     expect(b, c, "dgamma", dgamma, kReduction);
     expect(b, c, "dbeta", dbeta, kReduction);
@@ -237,7 +238,7 @@ void run_batchnorm(Backend* b, const OpCase& c) {
     std::vector<float> prev = previous_values(C);
     Tensor dgamma = host_tensor(b, prev, {C}), dbeta = host_tensor(b, prev, {C});
     b->batchnorm_backward(dinp.f32(), dgamma.f32(), dbeta.f32(), dout.f32(), inp.f32(), mean.f32(), rstd.f32(),
-                          gamma.f32(), M, C, true);
+                          gamma.f32(), M, C, true, nullptr);
     expect(b, c, "dinp", dinp, kReduction, "dinp (accumulate=true run)");
     std::vector<float> wg = c.f32("dgamma"), wb = c.f32("dbeta");
     for (int i = 0; i < C; ++i) wg[i] += prev[i], wb[i] += prev[i];
@@ -290,7 +291,7 @@ void run_ema(Backend* b, const OpCase& c) {
   const size_t n = static_cast<size_t>(c.geti("n"));
   const float tau = c.getf("tau");
   Tensor target = c.upload(b, "target"), online = c.upload(b, "online");
-  b->ema_update(target.f32(), online.f32(), n, tau);
+  b->ema_update(target.f32(), online.f32(), n, tau, nullptr);
   expect(b, c, "target_out", target, kElementwiseSmall);
   expect_unchanged(b, c, "online", online);
 }
@@ -637,21 +638,22 @@ class BrokenBackend : public Backend {
     in_->conv2d_backward_weight(dw, dout, inp, s, bug_ == Bug::conv_wgrad_ignores_accumulate ? false : acc);
   }
   void batchnorm_forward_train(float* out, float* sm, float* sr, float* rm, float* rv, const float* inp,
-                               const float* g, const float* b, int M, int C, float mom, float eps) override {
+                               const float* g, const float* b, int M, int C, float mom, float eps,
+                               const byol::BnEpilogue& ep) override {
     in_->batchnorm_forward_train(out, sm, sr, rm, rv, inp, g, b, M, C,
                                  bug_ == Bug::bn_momentum_reversed ? 1.0f - mom : mom,
-                                 bug_ == Bug::bn_eps_ignored ? 0.0f : eps);
+                                 bug_ == Bug::bn_eps_ignored ? 0.0f : eps, ep);
   }
   void batchnorm_forward_eval(float* out, const float* inp, const float* g, const float* b, const float* rm,
-                              const float* rv, int M, int C, float eps) override {
-    if (bug_ != Bug::bn_eval_uses_batch_stats) return in_->batchnorm_forward_eval(out, inp, g, b, rm, rv, M, C, eps);
+                              const float* rv, int M, int C, float eps, const byol::BnEpilogue& ep) override {
+    if (bug_ != Bug::bn_eval_uses_batch_stats) return in_->batchnorm_forward_eval(out, inp, g, b, rm, rv, M, C, eps, ep);
     Tensor sm(in_, {C}, DType::f32), sr(in_, {C}, DType::f32);
-    in_->batchnorm_forward_train(out, sm.f32(), sr.f32(), nullptr, nullptr, inp, g, b, M, C, 0.1f, eps);
+    in_->batchnorm_forward_train(out, sm.f32(), sr.f32(), nullptr, nullptr, inp, g, b, M, C, 0.1f, eps, ep);
   }
   void batchnorm_backward(float* dinp, float* dg, float* db, const float* dout, const float* inp, const float* sm,
-                          const float* sr, const float* g, int M, int C, bool acc) override {
+                          const float* sr, const float* g, int M, int C, bool acc, const float* relu_out) override {
     in_->batchnorm_backward(dinp, dg, db, dout, inp, sm, sr, g, M, C,
-                            bug_ == Bug::bn_bwd_ignores_accumulate ? false : acc);
+                            bug_ == Bug::bn_bwd_ignores_accumulate ? false : acc, relu_out);
   }
   void relu_forward(float* out, const float* inp, size_t n) override { in_->relu_forward(out, inp, n); }
   void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override {
@@ -710,8 +712,12 @@ class BrokenBackend : public Backend {
                               int K) override {
     in_->cross_entropy_backward(dl, probs, labels, bug_ == Bug::ce_grad_sum_not_mean ? dloss * B : dloss, B, K);
   }
-  void ema_update(float* t, const float* o, size_t n, float tau) override {
-    in_->ema_update(t, o, n, bug_ == Bug::ema_tau_swapped ? 1.0f - tau : tau);
+  // The model passes tau, lr and AdamW's bias corrections in memory (host memory here: this
+  // wraps the CPU backend); a bug that changes them reads them and passes host values instead.
+  void ema_update(float* t, const float* o, size_t n, float tau, const float* tau_device) override {
+    if (bug_ != Bug::ema_tau_swapped) return in_->ema_update(t, o, n, tau, tau_device);
+    if (tau_device) tau = *tau_device;
+    in_->ema_update(t, o, n, 1.0f - tau, nullptr);
   }
   void lars_update(float* p, float* m, const float* g, const byol::ParamSegment* segs, int ns,
                    const byol::LarsOptions& o) override {
@@ -729,7 +735,11 @@ class BrokenBackend : public Backend {
   void adamw_update(float* p, float* st, const float* g, const byol::ParamSegment* segs, int ns,
                     const byol::AdamWOptions& o) override {
     byol::AdamWOptions oo = o;
-    if (bug_ == Bug::adamw_step_off_by_one) oo.step += 1;
+    if (bug_ == Bug::adamw_step_off_by_one) {
+      if (oo.lr_device) oo.lr = *oo.lr_device;
+      oo.lr_device = oo.bias_device = nullptr;  // the bias corrections from `step` instead
+      oo.step += 1;
+    }
     in_->adamw_update(p, st, g, segs, ns, oo);
   }
 

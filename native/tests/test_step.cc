@@ -939,16 +939,17 @@ class RangeRecorder : public byol::Backend {
     note("conv2d_backward_weight"), in_->conv2d_backward_weight(dw, dout, inp, s, acc);
   }
   void batchnorm_forward_train(float* out, float* sm, float* sr, float* rm, float* rv, const float* inp,
-                               const float* g, const float* b, int M, int C, float mom, float eps) override {
-    note("batchnorm_forward_train"), in_->batchnorm_forward_train(out, sm, sr, rm, rv, inp, g, b, M, C, mom, eps);
+                               const float* g, const float* b, int M, int C, float mom, float eps,
+                               const byol::BnEpilogue& ep) override {
+    note("batchnorm_forward_train"), in_->batchnorm_forward_train(out, sm, sr, rm, rv, inp, g, b, M, C, mom, eps, ep);
   }
   void batchnorm_forward_eval(float* out, const float* inp, const float* g, const float* b, const float* rm,
-                              const float* rv, int M, int C, float eps) override {
-    note("batchnorm_forward_eval"), in_->batchnorm_forward_eval(out, inp, g, b, rm, rv, M, C, eps);
+                              const float* rv, int M, int C, float eps, const byol::BnEpilogue& ep) override {
+    note("batchnorm_forward_eval"), in_->batchnorm_forward_eval(out, inp, g, b, rm, rv, M, C, eps, ep);
   }
   void batchnorm_backward(float* dinp, float* dg, float* db, const float* dout, const float* inp, const float* sm,
-                          const float* sr, const float* g, int M, int C, bool acc) override {
-    note("batchnorm_backward"), in_->batchnorm_backward(dinp, dg, db, dout, inp, sm, sr, g, M, C, acc);
+                          const float* sr, const float* g, int M, int C, bool acc, const float* relu_out) override {
+    note("batchnorm_backward"), in_->batchnorm_backward(dinp, dg, db, dout, inp, sm, sr, g, M, C, acc, relu_out);
   }
   void relu_forward(float* out, const float* inp, size_t n) override { note("relu_forward"), in_->relu_forward(out, inp, n); }
   void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override {
@@ -989,8 +990,8 @@ class RangeRecorder : public byol::Backend {
                               int K) override {
     note("cross_entropy_backward"), in_->cross_entropy_backward(dlogits, probs, labels, dloss, B, K);
   }
-  void ema_update(float* target, const float* online, size_t n, float tau) override {
-    note("ema_update"), in_->ema_update(target, online, n, tau);
+  void ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) override {
+    note("ema_update"), in_->ema_update(target, online, n, tau, tau_device);
   }
   void lars_update(float* p, float* m, const float* g, const byol::ParamSegment* segs, int n,
                    const byol::LarsOptions& o) override {

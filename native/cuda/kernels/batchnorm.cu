@@ -91,24 +91,36 @@ __global__ void batchnorm_stats_finalize_kernel(float* save_mean, float* save_rs
   }
 }
 
-// out = (x - mean) * (rstd * gamma) + beta. With from_var, `spread` is a variance and the
-// kernel takes rstd = 1/sqrt(var + eps) itself (eval mode); otherwise it is rstd.
+// out = (x - mean) * (rstd * gamma) + beta, then + residual (when set), then ReLU (when
+// asked; NaN passes, as relu_forward). With from_var, `spread` is a variance and the kernel
+// takes rstd = 1/sqrt(var + eps) itself (eval mode); otherwise it is rstd.
 __global__ void batchnorm_apply_kernel(float* out, const float* inp, const float* mean,
                                        const float* spread, const float* gamma, const float* beta,
-                                       int64_t M, int C, float eps, bool from_var) {
+                                       const float* residual, bool relu, int64_t M, int C, float eps,
+                                       bool from_var) {
   const int c = blockIdx.x * 32 + threadIdx.x;
   if (c >= C) return;
   const float rstd = from_var ? 1.0f / sqrtf(spread[c] + eps) : spread[c];
   const float scale = rstd * gamma[c], shift = beta[c], mu = mean[c];
-  for (int64_t r = int64_t(blockIdx.y) * kRowLanes + threadIdx.y; r < M; r += int64_t(gridDim.y) * kRowLanes)
-    out[r * C + c] = fmaf(inp[r * C + c] - mu, scale, shift);
+  for (int64_t r = int64_t(blockIdx.y) * kRowLanes + threadIdx.y; r < M; r += int64_t(gridDim.y) * kRowLanes) {
+    float v = fmaf(inp[r * C + c] - mu, scale, shift);
+    if (residual) v = __fadd_rn(v, residual[r * C + c]);
+    if (relu) v = (v > 0.0f || v != v) ? v : 0.0f;
+    out[r * C + c] = v;
+  }
+}
+
+// dout as the backward sees it: masked by the fused ReLU's output when there is one.
+__device__ __forceinline__ float masked_dy(const float* dout, const float* relu_out, int64_t i) {
+  return relu_out == nullptr || relu_out[i] > 0.0f ? dout[i] : 0.0f;
 }
 
 // partial_dy/partial_dyxhat are (chunks, C): sums of dout and dout * xhat over the chunk.
 __global__ void batchnorm_backward_sums_kernel(float* partial_dy, float* partial_dyxhat,
                                                const float* dout, const float* inp,
-                                               const float* mean, const float* rstd, int64_t M,
-                                               int C, int64_t rows_per_chunk) {
+                                               const float* mean, const float* rstd,
+                                               const float* relu_out, int64_t M, int C,
+                                               int64_t rows_per_chunk) {
   __shared__ float s_dy[kRowLanes][33], s_dyxhat[kRowLanes][33];
   const int c = blockIdx.x * 32 + threadIdx.x;
   const int chunk = blockIdx.y;
@@ -118,7 +130,7 @@ __global__ void batchnorm_backward_sums_kernel(float* partial_dy, float* partial
   if (c < C) {
     const float mu = mean[c], r_std = rstd[c];
     for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
-      float dy = dout[r * C + c];
+      float dy = masked_dy(dout, relu_out, r * C + c);
       sum_dy += dy;
       sum_dyxhat = fmaf(dy, (inp[r * C + c] - mu) * r_std, sum_dyxhat);
     }
@@ -159,15 +171,15 @@ __global__ void batchnorm_backward_finalize_kernel(float* dgamma, float* dbeta, 
 // dx = gamma * rstd * (dy - sum(dy)/M - xhat * sum(dy*xhat)/M).
 __global__ void batchnorm_backward_dx_kernel(float* dinp, const float* dout, const float* inp,
                                              const float* mean, const float* rstd,
-                                             const float* gamma, const float* sums, int64_t M,
-                                             int C) {
+                                             const float* gamma, const float* sums,
+                                             const float* relu_out, int64_t M, int C) {
   const int c = blockIdx.x * 32 + threadIdx.x;
   if (c >= C) return;
   const float r_std = rstd[c], mu = mean[c], k = gamma[c] * r_std;
   const float mean_dy = sums[c] / float(M), mean_dyxhat = sums[C + c] / float(M);
   for (int64_t r = int64_t(blockIdx.y) * kRowLanes + threadIdx.y; r < M; r += int64_t(gridDim.y) * kRowLanes) {
     float xhat = (inp[r * C + c] - mu) * r_std;
-    dinp[r * C + c] = k * (dout[r * C + c] - mean_dy - xhat * mean_dyxhat);
+    dinp[r * C + c] = k * (masked_dy(dout, relu_out, r * C + c) - mean_dy - xhat * mean_dyxhat);
   }
 }
 
@@ -200,8 +212,8 @@ BatchNormSplit batchnorm_split(int64_t M, int C, int num_sms) {
 void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd, float* running_mean,
                              float* running_var, float* scratch, const float* inp,
                              const float* gamma, const float* beta, int64_t M, int C,
-                             float momentum, float eps, const BatchNormSplit& split,
-                             cudaStream_t stream) {
+                             float momentum, float eps, const float* residual, bool relu,
+                             const BatchNormSplit& split, cudaStream_t stream) {
   // inp, out are (M, C); save_mean, save_rstd, running_* are (C); scratch is 2*chunks*C.
   float* partial_mean = scratch;
   float* partial_m2 = scratch + size_t(split.chunks) * C;
@@ -214,24 +226,24 @@ void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd, flo
       save_mean, save_rstd, running_mean, running_var, partial_mean, partial_m2, M, C,
       split.chunks, split.rows_per_chunk, momentum, eps);
   BYOL_CUDA_CHECK_LAUNCH();
-  batchnorm_apply_kernel<<<rows_grid(M, C), block, 0, stream>>>(out, inp, save_mean, save_rstd,
-                                                                gamma, beta, M, C, eps, false);
+  batchnorm_apply_kernel<<<rows_grid(M, C), block, 0, stream>>>(out, inp, save_mean, save_rstd, gamma, beta,
+                                                                residual, relu, M, C, eps, false);
   BYOL_CUDA_CHECK_LAUNCH();
 }
 
 void batchnorm_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                             const float* running_mean, const float* running_var, int64_t M,
-                            int C, float eps, cudaStream_t stream) {
+                            int C, float eps, const float* residual, bool relu, cudaStream_t stream) {
   dim3 block(32, kRowLanes);
   batchnorm_apply_kernel<<<rows_grid(M, C), block, 0, stream>>>(
-      out, inp, running_mean, running_var, gamma, beta, M, C, eps, true);
+      out, inp, running_mean, running_var, gamma, beta, residual, relu, M, C, eps, true);
   BYOL_CUDA_CHECK_LAUNCH();
 }
 
 void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, float* scratch,
                         const float* dout, const float* inp, const float* save_mean,
-                        const float* save_rstd, const float* gamma, int64_t M, int C,
-                        bool accumulate, const BatchNormSplit& split, cudaStream_t stream) {
+                        const float* save_rstd, const float* gamma, const float* relu_out, int64_t M,
+                        int C, bool accumulate, const BatchNormSplit& split, cudaStream_t stream) {
   // dout, inp, dinp are (M, C); scratch is 2*chunks*C partials + 2*C sums.
   float* partial_dy = scratch;
   float* partial_dyxhat = scratch + size_t(split.chunks) * C;
@@ -239,13 +251,13 @@ void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, float* scratch
   dim3 block(32, kRowLanes);
   dim3 grid(static_cast<unsigned>(ceil_div(C, 32)), static_cast<unsigned>(split.chunks));
   batchnorm_backward_sums_kernel<<<grid, block, 0, stream>>>(
-      partial_dy, partial_dyxhat, dout, inp, save_mean, save_rstd, M, C, split.rows_per_chunk);
+      partial_dy, partial_dyxhat, dout, inp, save_mean, save_rstd, relu_out, M, C, split.rows_per_chunk);
   BYOL_CUDA_CHECK_LAUNCH();
   batchnorm_backward_finalize_kernel<<<static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream>>>(
       dgamma, dbeta, sums, partial_dy, partial_dyxhat, C, split.chunks, accumulate);
   BYOL_CUDA_CHECK_LAUNCH();
   batchnorm_backward_dx_kernel<<<rows_grid(M, C), block, 0, stream>>>(
-      dinp, dout, inp, save_mean, save_rstd, gamma, sums, M, C);
+      dinp, dout, inp, save_mean, save_rstd, gamma, sums, relu_out, M, C);
   BYOL_CUDA_CHECK_LAUNCH();
 }
 

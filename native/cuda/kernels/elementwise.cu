@@ -38,7 +38,11 @@ __global__ void accumulate_kernel(float* dst, const float* src, size_t n) {
     dst[i] += src[i];
 }
 
-__global__ void ema_update_kernel(float* target, const float* online, size_t n, float weight) {
+// weight = 1 - tau; with tau_device, tau is read from device memory (a graph replays this
+// launch with the tau of its step).
+__global__ void ema_update_kernel(float* target, const float* online, size_t n, float weight,
+                                  const float* tau_device) {
+  if (tau_device) weight = 1.0f - *tau_device;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
     float t = target[i];
     target[i] = fmaf(weight, online[i] - t, t);
@@ -142,9 +146,10 @@ void accumulate(float* dst, const float* src, size_t n, cudaStream_t stream) {
   BYOL_CUDA_CHECK_LAUNCH();
 }
 
-void ema_update(float* target, const float* online, size_t n, float tau, cudaStream_t stream) {
+void ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device,
+                cudaStream_t stream) {
   if (n == 0) return;
-  ema_update_kernel<<<grid_for(n), kThreads, 0, stream>>>(target, online, n, 1.0f - tau);
+  ema_update_kernel<<<grid_for(n), kThreads, 0, stream>>>(target, online, n, 1.0f - tau, tau_device);
   BYOL_CUDA_CHECK_LAUNCH();
 }
 

@@ -31,7 +31,8 @@ void relu_forward(float* out, const float* inp, size_t n, cudaStream_t stream);
 void relu_backward(float* dinp, const float* dout, const float* out, size_t n, cudaStream_t stream);
 void add(float* out, const float* a, const float* b, size_t n, cudaStream_t stream);
 void accumulate(float* dst, const float* src, size_t n, cudaStream_t stream);
-void ema_update(float* target, const float* online, size_t n, float tau, cudaStream_t stream);
+void ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device,
+                cudaStream_t stream);
 // out (B, O) = bias broadcast over rows.
 void broadcast_rows(float* out, const float* bias, int B, int O, cudaStream_t stream);
 // out (batches, C) (+)= scale * sum over `rows` of inp (batches, rows, C): bias gradients
@@ -53,18 +54,20 @@ struct BatchNormSplit {
   size_t backward_scratch_floats(int C) const;
 };
 BatchNormSplit batchnorm_split(int64_t M, int C, int num_sms);
+// The forwards apply the epilogue out = relu(bn(x) + residual) (residual may be null; relu
+// as relu_forward, NaN passes); the backward masks dout by relu_out > 0 when relu_out is set.
 void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd, float* running_mean,
                              float* running_var, float* scratch, const float* inp,
                              const float* gamma, const float* beta, int64_t M, int C,
-                             float momentum, float eps, const BatchNormSplit& split,
-                             cudaStream_t stream);
+                             float momentum, float eps, const float* residual, bool relu,
+                             const BatchNormSplit& split, cudaStream_t stream);
 void batchnorm_forward_eval(float* out, const float* inp, const float* gamma, const float* beta,
                             const float* running_mean, const float* running_var, int64_t M,
-                            int C, float eps, cudaStream_t stream);
+                            int C, float eps, const float* residual, bool relu, cudaStream_t stream);
 void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, float* scratch,
                         const float* dout, const float* inp, const float* save_mean,
-                        const float* save_rstd, const float* gamma, int64_t M, int C,
-                        bool accumulate, const BatchNormSplit& split, cudaStream_t stream);
+                        const float* save_rstd, const float* gamma, const float* relu_out, int64_t M,
+                        int C, bool accumulate, const BatchNormSplit& split, cudaStream_t stream);
 
 // ---- pooling (kernels/pooling.cu) ----
 void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, int N, int H, int W, int C,

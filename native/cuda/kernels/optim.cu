@@ -70,35 +70,38 @@ __global__ void lars_segment_scales_kernel(optim::LarsScale* scales, const doubl
 
 __global__ void lars_apply_kernel(float* params, float* momentum, const float* grads, const OptimChunk* chunks,
                                   int num_chunks, const optim::LarsScale* scales, LarsOptions opt) {
+  const float lr = optim::step_lr(opt);
   for (int c = blockIdx.x; c < num_chunks; c += gridDim.x) {
     const OptimChunk chunk = chunks[c];
     const optim::LarsScale scale = scales[chunk.segment];
     const int64_t end = chunk.begin + chunk.size;
     for (int64_t i = chunk.begin + threadIdx.x; i < end; i += blockDim.x)
-      optim::lars_element(params, momentum, grads, i, scale, opt);
+      optim::lars_element(params, momentum, grads, i, scale, opt, lr);
   }
 }
 
 __global__ void sgd_kernel(float* params, float* momentum, const float* grads, const OptimChunk* chunks,
                            int num_chunks, const OptimSegment* segments, SgdOptions opt) {
+  const float lr = optim::step_lr(opt);
   for (int c = blockIdx.x; c < num_chunks; c += gridDim.x) {
     const OptimChunk chunk = chunks[c];
     const bool decay = segments[chunk.segment].decay != 0;
     const int64_t end = chunk.begin + chunk.size;
     for (int64_t i = chunk.begin + threadIdx.x; i < end; i += blockDim.x)
-      optim::sgd_element(params, momentum, grads, i, decay, opt);
+      optim::sgd_element(params, momentum, grads, i, decay, opt, lr);
   }
 }
 
 __global__ void adamw_kernel(float* params, float* exp_avg, float* exp_avg_sq, const float* grads,
                              const OptimChunk* chunks, int num_chunks, const OptimSegment* segments,
                              optim::AdamWConstants constants) {
+  const optim::AdamWStepConstants step = optim::adamw_step_constants(constants);
   for (int c = blockIdx.x; c < num_chunks; c += gridDim.x) {
     const OptimChunk chunk = chunks[c];
     const bool decay = segments[chunk.segment].decay != 0;
     const int64_t end = chunk.begin + chunk.size;
     for (int64_t i = chunk.begin + threadIdx.x; i < end; i += blockDim.x)
-      optim::adamw_element(params, exp_avg, exp_avg_sq, grads, i, decay, constants);
+      optim::adamw_element(params, exp_avg, exp_avg_sq, grads, i, decay, constants, step);
   }
 }
 

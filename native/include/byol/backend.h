@@ -21,7 +21,10 @@ namespace byol {
 // Bumped whenever the Backend vtable or a struct below changes; the CUDA plugin is built
 // separately and loaded at run time, and a mismatch is refused with both numbers.
 // 2: profiling hooks (range_push/range_pop, profiler_start/profiler_stop).
-constexpr int kBackendApiVersion = 2;
+// 3: step scalars read from backend memory (lr_device, bias_device, ema_update's tau_device),
+//    graph capture (begin_capture/end_capture, Graph), batch norm epilogues (BnEpilogue,
+//    batchnorm_backward's relu_out).
+constexpr int kBackendApiVersion = 3;
 
 enum class DeviceType { cpu = 0, cuda = 1 };
 const char* device_name(DeviceType d);
@@ -58,18 +61,44 @@ struct ParamSegment {
   bool decay = true;
 };
 
+// The values that change every step (lr; AdamW's bias corrections) may instead be read from
+// backend memory when the update runs: a captured graph (Backend::begin_capture) replays with
+// its arguments frozen, so the step writes them to memory before each launch. When lr_device
+// is set, `lr` is ignored; when bias_device is set, `step` is ignored. Values read from memory
+// are the caller's to check (the CUDA backend cannot see them without a host sync).
 struct LarsOptions {
   float lr = 0, weight_decay = 0, momentum = 0.9f, trust_coefficient = 1e-3f;
   float eps = 0;             // 0 = the reference implementation (no epsilon)
   bool solo_learn = false;   // trust = eta*|p| / (|g| + wd*|p| + eps), skip every 1-D tensor
+  const float* lr_device = nullptr;  // 1 float
 };
 struct SgdOptions {
   float lr = 0, weight_decay = 0, momentum = 0.9f;
   bool nesterov = false;
+  const float* lr_device = nullptr;  // 1 float
 };
 struct AdamWOptions {
   float lr = 0, weight_decay = 0, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
   int64_t step = 1;  // 1-based step for bias correction
+  const float* lr_device = nullptr;    // 1 float
+  const float* bias_device = nullptr;  // 2 floats: 1 - beta1^step, sqrt(1 - beta2^step)
+                                       // (optim::adamw_bias computes them on the host)
+};
+
+// A recorded sequence of ops (Backend::end_capture): launch() enqueues all of them again,
+// with the pointers and scalar arguments they were recorded with, in recorded order. Launches
+// are stream-ordered with the backend's other ops. Destroying a graph while a launch is in
+// flight is safe (the backend releases it when the launch completes).
+class Graph {
+ public:
+  virtual ~Graph() = default;
+  virtual void launch() = 0;
+};
+
+// What a batch norm forward applies after normalizing (Backend::batchnorm_forward_*).
+struct BnEpilogue {
+  const float* residual = nullptr;  // (M, C), added when set (a residual block's shortcut)
+  bool relu = false;
 };
 
 struct AugmentParams;  // byol/augment.h
@@ -104,17 +133,26 @@ class Backend {
   // rstd = 1/sqrt(var + eps) (each C floats) for the backward, and when running_mean is
   // not null updates running_mean/var with momentum (PyTorch sense: new = (1-m)*old + m*batch)
   // using the unbiased variance var * M/(M-1). Requires M > 1.
+  // Both forwards apply `epilogue` to the normalized value before writing it:
+  // out = relu(bn(x) + residual), the add only when residual is set, the clamp only when relu;
+  // each rounds and treats NaN exactly as the backend's add and relu_forward, so a fused call
+  // equals the separate ops. out may alias inp or epilogue.residual (same index only).
   virtual void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd,
                                        float* running_mean, float* running_var,
                                        const float* inp, const float* gamma, const float* beta,
-                                       int M, int C, float momentum, float eps) = 0;
+                                       int M, int C, float momentum, float eps,
+                                       const BnEpilogue& epilogue) = 0;
   virtual void batchnorm_forward_eval(float* out, const float* inp, const float* gamma,
                                       const float* beta, const float* running_mean,
-                                      const float* running_var, int M, int C, float eps) = 0;
+                                      const float* running_var, int M, int C, float eps,
+                                      const BnEpilogue& epilogue) = 0;
+  // relu_out: null, or the output of a forward with epilogue.relu; the gradient then first
+  // passes the ReLU (dout where relu_out > 0 else 0, as relu_backward), so the backward of
+  // BN+ReLU is one call. dinp may alias dout.
   virtual void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, const float* dout,
                                   const float* inp, const float* save_mean,
                                   const float* save_rstd, const float* gamma, int M, int C,
-                                  bool accumulate) = 0;
+                                  bool accumulate, const float* relu_out) = 0;
 
   // ---- elementwise ----
   virtual void relu_forward(float* out, const float* inp, size_t n) = 0;
@@ -160,8 +198,10 @@ class Backend {
                                       float dloss, int B, int K) = 0;
 
   // ---- parameter updates over flat buffers ----
-  // target += (1 - tau) * (online - target)
-  virtual void ema_update(float* target, const float* online, size_t n, float tau) = 0;
+  // target += (1 - tau) * (online - target). tau_device: when not null, tau is read from that
+  // one float of backend memory when the update runs, and `tau` is ignored.
+  virtual void ema_update(float* target, const float* online, size_t n, float tau,
+                          const float* tau_device) = 0;
   // segments is a HOST array (the offsets table). grads are read-only; params and the
   // optimizer state (momentum; AdamW: exp_avg then exp_avg_sq in `state`, 2n floats)
   // are updated in place. Default implementations report NotSupported.
@@ -199,6 +239,20 @@ class Backend {
   // profiler_stop first waits for the work queued before it, so the window holds those kernels.
   virtual bool profiler_start() { return false; }
   virtual bool profiler_stop() { return false; }
+
+  // ---- graph capture (CUDA graphs) ----
+  // begin_capture: until end_capture, the ops the calling thread enqueues are recorded instead
+  // of run (argument checks still run at once and throw as usual; nothing reaches the device).
+  // Ops of other threads wait until the capture ends. Only ops whose every changing value is
+  // in backend memory belong in a graph. Returns false when the backend cannot capture (CPU).
+  virtual bool begin_capture() { return false; }
+  // Ends the capture begun on this thread. Returns the graph, or null with *error saying why
+  // (an op that cannot be captured, or a capture abandoned after an exception); either way the
+  // backend runs ops eagerly again and nothing recorded has run.
+  virtual std::unique_ptr<Graph> end_capture(std::string* error) {
+    if (error) *error = std::string(device_name(type())) + ": graph capture not supported";
+    return nullptr;
+  }
 };
 
 // Scoped range: pushes on construction, pops on destruction (early returns and exceptions

@@ -101,10 +101,23 @@ struct ModelNets;  // layer lists of the encoder and heads (model.cc)
 
 // Floats of optimizer state for `num_params` parameters (AdamW keeps two moments).
 int64_t optimizer_state_floats(OptimizerKind kind, int64_t num_params);
+// The values a step reads from backend memory rather than from op arguments, so that a
+// captured step (Backend::begin_capture) replays with the values of the step it runs: indices
+// into the model's float[kNumStepScalars] buffer, written before the step's ops run.
+enum StepScalar : int {
+  kScalarLr = 0,
+  kScalarTau = 1,
+  kScalarAdamBias1 = 2,      // 1 - beta1^t (optim::adamw_bias)
+  kScalarAdamBias2Sqrt = 3,  // sqrt(1 - beta2^t); must follow kScalarAdamBias1
+  kNumStepScalars = 4,
+};
+
 // One optimizer update through the backend. `step` is 1-based (AdamW bias correction).
+// step_scalars: null, or the buffer above in backend memory, holding this step's lr (and
+// AdamW's bias corrections) that the update then reads instead of `lr` and `step`.
 void optimizer_update(Backend* backend, const OptimizerConfig& config, float lr, int64_t step,
                       float* params, float* state, const float* grads,
-                      const std::vector<ParamSegment>& segments);
+                      const std::vector<ParamSegment>& segments, const float* step_scalars);
 
 class ByolModel {
  public:
@@ -170,6 +183,20 @@ class ByolModel {
   // Bytes of activation buffers currently held (the step plan and the eval plan).
   size_t activation_bytes() const;
 
+  // ---- graph replay (CUDA graphs) ----
+  // On (the default), a backend that captures (Backend::begin_capture) runs each batch shape's
+  // step eagerly twice, then records it once and replays the recording every later step of
+  // that shape: the host enqueues one launch instead of hundreds of ops, with identical
+  // results (the same kernels on the same memory; the views are copied into the plan and
+  // lr, tau and AdamW's bias corrections read from memory). A backend that cannot capture
+  // (CPU) or a capture that fails turns it off for this model, with the reason in
+  // graph_error(). A new batch shape records again. Off: every step runs eagerly (profiles
+  // then show every op under its layer's range instead of one "graph launch").
+  void set_use_graphs(bool on);
+  bool use_graphs() const { return use_graphs_; }
+  const std::string& graph_error() const { return graph_error_; }
+  int64_t graph_launches() const { return graph_launches_; }  // steps run as a graph so far
+
   // Every tensor of a weights file as (name, host data) pairs, in file order.
   struct NamedHostTensor {
     std::string name;
@@ -185,6 +212,8 @@ class ByolModel {
   ModelPlan& eval_plan(int N, int H, int W);
   void check_images(const Tensor& images, const char* name, int min_batch) const;
   void init_parameters();
+  void step_ops(ModelPlan& plan, const float* x1, const float* x2, float lr, float tau, int64_t optimizer_step);
+  void capture_step(ModelPlan& plan, float lr, float tau, int64_t optimizer_step, int64_t view_floats);
 
   Backend* backend_;
   ModelConfig config_;
@@ -200,6 +229,11 @@ class ByolModel {
   Tensor online_stats_, target_stats_;
   std::vector<int64_t> online_tracked_, target_tracked_;
   int64_t optimizer_steps_ = 0;
+
+  Tensor step_scalars_;  // float[kNumStepScalars] on the backend: this step's lr, tau, ...
+  bool use_graphs_ = true;
+  std::string graph_error_;
+  int64_t graph_launches_ = 0;
 
   std::unique_ptr<ModelPlan> train_plan_, eval_plan_;
 };

@@ -1,0 +1,171 @@
+// graph.cc: CUDA graph capture of the backend's stream (Backend::begin_capture/end_capture)
+// and the op gate that keeps other threads' work out of a capture.
+// Contract (backend.h): between begin_capture and end_capture the capturing thread's ops are
+// recorded, not run; ops of other threads wait at their OpGate until the capture ends. A graph
+// replays its ops with the pointers and arguments they were recorded with, so everything that
+// changes between launches must live in device memory (the model's step scalars and inputs).
+// A graph must not outlive its backend (like a Tensor). Graphs keep the optimizer segment
+// tables they read pinned in the backend's cache.
+#include <sstream>
+
+#include "cuda_backend.h"
+
+namespace byol {
+namespace cuda {
+namespace {
+
+// The backend whose gate this thread holds (shared, through an op) or owns (a capture).
+thread_local const CudaBackend* t_gate_holder = nullptr;
+
+std::string error_text(cudaError_t status) {
+  return std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+}
+
+}  // namespace
+
+// ---- OpGate ----------------------------------------------------------------------------------
+
+OpGate::OpGate(const CudaBackend* backend) {
+  if (t_gate_holder == backend) return;  // nested op, or the capturing thread itself
+  backend->capture_gate_.lock_shared();
+  held_ = backend;
+  t_gate_holder = backend;
+}
+
+OpGate::~OpGate() {
+  if (!held_) return;
+  t_gate_holder = nullptr;
+  held_->capture_gate_.unlock_shared();
+}
+
+// ---- CudaGraph -------------------------------------------------------------------------------
+
+class CudaGraph final : public Graph {
+ public:
+  CudaGraph(CudaBackend* backend, cudaGraphExec_t exec, std::vector<const void*> tables)
+      : backend_(backend), exec_(exec), tables_(std::move(tables)) {}
+
+  ~CudaGraph() override {
+    // An exec graph destroyed while a launch is in flight is released when the launch ends.
+    int current = -1;
+    if (cudaGetDevice(&current) != cudaSuccess || current != backend_->device()) cudaSetDevice(backend_->device());
+    cudaGraphExecDestroy(exec_);
+    (void)cudaGetLastError();
+    std::lock_guard<std::mutex> lock(backend_->optim_mutex_);
+    for (auto& table : backend_->segment_tables_)
+      for (const void* pinned : tables_)
+        if (table.get() == pinned) table->pins -= 1;
+  }
+
+  void launch() override {
+    CudaBackend* self = backend_;
+    OpScope scope("graph_launch");
+    OpGate gate(self);
+    self->activate();
+    BYOL_CHECK(!self->capturing_here(), "cuda: a graph cannot be launched inside another graph's capture");
+    BYOL_CUDA_CHECK(cudaGraphLaunch(exec_, self->stream()));
+  }
+
+ private:
+  CudaBackend* backend_;
+  cudaGraphExec_t exec_;
+  std::vector<const void*> tables_;  // SegmentTable* pinned for this graph's lifetime
+};
+
+// ---- capture ---------------------------------------------------------------------------------
+
+bool CudaBackend::capturing_here() const {
+  return capture_owner_.load(std::memory_order_acquire) == std::this_thread::get_id();
+}
+
+void CudaBackend::refuse_in_capture(const char* why) {
+  if (!capturing_here()) return;
+  std::string message = std::string("cuda: ") + current_op() + " " + why + " and cannot be part of a graph capture";
+  if (capture_broken_.empty()) capture_broken_ = message;
+  throw Error(message);
+}
+
+bool CudaBackend::begin_capture() {
+  OpScope scope("begin_capture");
+  BYOL_CHECK(t_gate_holder != this, "cuda: begin_capture called inside an op or a capture of this backend");
+  capture_gate_.lock();  // waits until other threads' ops have finished enqueueing
+  t_gate_holder = this;
+  capture_owner_.store(std::this_thread::get_id(), std::memory_order_release);
+  capture_error_.clear();
+  capture_broken_.clear();
+  capture_allocs_.clear();
+  capture_deferred_frees_.clear();
+  {
+    std::lock_guard<std::mutex> lock(optim_mutex_);
+    capture_tables_.clear();
+  }
+  activate();
+  const cudaError_t status = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    capture_error_ = "cuda: cudaStreamBeginCapture failed: " + error_text(status);
+    capture_owner_.store(std::thread::id(), std::memory_order_release);
+    t_gate_holder = nullptr;
+    capture_gate_.unlock();
+    return false;
+  }
+  return true;
+}
+
+std::unique_ptr<Graph> CudaBackend::end_capture(std::string* error) {
+  OpScope scope("end_capture");
+  auto fail = [&](std::string why) -> std::unique_ptr<Graph> {
+    if (error) *error = std::move(why);
+    return nullptr;
+  };
+  if (!capturing_here()) {
+    if (!capture_error_.empty()) return fail(capture_error_);
+    return fail("cuda: end_capture without a capture begun on this thread");
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t end_status = cudaStreamEndCapture(stream_, &graph);
+  std::vector<const void*> tables;
+  {
+    std::lock_guard<std::mutex> lock(optim_mutex_);
+    tables.swap(capture_tables_);
+  }
+  capture_owner_.store(std::thread::id(), std::memory_order_release);
+  for (void* ptr : capture_deferred_frees_) free_raw(ptr);
+  capture_deferred_frees_.clear();
+  capture_allocs_.clear();
+  t_gate_holder = nullptr;
+  capture_gate_.unlock();
+
+  if (end_status == cudaSuccess && !capture_broken_.empty()) {
+    if (graph) cudaGraphDestroy(graph);
+    return fail(capture_broken_);
+  }
+  if (end_status != cudaSuccess || graph == nullptr) {
+    (void)cudaGetLastError();
+    if (graph) cudaGraphDestroy(graph);
+    // cudaErrorStreamCaptureInvalidated: an op inside failed (and threw) or made a call that
+    // cannot be captured.
+    return fail("cuda: the capture was abandoned: cudaStreamEndCapture returned " + error_text(end_status));
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t status = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+  size_t nodes = 0;
+  cudaGraphGetNodes(graph, nullptr, &nodes);
+  cudaGraphDestroy(graph);
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    std::ostringstream os;
+    os << "cuda: cudaGraphInstantiate of a " << nodes << "-node graph failed: " << error_text(status);
+    return fail(os.str());
+  }
+  {
+    std::lock_guard<std::mutex> lock(optim_mutex_);
+    for (auto& table : segment_tables_)
+      for (const void* pinned : tables)
+        if (table.get() == pinned) table->pins += 1;
+  }
+  return std::make_unique<CudaGraph>(this, exec, std::move(tables));
+}
+
+}  // namespace cuda
+}  // namespace byol

@@ -1,0 +1,439 @@
+// test_graph.cc: the step as a replayed graph (ByolModel's use of Backend::begin_capture /
+// end_capture) against the same steps run eagerly.
+// On any machine: GraphEmulator is a backend that forwards to the CPU backend and implements
+// capture the way CUDA does (ops recorded with the pointers and arguments of their call, run
+// only at launch; waits for the host are refused inside a capture), so every value the step
+// fails to move into memory would show as a difference from eager steps. A variant that bakes
+// the step scalars in at capture time proves the comparison can fail.
+// On a GPU (@cuda): the real capture, against eager steps of the same backend, plus the gate
+// that keeps another thread's ops out of a capture.
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include "byol/model.h"
+#include "harness.h"
+#include "runner.h"
+
+namespace {
+
+using byol::Backend;
+using byol::ByolModel;
+using byol::ModelConfig;
+using byol::Tensor;
+
+class GraphEmulator : public Backend {
+ public:
+  explicit GraphEmulator(Backend* inner) : in_(inner) {}
+
+  // Testing aids: bake the step scalars in at record time (what a step that passed lr and tau as
+  // plain arguments would replay with); make the named op throw while being recorded.
+  bool bake_scalars = false;
+  std::string fail_in_capture;
+  int captures = 0, launches = 0;
+
+  class Recording : public byol::Graph {
+   public:
+    explicit Recording(GraphEmulator* owner) : owner_(owner) {}
+    void launch() override {
+      BYOL_CHECK(!owner_->recording_, "launch inside a capture");
+      ++owner_->launches;
+      for (auto& op : ops) op();
+    }
+    std::vector<std::function<void()>> ops;
+
+   private:
+    GraphEmulator* owner_;
+  };
+
+  bool begin_capture() override {
+    BYOL_CHECK(!recording_, "capture inside a capture");
+    recording_ = std::make_unique<Recording>(this);
+    return true;
+  }
+  std::unique_ptr<byol::Graph> end_capture(std::string* error) override {
+    if (!recording_) {
+      if (error) *error = "no capture";
+      return nullptr;
+    }
+    ++captures;
+    std::unique_ptr<Recording> done = std::move(recording_);
+    if (broken_) {
+      broken_ = false;
+      if (error) *error = "emulator: capture abandoned";
+      return nullptr;
+    }
+    return done;
+  }
+
+  byol::DeviceType type() const override { return in_->type(); }
+  std::string describe() const override { return "graph emulator(" + in_->describe() + ")"; }
+  // Allocations and frees inside a capture would belong to the graph: the model makes none.
+  void* alloc(size_t bytes) override {
+    refuse_in_capture("alloc");
+    return in_->alloc(bytes);
+  }
+  void release(void* p) override {
+    refuse_in_capture("release");
+    in_->release(p);
+  }
+  void upload(void* d, const void* s, size_t n) override {
+    refuse_in_capture("upload");
+    in_->upload(d, s, n);
+  }
+  void download(void* d, const void* s, size_t n) override {
+    refuse_in_capture("download");
+    in_->download(d, s, n);
+  }
+  void synchronize() override {
+    refuse_in_capture("synchronize");
+    in_->synchronize();
+  }
+  void copy(void* d, const void* s, size_t n) override {
+    run("copy", [=] { in_->copy(d, s, n); });
+  }
+  void fill(float* d, float v, size_t n) override {
+    run("fill", [=] { in_->fill(d, v, n); });
+  }
+
+  void conv2d_forward(float* out, const float* inp, const float* w, const byol::ConvShape& s) override {
+    run("conv2d_forward", [=] { in_->conv2d_forward(out, inp, w, s); });
+  }
+  void conv2d_backward_data(float* dinp, const float* dout, const float* w, const byol::ConvShape& s) override {
+    run("conv2d_backward_data", [=] { in_->conv2d_backward_data(dinp, dout, w, s); });
+  }
+  void conv2d_backward_weight(float* dw, const float* dout, const float* inp, const byol::ConvShape& s,
+                              bool acc) override {
+    run("conv2d_backward_weight", [=] { in_->conv2d_backward_weight(dw, dout, inp, s, acc); });
+  }
+  void batchnorm_forward_train(float* out, float* sm, float* sr, float* rm, float* rv, const float* inp,
+                               const float* g, const float* b, int M, int C, float mom, float eps,
+                               const byol::BnEpilogue& ep) override {
+    run("batchnorm_forward_train",
+        [=] { in_->batchnorm_forward_train(out, sm, sr, rm, rv, inp, g, b, M, C, mom, eps, ep); });
+  }
+  void batchnorm_forward_eval(float* out, const float* inp, const float* g, const float* b, const float* rm,
+                              const float* rv, int M, int C, float eps, const byol::BnEpilogue& ep) override {
+    run("batchnorm_forward_eval", [=] { in_->batchnorm_forward_eval(out, inp, g, b, rm, rv, M, C, eps, ep); });
+  }
+  void batchnorm_backward(float* dinp, float* dg, float* db, const float* dout, const float* inp, const float* sm,
+                          const float* sr, const float* g, int M, int C, bool acc, const float* relu_out) override {
+    run("batchnorm_backward",
+        [=] { in_->batchnorm_backward(dinp, dg, db, dout, inp, sm, sr, g, M, C, acc, relu_out); });
+  }
+  void relu_forward(float* out, const float* inp, size_t n) override {
+    run("relu_forward", [=] { in_->relu_forward(out, inp, n); });
+  }
+  void relu_backward(float* dinp, const float* dout, const float* out, size_t n) override {
+    run("relu_backward", [=] { in_->relu_backward(dinp, dout, out, n); });
+  }
+  void add(float* out, const float* a, const float* b, size_t n) override {
+    run("add", [=] { in_->add(out, a, b, n); });
+  }
+  void accumulate(float* dst, const float* src, size_t n) override {
+    run("accumulate", [=] { in_->accumulate(dst, src, n); });
+  }
+  void maxpool2d_forward(float* out, int32_t* argmax, const float* inp, const byol::PoolShape& s) override {
+    run("maxpool2d_forward", [=] { in_->maxpool2d_forward(out, argmax, inp, s); });
+  }
+  void maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax, const byol::PoolShape& s) override {
+    run("maxpool2d_backward", [=] { in_->maxpool2d_backward(dinp, dout, argmax, s); });
+  }
+  void avgpool_forward(float* out, const float* inp, int N, int HW, int C) override {
+    run("avgpool_forward", [=] { in_->avgpool_forward(out, inp, N, HW, C); });
+  }
+  void avgpool_backward(float* dinp, const float* dout, int N, int HW, int C) override {
+    run("avgpool_backward", [=] { in_->avgpool_backward(dinp, dout, N, HW, C); });
+  }
+  void linear_forward(float* out, const float* inp, const float* w, const float* bias, int B, int I, int O) override {
+    run("linear_forward", [=] { in_->linear_forward(out, inp, w, bias, B, I, O); });
+  }
+  void linear_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w, int B,
+                       int I, int O, bool acc) override {
+    run("linear_backward", [=] { in_->linear_backward(dinp, dw, db, dout, inp, w, B, I, O, acc); });
+  }
+  void byol_loss_forward(float* loss, const float* p, const float* z, int B, int D, bool acc) override {
+    run("byol_loss_forward", [=] { in_->byol_loss_forward(loss, p, z, B, D, acc); });
+  }
+  void byol_loss_backward(float* dp, const float* p, const float* z, float dloss, int B, int D) override {
+    run("byol_loss_backward", [=] { in_->byol_loss_backward(dp, p, z, dloss, B, D); });
+  }
+  void cross_entropy_forward(float* loss, float* probs, const float* logits, const int32_t* labels, int B,
+                             int K) override {
+    run("cross_entropy_forward", [=] { in_->cross_entropy_forward(loss, probs, logits, labels, B, K); });
+  }
+  void cross_entropy_backward(float* dl, const float* probs, const int32_t* labels, float dloss, int B,
+                              int K) override {
+    run("cross_entropy_backward", [=] { in_->cross_entropy_backward(dl, probs, labels, dloss, B, K); });
+  }
+  void ema_update(float* t, const float* o, size_t n, float tau, const float* tau_device) override {
+    if (recording_ && bake_scalars && tau_device) tau = *tau_device, tau_device = nullptr;
+    run("ema_update", [=] { in_->ema_update(t, o, n, tau, tau_device); });
+  }
+  // The segment table is a host array: copied at record time, as the CUDA backend uploads it.
+  void lars_update(float* p, float* m, const float* g, const byol::ParamSegment* segs, int ns,
+                   const byol::LarsOptions& o) override {
+    std::vector<byol::ParamSegment> table(segs, segs + ns);
+    byol::LarsOptions opt = o;
+    if (recording_ && bake_scalars && opt.lr_device) opt.lr = *opt.lr_device, opt.lr_device = nullptr;
+    run("lars_update", [=] { in_->lars_update(p, m, g, table.data(), ns, opt); });
+  }
+  void sgd_update(float* p, float* m, const float* g, const byol::ParamSegment* segs, int ns,
+                  const byol::SgdOptions& o) override {
+    std::vector<byol::ParamSegment> table(segs, segs + ns);
+    byol::SgdOptions opt = o;
+    if (recording_ && bake_scalars && opt.lr_device) opt.lr = *opt.lr_device, opt.lr_device = nullptr;
+    run("sgd_update", [=] { in_->sgd_update(p, m, g, table.data(), ns, opt); });
+  }
+  void adamw_update(float* p, float* s, const float* g, const byol::ParamSegment* segs, int ns,
+                    const byol::AdamWOptions& o) override {
+    std::vector<byol::ParamSegment> table(segs, segs + ns);
+    byol::AdamWOptions opt = o;
+    if (recording_ && bake_scalars && opt.lr_device) {
+      opt.lr = *opt.lr_device;
+      opt.lr_device = opt.bias_device = nullptr;  // bias corrections from the capture's step
+    }
+    run("adamw_update", [=] { in_->adamw_update(p, s, g, table.data(), ns, opt); });
+  }
+  void augment(float*, const uint8_t*, const byol::AugmentParams*, int, int, int, int, int, int) override {
+    throw byol::NotSupported("graph emulator: augment");
+  }
+  void range_push(const char* name) noexcept override { in_->range_push(name); }
+  void range_pop() noexcept override { in_->range_pop(); }
+
+ private:
+  void refuse_in_capture(const char* op) {
+    if (!recording_) return;
+    broken_ = true;
+    BYOL_FAIL("graph emulator: ", op, " inside a capture");
+  }
+  void run(const char* op, std::function<void()> fn) {
+    if (!recording_) return fn();
+    if (fail_in_capture == op) {
+      broken_ = true;
+      BYOL_FAIL("graph emulator: injected capture failure in ", op);
+    }
+    recording_->ops.push_back(std::move(fn));
+  }
+
+  Backend* in_;
+  std::unique_ptr<Recording> recording_;
+  bool broken_ = false;
+};
+
+ModelConfig tiny_config(byol::OptimizerKind kind) {
+  ModelConfig c;
+  c.encoder.arch = byol::ResNetArch::resnet18;
+  c.encoder.stem = byol::Stem::cifar;
+  c.encoder.in_channels = 3;
+  c.encoder.width = 0.0625;
+  c.projector_hidden = 64;
+  c.projector_out = 32;
+  c.predictor_hidden = 64;
+  c.seed = 11;
+  c.optimizer.kind = kind;
+  if (kind == byol::OptimizerKind::adamw) c.optimizer.weight_decay = 0.05f;
+  return c;
+}
+
+Tensor random_views(Backend* b, int N, int HW, uint32_t seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> host(size_t(N) * HW * HW * 3);
+  for (float& x : host) x = normal(gen);
+  return Tensor::from_host(b, host.data(), {N, HW, HW, 3}, byol::DType::f32);
+}
+
+// Every piece of state a step changes, as one vector per name.
+std::vector<std::pair<std::string, std::vector<float>>> state_of(const ByolModel& m) {
+  return {{"online params", m.online_params().to_vector_f32()},
+          {"target params", m.target_params().to_vector_f32()},
+          {"online stats", m.online_stats().to_vector_f32()},
+          {"target stats", m.target_stats().to_vector_f32()},
+          {"optimizer state", m.optimizer_state().to_vector_f32()}};
+}
+
+struct StepPlan {
+  int batch;
+  float lr, tau;
+};
+
+// lr and tau change every step (as the schedules make them); batch 8, then a smaller batch
+// (a new shape: warm-up and capture again), then 8 again.
+std::vector<StepPlan> schedule() {
+  std::vector<StepPlan> s;
+  for (int i = 0; i < 11; ++i) {
+    const int batch = (i >= 5 && i < 8) ? 6 : 8;
+    s.push_back({batch, 0.05f + 0.01f * i, 0.9f + 0.005f * i});
+  }
+  return s;
+}
+
+// Runs the schedule on `graphed` (graphs on) and `eager` (graphs off); returns the largest
+// |difference| over losses and state, 0 when bit-identical.
+double run_pair(ByolModel& graphed, ByolModel& eager, Backend* gb, Backend* eb, float lr_scale) {
+  eager.set_use_graphs(false);
+  double worst = 0;
+  int i = 0;
+  for (const StepPlan& s : schedule()) {
+    Tensor a1 = random_views(gb, s.batch, 8, 100 + i), a2 = random_views(gb, s.batch, 8, 200 + i);
+    Tensor b1 = random_views(eb, s.batch, 8, 100 + i), b2 = random_views(eb, s.batch, 8, 200 + i);
+    const float la = graphed.step(a1, a2, s.lr * lr_scale, s.tau);
+    const float lb = eager.step(b1, b2, s.lr * lr_scale, s.tau);
+    worst = std::max(worst, double(std::fabs(la - lb)));
+    ++i;
+  }
+  const auto sa = state_of(graphed), sb = state_of(eager);
+  for (size_t k = 0; k < sa.size(); ++k)
+    for (size_t j = 0; j < sa[k].second.size(); ++j)
+      worst = std::max(worst, double(std::fabs(sa[k].second[j] - sb[k].second[j])));
+  return worst;
+}
+
+std::string fmt(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.3g", v);
+  return buf;
+}
+
+BYOL_TEST("graph/replay_matches_eager", ctx) {
+  for (byol::OptimizerKind kind : {byol::OptimizerKind::lars, byol::OptimizerKind::sgd, byol::OptimizerKind::adamw}) {
+    const std::string name = byol::optimizer_name(kind);
+    GraphEmulator emu(ctx.cpu);
+    const ModelConfig c = tiny_config(kind);
+    ByolModel graphed(&emu, c), eager(ctx.cpu, c);
+    const float lr_scale = kind == byol::OptimizerKind::adamw ? 0.02f : 1.0f;
+    const double worst = run_pair(graphed, eager, &emu, ctx.cpu, lr_scale);
+    // 11 steps: batch 8 x5 (2 eager, capture, 3 launches... the captured step itself is a
+    // launch), batch 6 x3 (2 eager + 1 launch), batch 8 x3 (2 eager + 1 launch).
+    byol_test::expect_true(worst == 0, name + ": graph replay bit-identical to eager steps", "max |diff| " + fmt(worst));
+    byol_test::expect_true(graphed.graph_launches() == 5 && emu.captures == 3 && emu.launches == 5,
+                           name + ": 3 captures (one per shape change) and 5 launches",
+                           std::to_string(emu.captures) + " captures, " + std::to_string(graphed.graph_launches()) +
+                               " launches");
+    byol_test::expect_true(graphed.graph_error().empty() && graphed.use_graphs(), name + ": no capture error",
+                           graphed.graph_error());
+    byol_test::expect_true(graphed.optimizer_steps() == 11 && graphed.online_batches_tracked().front() == 22,
+                           name + ": step count and batches tracked advance on launches too");
+  }
+}
+
+// The comparison above can fail: a step whose scalars were frozen at capture time (what passing
+// lr and tau as plain kernel arguments would do) replays the capture's lr and tau.
+BYOL_TEST("graph/baked_scalars_are_caught", ctx) {
+  for (byol::OptimizerKind kind : {byol::OptimizerKind::lars, byol::OptimizerKind::adamw}) {
+    GraphEmulator emu(ctx.cpu);
+    emu.bake_scalars = true;
+    const ModelConfig c = tiny_config(kind);
+    ByolModel graphed(&emu, c), eager(ctx.cpu, c);
+    const double worst = run_pair(graphed, eager, &emu, ctx.cpu, kind == byol::OptimizerKind::adamw ? 0.02f : 1.0f);
+    byol_test::expect_true(worst > 0, std::string(byol::optimizer_name(kind)) + ": frozen scalars differ from eager",
+                           "max |diff| " + fmt(worst));
+  }
+}
+
+// A capture that fails (an op that cannot be captured) turns graphs off with the reason, and the
+// step runs eagerly: nothing recorded ran, so no step is lost or doubled.
+BYOL_TEST("graph/capture_failure_falls_back", ctx) {
+  GraphEmulator emu(ctx.cpu);
+  emu.fail_in_capture = "batchnorm_backward";
+  const ModelConfig c = tiny_config(byol::OptimizerKind::lars);
+  ByolModel graphed(&emu, c), eager(ctx.cpu, c);
+  const double worst = run_pair(graphed, eager, &emu, ctx.cpu, 1.0f);
+  byol_test::expect_true(worst == 0, "the fallback's steps equal eager steps", "max |diff| " + fmt(worst));
+  byol_test::expect_true(!graphed.use_graphs() && graphed.graph_launches() == 0 && emu.captures == 1,
+                         "one failed capture, then graphs off");
+  byol_test::expect_true(graphed.graph_error().find("injected capture failure in batchnorm_backward") != std::string::npos,
+                         "graph_error() says why", graphed.graph_error());
+}
+
+// The CPU backend cannot capture: the model says so and keeps stepping eagerly.
+BYOL_TEST("graph/cpu_runs_eagerly", ctx) {
+  const ModelConfig c = tiny_config(byol::OptimizerKind::lars);
+  ByolModel m(ctx.cpu, c);
+  for (int i = 0; i < 3; ++i) {
+    Tensor v1 = random_views(ctx.cpu, 4, 8, 1 + i), v2 = random_views(ctx.cpu, 4, 8, 9 + i);
+    m.step(v1, v2, 0.1f, 0.99f);
+  }
+  byol_test::expect_true(!m.use_graphs() && m.graph_launches() == 0 && m.optimizer_steps() == 3,
+                         "graphs off after the warm-up steps, every step eager");
+  byol_test::expect_true(m.graph_error().find("not supported") != std::string::npos, "the reason names the backend",
+                         m.graph_error());
+}
+
+// ---- on a GPU ----------------------------------------------------------------------------------
+
+BYOL_TEST("graph/replay_matches_eager@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  for (byol::OptimizerKind kind : {byol::OptimizerKind::lars, byol::OptimizerKind::adamw}) {
+    const std::string name = byol::optimizer_name(kind);
+    const ModelConfig c = tiny_config(kind);
+    ByolModel graphed(ctx.cuda, c), eager(ctx.cuda, c);
+    const double worst = run_pair(graphed, eager, ctx.cuda, ctx.cuda, kind == byol::OptimizerKind::adamw ? 0.02f : 1.0f);
+    // The same kernels on the same data; only cuDNN algorithms that accumulate with atomics
+    // (some backward-filter ones) may order sums differently between runs.
+    byol_test::expect_true(worst <= 1e-5, name + ": graph replay matches eager steps on the GPU",
+                           "max |diff| " + fmt(worst));
+    byol_test::expect_true(graphed.graph_error().empty() && graphed.graph_launches() == 5,
+                           name + ": captured once per shape, 5 launches",
+                           graphed.graph_error() + " (" + std::to_string(graphed.graph_launches()) + " launches)");
+  }
+}
+
+// Another thread's op waits while a capture is open, then runs eagerly; it is not recorded.
+BYOL_TEST("graph/gate_keeps_other_threads_out@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  Backend* b = ctx.cuda;
+  Tensor x = Tensor::zeros(b, {1024}), y = Tensor::zeros(b, {1024});
+  b->synchronize();
+  byol_test::expect_true(b->begin_capture(), "begin_capture");
+  std::atomic<bool> done{false};
+  std::thread other([&] {
+    b->fill(x.f32(), 2.0f, 1024);
+    done = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const bool waited = !done.load();
+  b->fill(y.f32(), 3.0f, 1024);  // recorded
+  std::string error;
+  std::unique_ptr<byol::Graph> graph = b->end_capture(&error);
+  other.join();
+  byol_test::expect_true(waited, "the other thread's op waited for the capture to end");
+  byol_test::expect_true(graph != nullptr, "the capture produced a graph", error);
+  byol_test::expect_true(x.to_vector_f32()[1023] == 2.0f, "the other thread's fill ran eagerly");
+  byol_test::expect_true(y.to_vector_f32()[0] == 0.0f, "the recorded fill has not run before launch");
+  if (graph) graph->launch();
+  byol_test::expect_true(y.to_vector_f32()[0] == 3.0f, "the recorded fill runs at launch");
+  // Waits for the host are refused inside a capture and abandon it.
+  byol_test::expect_true(b->begin_capture(), "second begin_capture");
+  byol_test::expect_error("synchronize inside a capture", [&] { b->synchronize(); }, {"synchronize", "capture"});
+  error.clear();
+  graph = b->end_capture(&error);
+  byol_test::expect_true(graph == nullptr && error.find("synchronize") != std::string::npos,
+                         "the refused op abandons the capture, and end_capture names it", error);
+  b->synchronize();  // eager again
+}
+
+// Host time per step, eager against replayed, at a launch-bound size (printed, not asserted:
+// the device check's benchmark measures the real configurations).
+BYOL_TEST("graph/step_time@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  const ModelConfig c = tiny_config(byol::OptimizerKind::lars);
+  for (bool graphs : {false, true}) {
+    ByolModel m(ctx.cuda, c);
+    m.set_use_graphs(graphs);
+    Tensor v1 = random_views(ctx.cuda, 32, 16, 1), v2 = random_views(ctx.cuda, 32, 16, 2);
+    for (int i = 0; i < 5; ++i) m.step(v1, v2, 0.1f, 0.99f);
+    const auto t0 = std::chrono::steady_clock::now();
+    const int steps = 50;
+    for (int i = 0; i < steps; ++i) m.step(v1, v2, 0.1f, 0.99f);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps;
+    byol_test::log_line(std::string("  r18 w1/16 batch 32 16x16: ") + (graphs ? "graph" : "eager") + " " + fmt(ms) +
+                        " ms/step" + (graphs ? " (" + std::to_string(m.graph_launches()) + " launches)" : ""));
+  }
+}
+
+}  // namespace
