@@ -85,7 +85,9 @@ run() {
   [ "$limit" -gt "$left" ] && limit=$left
   local cmd
   if [ "$engine" = byol ]; then
-    cmd=("$BIN" --device "$DEVICE" --variant "$variants")
+    cmd=("$BIN" --device "$DEVICE" --variant "${variants%-eager}")
+    # <variant>-eager: the same run without CUDA graph replay (what graphs gain).
+    [ "$variants" != "${variants%-eager}" ] && cmd+=(--graphs off)
   else
     cmd=("$PY" bench/torch_gpu_step.py --device "$DEVICE" --variants "$variants")
   fi
@@ -100,7 +102,7 @@ run() {
   # like the test runner's "not supported" skips, not a failure of the benchmark.
   if [ "$rc" -ne 0 ] && ! { [ "$engine" = byol ] && [ "$rc" -eq 3 ]; }; then FAILED=1; fi
   for v in ${variants//,/ }; do
-    if ! grep -Eq "\"variant\": ?\"$v\"" "$LOGS/$name.out"; then
+    if ! grep -Eq "\"variant\": ?\"${v%-eager}\"" "$LOGS/$name.out"; then
       local why="exit $rc without a result line" last
       if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then why="killed after its ${limit}s limit"; fi
       last="$(tail -n 1 "$LOGS/$name.log")"
@@ -126,6 +128,8 @@ run r18 pytorch tf32,bf16 60
 run r50 pytorch fp32 60
 [ -x "$BIN" ] && run r18 byol fp32 45
 run r18 pytorch fp32 45
+# Last: the small-image case without graph replay, to show what the graphs gain.
+[ -x "$BIN" ] && run r18 byol tf32-eager 45
 
 echo "=== report ($(( $(date +%s) - START ))s of ${BUDGET}s)"
 if ! "$PY" bench/gpu_report.py "$JSONL" --out "$MD" --command "bench/gpu.sh (steps $STEPS, warm-up $WARMUP, max ${MAX_SECONDS}s per variant)"; then

@@ -22,7 +22,8 @@ import sys
 
 CONFIG_KEYS = ("arch", "stem", "size", "batch", "width", "channels", "hidden", "out", "pred_hidden")
 VARIANT_ORDER = {"fp32": 0, "tf32": 1, "bf16": 2}
-VARIANT_LABEL = {"fp32": "fp32 (TF32 off)", "tf32": "TF32", "bf16": "bf16 autocast"}
+VARIANT_LABEL = {"fp32": "fp32 (TF32 off)", "tf32": "TF32", "bf16": "bf16 autocast",
+                 "tf32-eager": "TF32, eager"}
 # (arch, stem) -> byol steps/s over PyTorch TF32 steps/s that the issue asks for.
 TARGETS = {("resnet50", "imagenet"): 1.0, ("resnet18", "cifar"): 1.5}
 BEGIN = "<!-- bench/gpu.sh: begin -->"
@@ -155,6 +156,14 @@ def section_for(group):
         label = VARIANT_LABEL.get(r["variant"], r["variant"])
         if r["engine"] == "pytorch" and r["variant"] != "fp32":
             label += ", channels_last"
+        if r["engine"] == "byol":
+            # Replayed as a CUDA graph unless the run turned it off (--graphs off) or capture failed.
+            if r.get("graphs") is False:
+                label += ", eager"
+            elif r.get("graph_error"):
+                label += ", eager (capture failed)"
+            elif r.get("graph_launches"):
+                label += ", CUDA graph"
         if "error" in r:
             kind = "not supported" if r.get("not_supported") else "error"
             phase = f" ({r['phase']})" if r.get("phase") else ""
@@ -171,6 +180,8 @@ def section_for(group):
         else:
             allocated = fmt(r.get("peak_allocated_mb"), 0)
         note = f"{r['steps']} steps in {r['seconds']:.1f} s"
+        if r.get("graph_error"):
+            note += "; graph capture failed: " + one_line(r["graph_error"], 120)
         if not (isinstance(r.get("loss"), (int, float)) and r["loss"] == r["loss"] and abs(r["loss"]) != float("inf")):
             note += "; loss not finite"
         rows.append([engine, label, fmt(r["steps_per_s"], 2), fmt(r["images_per_s"], 0),
@@ -193,7 +204,7 @@ def section_for(group):
             lines += ["", f"Target ({want}): {verdict}: {ratio:.2f}x (byol {best['variant']} "
                           f"{best['images_per_s']:,.0f} images/s, PyTorch TF32 "
                           f"{torch_rate['tf32'] * first['batch']:,.0f} images/s)."]
-    mem = {(r["engine"], r["variant"]): r for r in ok}
+    mem = {(r["engine"], r["variant"]): r for r in ok if r.get("graphs") is not False}
     pairs = [(v, mem.get(("byol", v)), mem.get(("pytorch", v))) for v in ("fp32", "tf32")]
     parts = [f"{v}: byol {fmt(b.get('device_used_mb'), 0)} MiB vs PyTorch {fmt(t.get('device_used_mb'), 0)} MiB"
              for v, b, t in pairs if b and t and (b.get("device_used_mb") is not None or t.get("device_used_mb") is not None)]

@@ -35,12 +35,15 @@ const char* kUsage =
     "                       [--stem cifar|imagenet] [--width W] [--channels C] [--size S] [--batch N]\n"
     "                       [--hidden H] [--out D] [--pred-hidden H] [--optimizer lars|sgd|adamw]\n"
     "                       [--warmup K] [--steps K] [--max-seconds T] [--threads T] [--seed S]\n"
+    "                       [--graphs on|off]\n"
     "  --device       where the step runs (default cpu); cuda loads libbyol_cuda.so ($BYOL_CUDA_LIBRARY)\n"
     "  --variant      fp32 (default); tf32 (cuda: sets BYOL_CUDA_TF32=1); bf16 (cpu: bf16 convolutions)\n"
     "  --warmup       untimed steps first (default 3: cuDNN algorithm search, pool growth)\n"
     "  --steps        timed steps at most (default 20)\n"
     "  --max-seconds  stop timing after this many seconds once 2 steps ran (default 10)\n"
     "  --threads      CPU backend threads, 0 = all cores (default 0)\n"
+    "  --graphs       on (default): steps after the first two replay as a CUDA graph where the\n"
+    "                 backend captures (ByolModel::set_use_graphs); off: every step eager\n"
     "Defaults: ResNet-18 cifar stem, width 1, 3x32x32, batch 64, projector 4096/256, predictor 4096, LARS.\n"
     "cuDNN benchmark mode is on (BYOL_CUDNN_BENCHMARK=1) unless the environment sets it.\n";
 
@@ -53,6 +56,7 @@ struct Options {
   double max_seconds = 10;
   int threads = 0;
   int pred_hidden = -1;  // -1: the projector's hidden width
+  bool graphs = true;
 };
 
 struct UsageError {
@@ -109,6 +113,10 @@ Options parse_args(int argc, char** argv) {
     else if (flag == "--max-seconds") o.max_seconds = parse_double(flag, v, 0, 86400);
     else if (flag == "--threads") o.threads = parse_int(flag, v, 0, 4096);
     else if (flag == "--seed") o.model.seed = static_cast<uint64_t>(parse_int(flag, v, 0, 1 << 30));
+    else if (flag == "--graphs") {
+      if (v != "on" && v != "off") throw UsageError{"expected on or off for --graphs but received '" + v + "'"};
+      o.graphs = v == "on";
+    }
     else throw UsageError{"unknown flag '" + flag + "'"};
   }
   o.model.predictor_hidden = o.pred_hidden > 0 ? o.pred_hidden : o.model.projector_hidden;
@@ -207,7 +215,8 @@ std::string common_fields(const Options& o) {
      << ",\"width\":" << number(o.model.encoder.width) << ",\"channels\":" << o.model.encoder.in_channels
      << ",\"size\":" << o.size << ",\"batch\":" << o.batch << ",\"hidden\":" << o.model.projector_hidden
      << ",\"out\":" << o.model.projector_out << ",\"pred_hidden\":" << o.model.predictor_hidden
-     << ",\"optimizer\":" << byol::json_quote(byol::optimizer_name(o.model.optimizer.kind));
+     << ",\"optimizer\":" << byol::json_quote(byol::optimizer_name(o.model.optimizer.kind))
+     << ",\"graphs\":" << (o.graphs ? "true" : "false");
   return os.str();
 }
 
@@ -246,6 +255,7 @@ int run(const Options& o) {
 
     phase = "build model";
     byol::ByolModel model(backend.get(), o.model);
+    model.set_use_graphs(o.graphs);
     std::mt19937 gen(static_cast<uint32_t>(o.model.seed) + 1);
     byol::Tensor view1 = synthetic_view(backend.get(), o, gen);
     byol::Tensor view2 = synthetic_view(backend.get(), o, gen);
@@ -289,14 +299,18 @@ int run(const Options& o) {
         "{%s,\"backend\":%s,\"params\":%lld,\"warmup\":%d,\"warmup_seconds\":%s,\"steps\":%d,\"seconds\":%s,"
         "\"steps_per_s\":%s,\"images_per_s\":%s,\"ms_per_step\":%s,\"ms_per_step_median\":%s,"
         "\"ms_per_step_min\":%s,\"ms_per_step_max\":%s,\"loss\":%s,\"tensor_mb\":%s,\"device_used_before_mb\":%s,"
-        "\"device_used_mb\":%s,\"peak_allocated_mb\":null,\"peak_rss_mb\":%s,\"model_config\":%s}\n",
+        "\"device_used_mb\":%s,\"peak_allocated_mb\":null,\"peak_rss_mb\":%s,\"graph_launches\":%lld,"
+        "\"graph_error\":%s,\"model_config\":%s}\n",
         common_fields(o).c_str(), byol::json_quote(backend->describe()).c_str(),
         static_cast<long long>(model.num_params()), o.warmup, number(warmup_seconds).c_str(),
         static_cast<int>(steps), number(seconds).c_str(), number(steps / seconds).c_str(),
         number(steps * o.batch / seconds).c_str(), number(1000 * seconds / steps).c_str(),
         number(1000 * median).c_str(), number(1000 * sorted.front()).c_str(), number(1000 * sorted.back()).c_str(),
         number(loss).c_str(), mib(tensor_bytes).c_str(), mib(used_before).c_str(), mib(used_after).c_str(),
-        mib(peak_rss_bytes()).c_str(), byol::model_config_json(o.model).c_str());
+        mib(peak_rss_bytes()).c_str(), static_cast<long long>(model.graph_launches()),
+        // The CPU cannot capture: no error to report there (graphs are a CUDA matter).
+        cuda && !model.graph_error().empty() ? byol::json_quote(model.graph_error()).c_str() : "null",
+        byol::model_config_json(o.model).c_str());
     std::fflush(stdout);
     return 0;
   } catch (const byol::NotSupported& e) {
