@@ -90,6 +90,15 @@ export interface LoadWeightsResult {
   // Whether the file held optimizer state (else the optimizer starts fresh).
   optimizer: boolean;
 }
+// CUDA graph replay of the training step (Byol.setCudaGraphs). Graphs only matter on CUDA:
+// there each batch shape runs eagerly twice, then its step is recorded once and replayed.
+// The CPU cannot capture, so it runs eagerly and, from the third step on (the first one that
+// would be recorded), reports { enabled: false, launches: 0, error: 'cpu: graph capture not supported' }.
+export interface GraphStatus {
+  enabled: boolean; // on, as requested, and no capture has failed
+  launches: number; // steps run as a replayed graph so far
+  error: string | null; // why graphs turned off by themselves (null: they never did)
+}
 
 // The native side (native/addon/model.cc). Declared here until lib/native.ts carries it.
 interface NativeModel {
@@ -99,7 +108,11 @@ interface NativeModel {
   saveWeights(path: string, optimizer: boolean): Promise<boolean>;
   loadWeights(path: string): Promise<boolean>;
   saveEncoder(path: string): Promise<boolean>;
-  info(): { featureDim: number; outputDim: number; numParams: number; numTargetParams: number; device: string; config: string };
+  info(): {
+    featureDim: number; outputDim: number; numParams: number; numTargetParams: number; device: string; config: string;
+    graphs: GraphStatus;
+  };
+  setUseGraphs(on: boolean): void;
   dispose(): void;
 }
 interface ModelBinding {
@@ -331,6 +344,25 @@ export class Byol implements Disposable {
   // with strict=True.
   saveEncoder(path: string): Promise<void> {
     return this.#call('saveEncoder()', (m) => m.saveEncoder(checkPath('path', path)).then(() => undefined));
+  }
+
+  // Turns CUDA graph replay of step() on (the default) or off; takes effect from the next
+  // step, in call order. Off: every step runs eagerly, so a profile shows each layer's range
+  // instead of one 'graph launch' per step. Results are the same either way.
+  setCudaGraphs(on: boolean): Promise<void> {
+    return this.#call('setCudaGraphs()', (m) => {
+      m.setUseGraphs(boolean('on', on));
+      return Promise.resolve();
+    });
+  }
+
+  // Where graph replay stands now (see GraphStatus); synchronous, so a step still queued or
+  // running is not counted yet.
+  graphStatus(): GraphStatus {
+    const m = this.#native;
+    if (m === null) throw new DisposedError('Byol model was disposed: cannot call graphStatus() after dispose()');
+    const { enabled, launches, error } = m.info().graphs;
+    return { enabled, launches, error };
   }
 
   get disposed(): boolean {

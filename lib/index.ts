@@ -11,7 +11,7 @@ export { ByolOptionError } from './validate';
 // The BYOL model and its step.
 export { Byol, emaTau, learningRate, resolveByolOptions } from './byol';
 export type {
-  Arch, ByolOptions, EmaTauOptions, EncoderOptions, InitTarget, LearningRateOptions, LoadWeightsResult,
+  Arch, ByolOptions, EmaTauOptions, EncoderOptions, GraphStatus, InitTarget, LearningRateOptions, LoadWeightsResult,
   OptimizerName, OptimizerOptions, PredictorOptions, ProjectorOptions, ResolvedByolOptions,
   SaveWeightsOptions, StepOptions, StepResult, Stem,
 } from './byol';

@@ -1,7 +1,8 @@
 // byol.test.mjs: the Byol model through the public TypeScript API: the native step against
 // the PyTorch reference (tools/ref_byol.py fixtures: loss and every tensor after each step,
 // read back through saveWeights), weights files, option and argument validation (messages
-// name the option), schedules, call ordering, dispose, and the free event loop.
+// name the option), schedules, call ordering, dispose, the free event loop, and the CUDA
+// graph switch and status (on the CPU: eager, with the reason).
 // Run with the suite (`npm test`) or alone: `npx uvu test byol.test.mjs`.
 // Tolerances and their measurement: native/tests/test_step.cc (same metric, same bounds).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -316,6 +317,30 @@ test('step and embed check their arguments, naming view1 / view2 / images', asyn
   model.dispose();
   await rejects(() => model.step(ok, ok, { lr: 0.1, tau: 0.9 }), (e) => e instanceof DisposedError && /step\(\)/.test(e.message));
   model.dispose(); // idempotent
+});
+
+test('CUDA graphs: setCudaGraphs checks on; graphStatus on the CPU turns off after the warm-up steps', async () => {
+  const options = { encoder: { arch: 'resnet18', stem: 'cifar', width: 0.0625 }, projector: { hidden: 32, out: 16 }, predictor: { hidden: 32 } };
+  const model = await Byol.create(options);
+  const views = Tensor.zeros([4, 3, 8, 8]);
+  await rejects(() => model.setCudaGraphs('yes'),
+    (e) => e instanceof ByolOptionError && /^Expected boolean for on but received "yes" of type string$/.test(e.message));
+  await rejects(() => model.setCudaGraphs(), (e) => e instanceof ByolOptionError && /for on but received undefined/.test(e.message));
+  assert.equal(model.graphStatus(), { enabled: true, launches: 0, error: null });
+  // Two eager warm-up steps, then the third would be recorded: the CPU backend cannot.
+  for (let i = 0; i < 3; i++) await model.step(views, views, { lr: 0.1, tau: 0.99 });
+  assert.equal(model.graphStatus(), { enabled: false, launches: 0, error: 'cpu: graph capture not supported' });
+  model.dispose();
+
+  const eager = await Byol.create(options);
+  await eager.setCudaGraphs(false);
+  assert.equal(eager.graphStatus(), { enabled: false, launches: 0, error: null });
+  for (let i = 0; i < 3; i++) await eager.step(views, views, { lr: 0.1, tau: 0.99 });
+  assert.equal(eager.graphStatus(), { enabled: false, launches: 0, error: null }, 'off: no capture is tried');
+  eager.dispose();
+  assert.throws(() => eager.graphStatus(), (e) => e instanceof DisposedError && /graphStatus\(\) after dispose/.test(e.message));
+  await rejects(() => eager.setCudaGraphs(true), (e) => e instanceof DisposedError && /setCudaGraphs\(\)/.test(e.message));
+  views.dispose();
 });
 
 test('calls run in order off the main thread; dispose during a step is safe', async () => {

@@ -1,8 +1,8 @@
 // cli.test.mjs: the `byol` command (dist/cli/main.js) as a user runs it: usage and option
 // errors (exit 2, flag named, before any work), a tiny synthetic train from --config + flags,
 // eval (kNN + linear, baselines), embed to .npy and .safetensors, report, info --json, augment
-// PNG (sharp and the built-in encoder), and SIGINT: the run finishes its step, writes a
-// checkpoint, exits 130 and resumes to completion.
+// PNG (sharp and the built-in encoder), --no-cuda-graphs reaching the config, and SIGINT: the
+// run finishes its step, writes a checkpoint, exits 130 and resumes to completion.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -15,6 +15,7 @@ import * as assert from 'uvu/assert';
 
 const require = createRequire(import.meta.url);
 const { encodePng, crc32 } = require('../dist/cli/png.js');
+const { TRAIN_FLAGS, optionsFromFlags, parseArgs } = require('../dist/cli/args.js');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = join(root, 'dist', 'cli', 'main.js');
@@ -79,6 +80,18 @@ test('option errors name the option and its flag, before any work', () => {
   writeFileSync(config, '{ "steps": 3,');
   assert.match(byol(['train', '--config', config]).err, /bad\.json is not valid JSON/);
   assert.ok(!existsSync(out), 'no run directory is created for a bad option');
+});
+
+test('--no-cuda-graphs sets cudaGraphs false (help, parsed options, a run\'s state.json)', () => {
+  assert.match(byol(['train', '--help']).out,
+    /--no-cuda-graphs +CUDA: run every step eagerly instead of replaying it as a CUDA graph \[cudaGraphs = false\]/);
+  assert.equal(optionsFromFlags(parseArgs(['--no-cuda-graphs'], TRAIN_FLAGS, 'train'), TRAIN_FLAGS), { cudaGraphs: false });
+  assert.equal(optionsFromFlags(parseArgs([], TRAIN_FLAGS, 'train'), TRAIN_FLAGS), {});
+  assert.match(byol(['train', '--no-cuda-graphs=1']).err, /Option --no-cuda-graphs takes no value/);
+  const run = join(scratch, 'eager');
+  const train = byol(['train', ...TINY, '--steps', '2', '--no-cuda-graphs', '--out', run]);
+  assert.is(train.code, 0, train.err);
+  assert.is(JSON.parse(readFileSync(join(run, 'state.json'), 'utf8')).config.cudaGraphs, false);
 });
 
 test('train (config + flags) -> eval -> embed -> report', () => {

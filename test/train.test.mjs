@@ -2,7 +2,7 @@
 // (ResNet-18 cifar stem at width 0.125, 8x8 synthetic images, batch 8) checking log.jsonl,
 // checkpoints, exact resume (6 straight steps vs 3 + resume 3: identical losses), abort via
 // AbortSignal, NaN stop keeping the last good checkpoint, refusal of corrupted checkpoints,
-// the metrics iterator and the HTML report.
+// the metrics iterator, the HTML report, and the cudaGraphs option (logged; changeable on resume).
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -66,6 +66,8 @@ test('options: sharp-style messages naming the option, before any work', () => {
   throwsMessage(() => new Trainer(tiny({ device: 'gpu' })), ByolOptionError, /for device but received "gpu"/);
   throwsMessage(() => new Trainer(tiny({ convPrecision: 'fp16' })), ByolOptionError,
     /^Expected one of 'fp32', 'bf16', 'auto' for convPrecision but received "fp16" of type string$/);
+  throwsMessage(() => new Trainer(tiny({ cudaGraphs: 'yes' })), ByolOptionError,
+    /^Expected boolean for cudaGraphs but received "yes" of type string$/);
   throwsMessage(() => new Trainer(tiny({ preset: 'imagenet' })), ByolOptionError,
     /'fashion-mnist', 'fashion-mnist-quick' for preset/);
   throwsMessage(() => new Trainer({ steps: 3 }), ByolOptionError, /Missing option data/);
@@ -96,6 +98,8 @@ test('options: defaults from BYOL.md, presets, explicit options beat the preset'
   assert.is(q.convPrecision, 'fp32'); // the recipe its documented numbers were measured with
   assert.equal(q.augment.cropScale, [0.2, 1]);
   assert.is(c.convPrecision, 'fp32');
+  assert.is(c.cudaGraphs, true);
+  assert.is(resolveTrainConfig({ data: { kind: 'synthetic' }, cudaGraphs: false }).cudaGraphs, false);
 });
 
 test('schedules: warmup, cosine decay and tau as BYOL.md writes them', () => {
@@ -215,6 +219,41 @@ test('convPrecision bf16: a CPU run in bf16 convolutions, logged, the setting re
   assert.is(b.length, a.length);
   assert.ok(b.every(Number.isFinite), `bf16 losses ${b}`);
   assert.ok(Math.abs(a[0] - b[0]) < 0.02 * a[0] && a[0] !== b[0], `step 1: fp32 ${a[0]}, bf16 ${b[0]}`);
+});
+
+test('cudaGraphs: logged at start (default true), no graphs field at the end on the CPU; may change on resume', async () => {
+  const on = tiny({ steps: 3 });
+  const off = tiny({ steps: 3, cudaGraphs: false });
+  await new Trainer(on).run();
+  await new Trainer(off).run();
+  const events = async (dir) => (await readLog(join(dir, 'log.jsonl'))).filter((r) => 'event' in r);
+  const [startOn, startOff] = [(await events(on.out))[0], (await events(off.out))[0]];
+  assert.is(startOn.cudaGraphs, true);
+  assert.is(startOn.config.cudaGraphs, true);
+  assert.is(startOff.cudaGraphs, false);
+  assert.is(startOff.config.cudaGraphs, false);
+  const end = (await events(on.out)).find((r) => r.event === 'end');
+  assert.ok(end && !('graphs' in end), `end record ${JSON.stringify(end)}`);
+  // Graph replay does not change what is computed: the same losses either way.
+  assert.equal(await stepLosses(off.out), await stepLosses(on.out));
+
+  // A state.json from before the option existed resumes with the default; the option itself
+  // may change on resume.
+  const controller = new AbortController();
+  const old = tiny({ steps: 4, checkpointEvery: 0, signal: controller.signal });
+  const first = new Trainer(old);
+  first.on('step', (m) => { if (m.step === 2) controller.abort(); });
+  assert.is((await first.run()).status, 'interrupted');
+  const stateFile = join(old.out, 'state.json');
+  const state = JSON.parse(readFileSync(stateFile, 'utf8'));
+  delete state.config.cudaGraphs;
+  writeFileSync(stateFile, JSON.stringify(state));
+  assert.is(new Trainer({ resume: old.out, progress: 'none' }).config.cudaGraphs, true);
+  const resumed = new Trainer({ resume: old.out, progress: 'none', cudaGraphs: false });
+  assert.is(resumed.config.cudaGraphs, false);
+  assert.is((await resumed.run()).status, 'completed');
+  const resumeRecord = (await events(old.out)).find((r) => r.event === 'resume');
+  assert.is(resumeRecord.cudaGraphs, false);
 });
 
 test('run directory holding a run is not overwritten', async () => {

@@ -1,7 +1,7 @@
 // model.ts (train): the one adapter between the trainer/evaluation and lib/byol.ts (the Byol
 // model class). Contract: everything train/ and eval/ need from a model goes through
 // TrainableModel (so an API change of Byol touches this file only); schedules are lib/byol.ts's.
-import { Byol, emaTau as byolEmaTau, learningRate as byolLearningRate } from '../byol';
+import { Byol, type GraphStatus, emaTau as byolEmaTau, learningRate as byolLearningRate } from '../byol';
 import type { Tensor } from '../tensor';
 import { type Arch, type OptimizerName, type Stem } from './options';
 
@@ -29,6 +29,9 @@ export interface TrainableModel {
   load(file: string): Promise<void>;
   // Just the online encoder, with torchvision names.
   saveEncoder(file: string): Promise<void>;
+  // CUDA graph replay of step() (Byol.setCudaGraphs / graphStatus); the CPU always runs eagerly.
+  setCudaGraphs(on: boolean): Promise<void>;
+  graphStatus(): GraphStatus;
   dispose(): void;
 }
 
@@ -69,6 +72,14 @@ class ByolAdapter implements TrainableModel {
 
   async saveEncoder(file: string): Promise<void> {
     await this.#model.saveEncoder(file);
+  }
+
+  setCudaGraphs(on: boolean): Promise<void> {
+    return this.#model.setCudaGraphs(on);
+  }
+
+  graphStatus(): GraphStatus {
+    return this.#model.graphStatus();
   }
 
   dispose(): void {

@@ -9,7 +9,7 @@ import type { Arch, OptimizerName, PredictorOptions, ProjectorOptions, Stem } fr
 import { type Dataset } from '../data/dataset';
 import { CONV_PRECISIONS, type ConvPrecision } from '../device';
 import {
-  ByolOptionError, integer, invalid, isPlainObject, knownKeys, number, oneOf, string, withDefault,
+  ByolOptionError, boolean, integer, invalid, isPlainObject, knownKeys, number, oneOf, string, withDefault,
 } from '../validate';
 import { PRESET_NAMES, type PresetName, presetOptions } from './presets';
 
@@ -106,6 +106,10 @@ export interface TrainerOptions {
   // CPU convolution precision, 'fp32' (default), 'bf16' or 'auto' (lib/device.ts
   // ConvPrecision); 'bf16' on a CUDA device is refused.
   convPrecision?: ConvPrecision;
+  // CUDA: replay each step as a CUDA graph after two eager warm-up steps (default true).
+  // false runs every step eagerly (same results; a profile then shows every layer's range).
+  // No effect on the CPU, which always runs eagerly.
+  cudaGraphs?: boolean;
   // Run directory (log.jsonl, checkpoint.safetensors, state.json ...). Default runs/<time>.
   out?: string;
   // Checkpoint every N steps (0: only at the end). Default: once per epoch.
@@ -143,6 +147,7 @@ export interface TrainConfig {
   seed: number;
   threads: number | null;
   convPrecision: ConvPrecision;
+  cudaGraphs: boolean;
   out: string;
   checkpointEvery: number | null;
   printEvery: number;
@@ -152,8 +157,8 @@ export interface TrainConfig {
 export const FASHION_MNIST_PATH = '/usr/share/datasets/fashion-mnist';
 
 const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchSize', 'epochs', 'steps', 'optimizer',
-  'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'out', 'checkpointEvery', 'printEvery', 'progress', 'resume',
-  'signal', 'profile', 'faultInjection'] as const;
+  'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'cudaGraphs', 'out', 'checkpointEvery',
+  'printEvery', 'progress', 'resume', 'signal', 'profile', 'faultInjection'] as const;
 const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
 const PROJECTOR_KEYS = ['hidden', 'out'] as const;
@@ -161,8 +166,8 @@ const PREDICTOR_KEYS = ['hidden'] as const;
 const OPTIMIZER_KEYS = ['name', 'lr', 'weightDecay', 'momentum', 'trustCoefficient', 'variant', 'warmupEpochs',
   'warmupSteps'] as const;
 // Settings that may change when a run is resumed: they do not change what is computed.
-export const RESUME_OVERRIDABLE = ['resume', 'device', 'threads', 'printEvery', 'progress', 'signal', 'profile',
-  'faultInjection', 'data'] as const;
+export const RESUME_OVERRIDABLE = ['resume', 'device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal',
+  'profile', 'faultInjection', 'data'] as const;
 
 const MAX_STEPS = 2 ** 40;
 
@@ -337,6 +342,8 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
   const threads = withDefault<number | null>(o.threads, null, (v) => integer('threads', v, 1, 4096));
   const convPrecision = withDefault<ConvPrecision>(o.convPrecision, 'fp32',
     (v) => oneOf('convPrecision', v, CONV_PRECISIONS));
+  // A state.json written before this option existed lacks it: the default applies.
+  const cudaGraphs = withDefault(o.cudaGraphs, true, (v) => boolean('cudaGraphs', v));
   const out = withDefault(o.out, defaultRunDir(), (v) => string('out', v));
   const checkpointEvery = withDefault<number | null>(o.checkpointEvery, null,
     (v) => integer('checkpointEvery', v, 0, MAX_STEPS));
@@ -353,8 +360,8 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
   return {
     preset: presetName, data, encoder, projector, predictor, batchSize,
     epochs, steps,
-    optimizer, tauBase, augment: augment as TrainConfig['augment'], device, seed, threads, convPrecision, out, checkpointEvery,
-    printEvery, progress,
+    optimizer, tauBase, augment: augment as TrainConfig['augment'], device, seed, threads, convPrecision, cudaGraphs,
+    out, checkpointEvery, printEvery, progress,
   };
 }
 

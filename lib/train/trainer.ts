@@ -158,6 +158,11 @@ class ProfilerWindow {
   readonly #log: RunLog;
   #state: 'waiting' | 'open' | 'done' = 'waiting';
 
+  // Whether the window may still capture (false once plan() found it outside the run).
+  get pending(): boolean {
+    return this.#state !== 'done';
+  }
+
   constructor(window: ProfileOptions, device: string, say: (text: string) => void, log: RunLog) {
     this.#window = window;
     this.#device = device;
@@ -237,7 +242,8 @@ export class Trainer extends EventEmitter {
       // Validate the stored configuration again (it may have been edited) with the overrides.
       const stored = withoutNulls({ ...state.config, preset: undefined }) as Record<string, unknown>;
       const overrides: Record<string, unknown> = {};
-      for (const key of ['device', 'threads', 'printEvery', 'progress', 'signal', 'profile', 'faultInjection'] as const) {
+      for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile',
+        'faultInjection'] as const) {
         if (options[key] !== undefined) overrides[key] = options[key];
       }
       if (state.config.data.kind === 'memory') {
@@ -352,6 +358,10 @@ export class Trainer extends EventEmitter {
     const previousPrecision = device === 'cpu' ? getCpuConvPrecision() : null;
     const convPrecision = device === 'cpu' ? setCpuConvPrecision(config.convPrecision) : 'fp32';
     try {
+      if (!config.cudaGraphs) await model.setCudaGraphs(false);
+      // On CUDA, a capture that fails turns graphs off for the run: said once, at the step it
+      // happens. Watched until then, or until a step has replayed (captures then work).
+      let watchGraphs = device !== 'cpu' && config.cudaGraphs;
       let elapsedBefore = 0;
       let lastCheckpoint: string | null = null;
       let lastCheckpointStep: number | null = null;
@@ -369,8 +379,8 @@ export class Trainer extends EventEmitter {
       }
       log = await RunLog.open(path.join(runDir, LOG_FILE), resume ? resume.step : undefined);
       const start: StartInfo = { runDir, plan, config, device, resumedFrom: resume ? resume.step : null };
-      await log.write({ event: resume ? 'resume' : 'start', step, device, convPrecision, plan,
-        config: config as unknown as Record<string, unknown> } as LogRecord);
+      await log.write({ event: resume ? 'resume' : 'start', step, device, convPrecision, cudaGraphs: config.cudaGraphs,
+        plan, config: config as unknown as Record<string, unknown> } as LogRecord);
       this.emit('start', start);
       progress.message(`byol: ${resume ? `resuming at step ${step} of` : 'training'} ${plan.totalSteps} steps ` +
         `(${plan.stepsPerEpoch} per epoch) on ${device}${convPrecision === 'bf16' ? ' (bf16 convolutions)' : ''}; ` +
@@ -379,6 +389,10 @@ export class Trainer extends EventEmitter {
       if (this.#profile) {
         profiler = new ProfilerWindow(this.#profile, device, (text) => progress.message(text), log);
         profiler.plan(step, plan.totalSteps);
+        if (profiler.pending && device !== 'cpu' && config.cudaGraphs) {
+          progress.message("byol: CUDA graphs on: a replayed step shows as one 'graph launch' range; " +
+            "--no-cuda-graphs (cudaGraphs: false) shows every layer's range");
+        }
       }
 
       const source = new BatchSource(dataset, views, config.batchSize, plan.stepsPerEpoch, config.seed, device);
@@ -435,6 +449,11 @@ export class Trainer extends EventEmitter {
         }
         step += 1;
         await profiler?.afterStep(step);
+        if (watchGraphs) {
+          const graphs = model.graphStatus();
+          if (graphs.error !== null) progress.message(`byol: CUDA graphs off: ${graphs.error}; steps run eagerly`);
+          if (graphs.error !== null || graphs.launches > 0) watchGraphs = false;
+        }
         if (nanAtStep === step) loss = Number.NaN;
         const now = performance.now();
         const imagesPerSec = (config.batchSize * 1000) / Math.max(1e-6, now - lastTick);
@@ -471,7 +490,8 @@ export class Trainer extends EventEmitter {
         await checkpoint(step, 'interrupted');
       }
       const elapsed = elapsedBefore + (performance.now() - startedAt) / 1000;
-      await log.write({ event: status === 'completed' ? 'end' : 'interrupted', step, elapsed });
+      await log.write({ event: status === 'completed' ? 'end' : 'interrupted', step, elapsed,
+        ...(device !== 'cpu' ? { graphs: model.graphStatus() } : {}) });
       progress.finish();
       progress.message(status === 'completed'
         ? `byol: finished ${step} steps in ${elapsed.toFixed(1)} s; checkpoint ${lastCheckpoint}`

@@ -2,7 +2,8 @@
 //   createModel(options, device) -> Promise<NativeModel>   (allocation + init off the main thread)
 //   NativeModel: step(view1, view2, lr, tau) -> Promise<number>; embed(images) / project(images,
 //     target) -> Promise<NativeTensor>; saveWeights(path, optimizer) / loadWeights(path) ->
-//     Promise<boolean (file had optimizer state)>; saveEncoder(path); dispose(); info().
+//     Promise<boolean (file had optimizer state)>; saveEncoder(path); dispose(); info();
+//     setUseGraphs(on): applied by the next step (CUDA graph replay, byol/model.h).
 //   learningRate(step, baseLr, batchSize, warmupSteps, totalSteps), emaTau(step, tauBase, totalSteps).
 //   profilerStart(device) / profilerStop(device) -> boolean: the nsys capture window (CUDA only).
 // Contract: arguments are checked again here (lib/byol.ts checks them first, same messages);
@@ -14,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <unordered_map>
@@ -121,13 +123,26 @@ byol::ModelConfig ParseConfig(const Napi::Object& o) {
   return c;
 }
 
+// The graph-replay state as info() reports it. The model's own fields change only inside
+// step() under the slot's mutex, which info() (JS thread) must not wait for; StepWorker
+// copies them here after each step instead.
+struct GraphSnapshot {
+  bool enabled = true;
+  int64_t launches = 0;
+  std::string error;
+};
+
 // What workers share with the handle: the model (null once disposed) and the lock that
 // serializes calls. Workers keep their own reference to the model, so dispose() during a
-// call frees the memory when the call ends.
+// call frees the memory when the call ends. info_mutex guards graphs and graphs_request
+// (a setUseGraphs() value the next step applies before it runs).
 struct ModelSlot {
   std::mutex mutex;
   std::shared_ptr<byol::ByolModel> model;
   std::string device;
+  std::mutex info_mutex;
+  GraphSnapshot graphs;
+  std::optional<bool> graphs_request;
 };
 
 // A worker around one model call; Execute() never touches JS. Errors come back as strings.
@@ -142,7 +157,7 @@ class ModelWorker : public Napi::AsyncWorker {
     try {
       ApplyThreadSetting();
       std::lock_guard<std::mutex> lock(slot_->mutex);
-      Run(*model_);
+      Run(*model_, *slot_);
     } catch (const std::bad_alloc&) {
       SetError(std::string(name_) + ": out of memory");
     } catch (const std::exception& e) {
@@ -152,7 +167,8 @@ class ModelWorker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& error) override { deferred_.Reject(Napi::Error::New(Env(), error.Message()).Value()); }
 
  protected:
-  virtual void Run(byol::ByolModel& model) = 0;
+  // `slot`: for the state that info() reads (the model itself is `model`).
+  virtual void Run(byol::ByolModel& model, ModelSlot& slot) = 0;
   Napi::Promise::Deferred deferred_;
 
  private:
@@ -165,10 +181,33 @@ class StepWorker : public ModelWorker {
  public:
   StepWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, byol::Tensor v1, byol::Tensor v2, float lr, float tau)
       : ModelWorker(env, "byol:Byol.step", std::move(slot)), v1_(std::move(v1)), v2_(std::move(v2)), lr_(lr), tau_(tau) {}
-  void Run(byol::ByolModel& model) override { loss_ = model.step(v1_, v2_, lr_, tau_); }
+  void Run(byol::ByolModel& model, ModelSlot& slot) override {
+    std::optional<bool> request;
+    {
+      std::lock_guard<std::mutex> info_lock(slot.info_mutex);
+      request.swap(slot.graphs_request);
+    }
+    if (request) model.set_use_graphs(*request);
+    // Refreshed when the step throws too: the graph state may have changed before the failure.
+    try {
+      loss_ = model.step(v1_, v2_, lr_, tau_);
+    } catch (...) {
+      RefreshGraphs(model, slot);
+      throw;
+    }
+    RefreshGraphs(model, slot);
+  }
   void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), loss_)); }
 
  private:
+  static void RefreshGraphs(const byol::ByolModel& model, ModelSlot& slot) {
+    std::lock_guard<std::mutex> info_lock(slot.info_mutex);
+    // A request made while this step ran wins until the next step applies it.
+    slot.graphs.enabled = slot.graphs_request.value_or(model.use_graphs());
+    slot.graphs.launches = model.graph_launches();
+    slot.graphs.error = model.graph_error();
+  }
+
   byol::Tensor v1_, v2_;
   float lr_, tau_, loss_ = 0;
 };
@@ -178,7 +217,7 @@ class ForwardWorker : public ModelWorker {
   enum class Kind { embed, project_online, project_target };
   ForwardWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, byol::Tensor images, Kind kind)
       : ModelWorker(env, "byol:Byol.embed", std::move(slot)), images_(std::move(images)), kind_(kind) {}
-  void Run(byol::ByolModel& model) override {
+  void Run(byol::ByolModel& model, ModelSlot&) override {
     out_ = kind_ == Kind::embed ? model.embed(images_) : model.project(images_, kind_ == Kind::project_target);
   }
   void OnOK() override { deferred_.Resolve(WrapTensor(Env(), std::move(out_))); }
@@ -193,7 +232,7 @@ class FileWorker : public ModelWorker {
   enum class Kind { save_weights, save_weights_with_optimizer, load_weights, save_encoder };
   FileWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, std::string path, Kind kind)
       : ModelWorker(env, "byol:Byol.weights", std::move(slot)), path_(std::move(path)), kind_(kind) {}
-  void Run(byol::ByolModel& model) override {
+  void Run(byol::ByolModel& model, ModelSlot&) override {
     switch (kind_) {
       case Kind::save_weights: model.save_weights(path_, false); break;
       case Kind::save_weights_with_optimizer: model.save_weights(path_, true); break;
@@ -223,6 +262,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod<&NativeModel::LoadWeights>("loadWeights"),
                            InstanceMethod<&NativeModel::SaveEncoder>("saveEncoder"),
                            InstanceMethod<&NativeModel::Info>("info"),
+                           InstanceMethod<&NativeModel::SetUseGraphs>("setUseGraphs"),
                            InstanceMethod<&NativeModel::Dispose>("dispose"),
                        });
   }
@@ -293,7 +333,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
 
   // Sizes of the model, read without the lock: they never change after construction, except
-  // the counters, which are read as a snapshot.
+  // the counters, which are read as a snapshot (graphs: the copy the last step left).
   Napi::Value Info(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto slot = Live(env, "info()");
@@ -305,7 +345,31 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("numTargetParams", static_cast<double>(m.num_target_params()));
     o.Set("device", slot->device);
     o.Set("config", byol::model_config_json(m.config()));
+    GraphSnapshot snapshot;
+    {
+      std::lock_guard<std::mutex> info_lock(slot->info_mutex);
+      snapshot = slot->graphs;
+    }
+    Napi::Object graphs = Napi::Object::New(env);
+    graphs.Set("enabled", snapshot.enabled);
+    graphs.Set("launches", static_cast<double>(snapshot.launches));
+    graphs.Set("error", snapshot.error.empty() ? env.Null() : Napi::String::New(env, snapshot.error));
+    o.Set("graphs", graphs);
     return o;
+  }
+
+  // Synchronous: records the request, which the next step applies under the model's lock
+  // (a step may be running now). info() reports the requested state at once.
+  Napi::Value SetUseGraphs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto slot = Live(env, "setUseGraphs()");
+    Napi::Value v = info.Length() > 0 ? info[0] : env.Undefined();
+    if (!v.IsBoolean()) ThrowExpected(env, "on", "boolean", v);
+    const bool on = v.As<Napi::Boolean>().Value();
+    std::lock_guard<std::mutex> info_lock(slot->info_mutex);
+    slot->graphs_request = on;
+    slot->graphs.enabled = on;
+    return env.Undefined();
   }
 
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
