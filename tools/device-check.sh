@@ -112,6 +112,10 @@ fi
 # ---- tests ---------------------------------------------------------------------------------
 export BYOL_CUDA_LIBRARY="$PLUGIN"
 [ -x "$RUNNER" ] && step tests 240 "$RUNNER" --backend all
+if [ -f "$LOG_DIR/tests.log" ]; then
+  echo "=== graph replay and fused kernels (from the test log)"
+  grep -E "^(PASS|FAIL|SKIP) (graph|fused)/|ms/step" "$LOG_DIR/tests.log" || true
+fi
 
 # ---- benchmark (before the memcheck: the benchmark is what this GPU time is mostly for; the
 # memcheck keeps a reserve and takes what is left) -------------------------------------------
@@ -140,7 +144,7 @@ if [ -x "$RUNNER" ]; then
   SANITIZER="$(command -v compute-sanitizer || true)"
   [ -z "$SANITIZER" ] && [ -x "$(dirname "$NVCC")/compute-sanitizer" ] && SANITIZER="$(dirname "$NVCC")/compute-sanitizer"
   if [ -n "$SANITIZER" ]; then
-    step memcheck 150 "$SANITIZER" --tool memcheck --error-exitcode 97 --leak-check no \
+    step memcheck 150 env BYOL_TEST_NO_TIMING=1 "$SANITIZER" --tool memcheck --error-exitcode 97 --leak-check no \
       "$RUNNER" --backend cuda --filter "$FILTER"
   else
     note_row memcheck skipped "compute-sanitizer not found"

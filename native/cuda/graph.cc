@@ -88,6 +88,7 @@ void CudaBackend::refuse_in_capture(const char* why) {
 bool CudaBackend::begin_capture() {
   OpScope scope("begin_capture");
   BYOL_CHECK(t_gate_holder != this, "cuda: begin_capture called inside an op or a capture of this backend");
+  activate();            // may throw: before the gate is taken
   capture_gate_.lock();  // waits until other threads' ops have finished enqueueing
   t_gate_holder = this;
   capture_owner_.store(std::this_thread::get_id(), std::memory_order_release);
@@ -99,7 +100,6 @@ bool CudaBackend::begin_capture() {
     std::lock_guard<std::mutex> lock(optim_mutex_);
     capture_tables_.clear();
   }
-  activate();
   const cudaError_t status = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
   if (status != cudaSuccess) {
     (void)cudaGetLastError();

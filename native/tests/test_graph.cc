@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <random>
 #include <thread>
@@ -374,8 +375,9 @@ BYOL_TEST("graph/replay_matches_eager@cuda", ctx) {
     ByolModel graphed(ctx.cuda, c), eager(ctx.cuda, c);
     const double worst = run_pair(graphed, eager, ctx.cuda, ctx.cuda, kind == byol::OptimizerKind::adamw ? 0.02f : 1.0f);
     // The same kernels on the same data; only cuDNN algorithms that accumulate with atomics
-    // (some backward-filter ones) may order sums differently between runs.
-    byol_test::expect_true(worst <= 1e-5, name + ": graph replay matches eager steps on the GPU",
+    // (some backward-filter ones) may order sums differently between runs. Frozen scalars
+    // would differ by 0.4-4.5 (graph/baked_scalars_are_caught).
+    byol_test::expect_true(worst <= 1e-4, name + ": graph replay matches eager steps on the GPU",
                            "max |diff| " + fmt(worst));
     byol_test::expect_true(graphed.graph_error().empty() && graphed.graph_launches() == 5,
                            name + ": captured once per shape, 5 launches",
@@ -421,6 +423,8 @@ BYOL_TEST("graph/gate_keeps_other_threads_out@cuda", ctx) {
 // the device check's benchmark measures the real configurations).
 BYOL_TEST("graph/step_time@cuda", ctx) {
   if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  if (const char* v = std::getenv("BYOL_TEST_NO_TIMING"); v && *v && std::string(v) != "0")
+    byol_test::skip("BYOL_TEST_NO_TIMING is set (timings under a sanitizer mean nothing)");
   const ModelConfig c = tiny_config(byol::OptimizerKind::lars);
   for (bool graphs : {false, true}) {
     ByolModel m(ctx.cuda, c);
