@@ -100,8 +100,13 @@ void CudaBackend::ensure_workspace(size_t bytes) {
   if (bytes <= workspace_bytes_) return;
   // Freeing the old buffer inside a capture would free it again at every launch.
   refuse_in_capture("would grow the cuDNN workspace (a shape not seen before the capture)");
-  // Stream-ordered: convs already queued keep using the old buffer until they ran.
-  if (workspace_) free_raw(workspace_);
+  // Stream-ordered: convs already queued keep using the old buffer until they ran. A buffer
+  // that captured graphs use stays allocated (retired) until the last of them is destroyed:
+  // their conv nodes hold its address.
+  if (workspace_ && workspace_pins_.count(workspace_))
+    retired_workspaces_.push_back(workspace_);
+  else if (workspace_)
+    free_raw(workspace_);
   workspace_ = nullptr;
   workspace_bytes_ = 0;
   workspace_ = alloc_raw(bytes, "the cuDNN workspace");

@@ -219,6 +219,12 @@ void CudaBackend::teardown() noexcept {
   cublas_ = nullptr;
   if (cudnn_) cudnnDestroy(cudnn_);
   cudnn_ = nullptr;
+  // Retired workspaces outlive their graphs only if a graph outlived the backend (a contract
+  // violation); freed here all the same.
+  for (void* p : retired_workspaces_)
+    if (p) pool_ ? cudaFreeAsync(p, stream_) : cudaFree(p);
+  retired_workspaces_.clear();
+  workspace_pins_.clear();
   for (void** p : {&workspace_, &cublas_workspace_, reinterpret_cast<void**>(&device_status_)}) {
     if (*p) pool_ ? cudaFreeAsync(*p, stream_) : cudaFree(*p);
     *p = nullptr;

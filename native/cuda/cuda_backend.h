@@ -258,6 +258,11 @@ class CudaBackend final : public Backend {
   // Grown on demand, never shrunk: every conv of a step shares it (ops run in stream order).
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  // Graphs bake the workspace's address into their conv nodes (graph.cc): buffers with pins
+  // are not freed when the workspace grows but retired, and freed with their last graph.
+  // Guarded by mutex_.
+  std::map<void*, int> workspace_pins_;
+  std::vector<void*> retired_workspaces_;
 
   unsigned* device_status_ = nullptr;    // kernels OR DeviceStatusBits into it
   unsigned* host_status_ = nullptr;      // pinned copy target

@@ -6,6 +6,7 @@
 // changes between launches must live in device memory (the model's step scalars and inputs).
 // A graph must not outlive its backend (like a Tensor). Graphs keep the optimizer segment
 // tables they read pinned in the backend's cache.
+#include <algorithm>
 #include <sstream>
 
 #include "cuda_backend.h"
@@ -42,19 +43,34 @@ OpGate::~OpGate() {
 
 class CudaGraph final : public Graph {
  public:
-  CudaGraph(CudaBackend* backend, cudaGraphExec_t exec, std::vector<const void*> tables)
-      : backend_(backend), exec_(exec), tables_(std::move(tables)) {}
+  CudaGraph(CudaBackend* backend, cudaGraphExec_t exec, std::vector<const void*> tables, void* workspace)
+      : backend_(backend), exec_(exec), tables_(std::move(tables)), workspace_(workspace) {}
 
   ~CudaGraph() override {
-    // An exec graph destroyed while a launch is in flight is released when the launch ends.
+    // An exec graph destroyed while a launch is in flight is released when the launch ends;
+    // the memory it pinned is freed stream-ordered, after that launch.
     int current = -1;
     if (cudaGetDevice(&current) != cudaSuccess || current != backend_->device()) cudaSetDevice(backend_->device());
     cudaGraphExecDestroy(exec_);
     (void)cudaGetLastError();
-    std::lock_guard<std::mutex> lock(backend_->optim_mutex_);
-    for (auto& table : backend_->segment_tables_)
-      for (const void* pinned : tables_)
-        if (table.get() == pinned) table->pins -= 1;
+    {
+      std::lock_guard<std::mutex> lock(backend_->optim_mutex_);
+      for (auto& table : backend_->segment_tables_)
+        for (const void* pinned : tables_)
+          if (table.get() == pinned) table->pins -= 1;
+    }
+    if (!workspace_) return;
+    OpGate gate(backend_);  // the free below must not land in another thread's capture
+    std::lock_guard<std::mutex> lock(backend_->mutex_);
+    auto pin = backend_->workspace_pins_.find(workspace_);
+    if (pin == backend_->workspace_pins_.end() || --pin->second > 0) return;
+    backend_->workspace_pins_.erase(pin);
+    auto& retired = backend_->retired_workspaces_;
+    auto it = std::find(retired.begin(), retired.end(), workspace_);
+    if (it != retired.end()) {
+      retired.erase(it);
+      backend_->free_raw(workspace_);
+    }
   }
 
   void launch() override {
@@ -70,6 +86,7 @@ class CudaGraph final : public Graph {
   CudaBackend* backend_;
   cudaGraphExec_t exec_;
   std::vector<const void*> tables_;  // SegmentTable* pinned for this graph's lifetime
+  void* workspace_;                  // the cuDNN workspace its conv nodes use (pinned), or null
 };
 
 // ---- capture ---------------------------------------------------------------------------------
@@ -164,7 +181,13 @@ std::unique_ptr<Graph> CudaBackend::end_capture(std::string* error) {
       for (const void* pinned : tables)
         if (table.get() == pinned) table->pins += 1;
   }
-  return std::make_unique<CudaGraph>(this, exec, std::move(tables));
+  void* workspace = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    workspace = workspace_;  // the capture could not grow it (refuse_in_capture)
+    if (workspace) workspace_pins_[workspace] += 1;
+  }
+  return std::make_unique<CudaGraph>(this, exec, std::move(tables), workspace);
 }
 
 }  // namespace cuda

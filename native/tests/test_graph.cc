@@ -285,6 +285,13 @@ double run_pair(ByolModel& graphed, ByolModel& eager, Backend* gb, Backend* eb, 
     const float la = graphed.step(a1, a2, s.lr * lr_scale, s.tau);
     const float lb = eager.step(b1, b2, s.lr * lr_scale, s.tau);
     worst = std::max(worst, double(std::fabs(la - lb)));
+    if (i == 3) {
+      // An evaluation forward of larger images between replays: on a GPU its convolutions grow
+      // the shared cuDNN workspace, which the captured graph must survive (graph.cc pins it).
+      Tensor big_a = random_views(gb, 16, 24, 300), big_b = random_views(eb, 16, 24, 300);
+      const std::vector<float> ya = graphed.embed(big_a).to_vector_f32(), yb = eager.embed(big_b).to_vector_f32();
+      for (size_t j = 0; j < ya.size(); ++j) worst = std::max(worst, double(std::fabs(ya[j] - yb[j])));
+    }
     ++i;
   }
   const auto sa = state_of(graphed), sb = state_of(eager);
