@@ -216,6 +216,10 @@ namespace {
 // table), which must not happen inside a capture.
 constexpr int kGraphWarmupSteps = 2;
 
+// Where view 2 starts in a plan's graph inputs: 256-byte aligned like the views the warm-up
+// steps read (libraries pick kernels by pointer alignment; the capture must see the same).
+int64_t view2_offset(int64_t view_floats) { return (view_floats + 63) / 64 * 64; }
+
 }  // namespace
 
 void ByolModel::set_use_graphs(bool on) {
@@ -299,9 +303,9 @@ void ByolModel::step_ops(ModelPlan& plan, const float* x1, const float* x2, floa
 // reason is kept in graph_error_; nothing recorded has run, so the step then runs eagerly.
 void ByolModel::capture_step(ModelPlan& plan, float lr, float tau, int64_t optimizer_step, int64_t view_floats) {
   // Allocated before the capture: an allocation inside it would belong to the graph.
-  if (!plan.inputs.defined()) plan.inputs = Tensor(backend_, {2 * view_floats}, DType::f32);
+  if (!plan.inputs.defined()) plan.inputs = Tensor(backend_, {2 * view2_offset(view_floats)}, DType::f32);
   const float* x1 = plan.inputs.f32();
-  const float* x2 = x1 + view_floats;
+  const float* x2 = x1 + view2_offset(view_floats);
   std::string error;
   if (!backend_->begin_capture()) {
     plan.inputs = Tensor();
@@ -354,7 +358,7 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
   if (plan.graph) {
     const Range range(be, "graph launch");
     be->copy(plan.inputs.raw(), view1.raw(), view1.nbytes());
-    be->copy(plan.inputs.f32() + view_floats, view2.raw(), view2.nbytes());
+    be->copy(plan.inputs.f32() + view2_offset(view_floats), view2.raw(), view2.nbytes());
     plan.graph->launch();
     ++graph_launches_;
   } else {

@@ -71,6 +71,9 @@ CudaBackend::AugmentStaging::~AugmentStaging() {
 void CudaBackend::augment(float* out, const uint8_t* images, const AugmentParams* params, int N, int H, int W,
                           int C, int out_h, int out_w) {
   BYOL_CUDA_OP("augment");
+  // Its parameters go through pinned staging slots that are reused: a replay would read
+  // whatever a later call left there.
+  refuse_in_capture("stages its parameters through reused host memory");
   if (!augment_math::check_augment_args("cuda: ", out, images, params, N, H, W, C, out_h, out_w)) return;
 
   bool any_jitter = false, any_blur = false;

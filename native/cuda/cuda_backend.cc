@@ -299,6 +299,18 @@ void CudaBackend::free_raw(void* ptr) {
     return;
   }
   cudaError_t status = pool_ ? cudaFreeAsync(ptr, stream_) : cudaFree(ptr);
+  if (status != cudaSuccess && capturing_here()) {
+    // A free into a capture that an earlier call invalidated (an op is unwinding): the graph
+    // is discarded with its allocations, so nothing leaks; the capture fails, not a later sync.
+    (void)cudaGetLastError();
+    capture_allocs_.erase(std::remove(capture_allocs_.begin(), capture_allocs_.end(), ptr), capture_allocs_.end());
+    if (capture_broken_.empty())
+      capture_broken_ = std::string("cuda: ") + current_op() + ": freeing scratch inside the capture failed: " +
+                        cudaGetErrorName(status);
+    return;
+  }
+  if (capturing_here())  // freed inside the capture: the graph frees it at every launch
+    capture_allocs_.erase(std::remove(capture_allocs_.begin(), capture_allocs_.end(), ptr), capture_allocs_.end());
   if (status != cudaSuccess) {
     (void)cudaGetLastError();
     // Called from destructors, which must not throw: the error is reported by the next

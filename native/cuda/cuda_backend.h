@@ -21,6 +21,7 @@
 #include <cudnn.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -65,6 +66,8 @@ class CudaBackend;
 // its backend's gate shared while it runs, a capture holds it exclusively from begin_capture to
 // end_capture, and the capturing thread's own ops pass. Re-entrant on a thread (an op that
 // calls another op, a DeviceBuffer freed inside an op).
+// New ops wait while a capture is waiting for the gate (no starvation of the capture). An op
+// that throws on the capturing thread marks the capture failed.
 class OpGate {
  public:
   explicit OpGate(const CudaBackend* backend);
@@ -73,7 +76,10 @@ class OpGate {
   OpGate& operator=(const OpGate&) = delete;
 
  private:
-  const CudaBackend* held_ = nullptr;  // the backend whose gate this object locked, if any
+  const CudaBackend* backend_;
+  const CudaBackend* previous_;  // this thread's holder before (restored: nesting across backends)
+  int uncaught_;                 // std::uncaught_exceptions() at entry
+  bool held_ = false;            // this object took the gate shared
 };
 
 // First line of every op: names it (errors, NVTX), waits out another thread's capture, and
@@ -284,6 +290,10 @@ class CudaBackend final : public Backend {
 
   // ---- graph capture (graph.cc) ----
   mutable std::shared_mutex capture_gate_;  // OpGate: shared per op, exclusive per capture
+  std::atomic<bool> capture_pending_{false};  // a capture wants or holds the gate
+  mutable std::mutex capture_wait_mutex_;
+  mutable std::condition_variable capture_wait_cv_;
+  void release_capture_gate();  // unlocks the gate, clears capture_pending_, wakes waiting ops
   std::atomic<std::thread::id> capture_owner_{};  // the capturing thread; default id: none
   std::string capture_error_;  // why begin_capture failed, for end_capture
   // Touched by the capturing thread only (other threads wait at the gate):

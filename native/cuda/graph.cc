@@ -7,6 +7,7 @@
 // A graph must not outlive its backend (like a Tensor). Graphs keep the optimizer segment
 // tables they read pinned in the backend's cache.
 #include <algorithm>
+#include <exception>
 #include <sstream>
 
 #include "cuda_backend.h"
@@ -26,17 +27,30 @@ std::string error_text(cudaError_t status) {
 
 // ---- OpGate ----------------------------------------------------------------------------------
 
-OpGate::OpGate(const CudaBackend* backend) {
+OpGate::OpGate(const CudaBackend* backend)
+    : backend_(backend), previous_(t_gate_holder), uncaught_(std::uncaught_exceptions()) {
   if (t_gate_holder == backend) return;  // nested op, or the capturing thread itself
+  // A capture waiting for the gate goes first: std::shared_mutex may prefer readers, and a
+  // steady stream of ops from other threads would otherwise starve it.
+  if (backend->capture_pending_.load(std::memory_order_acquire)) {
+    std::unique_lock<std::mutex> lock(backend->capture_wait_mutex_);
+    backend->capture_wait_cv_.wait(lock, [&] { return !backend->capture_pending_.load(std::memory_order_acquire); });
+  }
   backend->capture_gate_.lock_shared();
-  held_ = backend;
+  held_ = true;
   t_gate_holder = backend;
 }
 
 OpGate::~OpGate() {
+  // An op that throws inside a capture leaves a partial recording: the capture must fail.
+  if (std::uncaught_exceptions() > uncaught_ && backend_->capturing_here()) {
+    auto* self = const_cast<CudaBackend*>(backend_);
+    if (self->capture_broken_.empty())
+      self->capture_broken_ = std::string("cuda: ") + current_op() + " threw inside the capture";
+  }
   if (!held_) return;
-  t_gate_holder = nullptr;
-  held_->capture_gate_.unlock_shared();
+  t_gate_holder = previous_;
+  backend_->capture_gate_.unlock_shared();
 }
 
 // ---- CudaGraph -------------------------------------------------------------------------------
@@ -105,28 +119,47 @@ void CudaBackend::refuse_in_capture(const char* why) {
 bool CudaBackend::begin_capture() {
   OpScope scope("begin_capture");
   BYOL_CHECK(t_gate_holder != this, "cuda: begin_capture called inside an op or a capture of this backend");
-  activate();            // may throw: before the gate is taken
-  capture_gate_.lock();  // waits until other threads' ops have finished enqueueing
-  t_gate_holder = this;
-  capture_owner_.store(std::this_thread::get_id(), std::memory_order_release);
-  capture_error_.clear();
-  capture_broken_.clear();
-  capture_allocs_.clear();
-  capture_deferred_frees_.clear();
+  activate();  // may throw: before the gate is taken
   {
-    std::lock_guard<std::mutex> lock(optim_mutex_);
-    capture_tables_.clear();
+    std::lock_guard<std::mutex> lock(capture_wait_mutex_);
+    capture_pending_.store(true, std::memory_order_release);  // new ops of other threads wait
   }
-  const cudaError_t status = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
-  if (status != cudaSuccess) {
+  capture_gate_.lock();  // waits until ops already running have finished enqueueing
+  const CudaBackend* previous = t_gate_holder;
+  t_gate_holder = this;
+  try {
+    capture_error_.clear();
+    capture_broken_.clear();
+    capture_allocs_.clear();
+    capture_deferred_frees_.clear();
+    {
+      std::lock_guard<std::mutex> lock(optim_mutex_);
+      capture_tables_.clear();
+    }
+    capture_owner_.store(std::this_thread::get_id(), std::memory_order_release);
+    const cudaError_t status = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+    if (status == cudaSuccess) return true;
     (void)cudaGetLastError();
     capture_error_ = "cuda: cudaStreamBeginCapture failed: " + error_text(status);
+  } catch (...) {
     capture_owner_.store(std::thread::id(), std::memory_order_release);
-    t_gate_holder = nullptr;
-    capture_gate_.unlock();
-    return false;
+    t_gate_holder = previous;
+    release_capture_gate();
+    throw;
   }
-  return true;
+  capture_owner_.store(std::thread::id(), std::memory_order_release);
+  t_gate_holder = previous;
+  release_capture_gate();
+  return false;
+}
+
+void CudaBackend::release_capture_gate() {
+  capture_gate_.unlock();
+  {
+    std::lock_guard<std::mutex> lock(capture_wait_mutex_);
+    capture_pending_.store(false, std::memory_order_release);
+  }
+  capture_wait_cv_.notify_all();
 }
 
 std::unique_ptr<Graph> CudaBackend::end_capture(std::string* error) {
@@ -139,54 +172,61 @@ std::unique_ptr<Graph> CudaBackend::end_capture(std::string* error) {
     if (!capture_error_.empty()) return fail(capture_error_);
     return fail("cuda: end_capture without a capture begun on this thread");
   }
+  // Everything below runs with the gate still held, so no other thread can grow the workspace
+  // or evict a segment table between the recording and the pins that protect them.
   cudaGraph_t graph = nullptr;
   const cudaError_t end_status = cudaStreamEndCapture(stream_, &graph);
+  if (end_status != cudaSuccess) (void)cudaGetLastError();
   std::vector<const void*> tables;
   {
     std::lock_guard<std::mutex> lock(optim_mutex_);
     tables.swap(capture_tables_);
   }
   capture_owner_.store(std::thread::id(), std::memory_order_release);
+  // Memory from before the capture that an op freed inside it: freed now, for real.
   for (void* ptr : capture_deferred_frees_) free_raw(ptr);
   capture_deferred_frees_.clear();
+  std::string why;
+  if (!capture_broken_.empty()) {
+    why = capture_broken_;
+  } else if (end_status != cudaSuccess || graph == nullptr) {
+    // cudaErrorStreamCaptureInvalidated: an op inside made a call that cannot be captured.
+    why = "cuda: the capture was abandoned: cudaStreamEndCapture returned " + error_text(end_status);
+  } else if (!capture_allocs_.empty()) {
+    // A graph launched again while its previous launch's allocations are live fails.
+    why = "cuda: " + std::to_string(capture_allocs_.size()) +
+          " allocation(s) made inside the capture were not freed inside it";
+  }
   capture_allocs_.clear();
-  t_gate_holder = nullptr;
-  capture_gate_.unlock();
-
-  if (end_status == cudaSuccess && !capture_broken_.empty()) {
-    if (graph) cudaGraphDestroy(graph);
-    return fail(capture_broken_);
-  }
-  if (end_status != cudaSuccess || graph == nullptr) {
-    (void)cudaGetLastError();
-    if (graph) cudaGraphDestroy(graph);
-    // cudaErrorStreamCaptureInvalidated: an op inside failed (and threw) or made a call that
-    // cannot be captured.
-    return fail("cuda: the capture was abandoned: cudaStreamEndCapture returned " + error_text(end_status));
-  }
   cudaGraphExec_t exec = nullptr;
-  const cudaError_t status = cudaGraphInstantiateWithFlags(&exec, graph, 0);
-  size_t nodes = 0;
-  cudaGraphGetNodes(graph, nullptr, &nodes);
-  cudaGraphDestroy(graph);
-  if (status != cudaSuccess) {
-    (void)cudaGetLastError();
-    std::ostringstream os;
-    os << "cuda: cudaGraphInstantiate of a " << nodes << "-node graph failed: " << error_text(status);
-    return fail(os.str());
-  }
-  {
-    std::lock_guard<std::mutex> lock(optim_mutex_);
-    for (auto& table : segment_tables_)
-      for (const void* pinned : tables)
-        if (table.get() == pinned) table->pins += 1;
-  }
   void* workspace = nullptr;
-  {
+  if (why.empty()) {
+    const cudaError_t status = cudaGraphInstantiateWithFlags(&exec, graph, 0);
+    if (status != cudaSuccess) {
+      (void)cudaGetLastError();
+      size_t nodes = 0;
+      cudaGraphGetNodes(graph, nullptr, &nodes);
+      std::ostringstream os;
+      os << "cuda: cudaGraphInstantiate of a " << nodes << "-node graph failed: " << error_text(status);
+      why = os.str();
+      exec = nullptr;
+    }
+  }
+  if (graph) cudaGraphDestroy(graph);  // the exec graph is independent of it
+  if (why.empty()) {
+    {
+      std::lock_guard<std::mutex> lock(optim_mutex_);
+      for (auto& table : segment_tables_)
+        for (const void* pinned : tables)
+          if (table.get() == pinned) table->pins += 1;
+    }
     std::lock_guard<std::mutex> lock(mutex_);
     workspace = workspace_;  // the capture could not grow it (refuse_in_capture)
     if (workspace) workspace_pins_[workspace] += 1;
   }
+  t_gate_holder = nullptr;
+  release_capture_gate();
+  if (!why.empty()) return fail(why);
   return std::make_unique<CudaGraph>(this, exec, std::move(tables), workspace);
 }
 
