@@ -97,6 +97,23 @@ class ReportTest(unittest.TestCase):
         md = self.render([result(R18, "byol", "fp32", 5.0, loss=float("nan")), result(R18, "pytorch", "tf32", 5.0)])
         self.assertIn("loss not finite", md)
 
+    def test_graph_rows(self):
+        # byol rows say whether the step replayed as a CUDA graph; the eager rerun is its own row,
+        # the memory line keeps the graph run, and a failed capture is labelled and explained.
+        md = self.render([
+            result(R18, "pytorch", "tf32", 10.0),
+            result(R18, "byol", "tf32", 20.0, graphs=True, graph_launches=13, device_used_mb=900.0),
+            result(R18, "byol", "tf32", 14.0, graphs=False, graph_launches=0, device_used_mb=700.0),
+            result(R50, "pytorch", "tf32", 2.0),
+            result(R50, "byol", "tf32", 2.2, graphs=True, graph_launches=0, graph_error="cuda: capture refused"),
+        ])
+        self.assertRegex(md, r"\| byol +\| TF32, CUDA graph +\| 20.00 ")
+        self.assertRegex(md, r"\| byol +\| TF32, eager +\| 14.00 ")
+        self.assertIn("TF32, eager (capture failed)", md)
+        self.assertIn("graph capture failed: cuda: capture refused", md)
+        self.assertIn("**met**: 2.00x (byol tf32", md)  # the best byol row is compared
+        self.assertIn("tf32: byol 900 MiB", md)
+
     def test_bad_input_names_the_line(self):
         path = write_lines(self.dir.name, [result(R18, "pytorch", "tf32", 5.0), "{not json"])
         with self.assertRaisesRegex(gpu_report.ReportError, r"results\.jsonl:2: expected one JSON object per line"):

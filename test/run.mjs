@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // run.mjs: the whole test suite (`npm test`): the C++ test runner (op table vs PyTorch
-// fixtures, CUDA vs CPU where a GPU exists) and the uvu tests of the JS API, then one
-// closing line "N passed, N failed, N skipped" summing both. Exit 1 on any failure.
-// Arguments: --only native|js, and a filter passed to the C++ runner (--filter X).
+// fixtures, CUDA vs CPU where a GPU exists), the uvu tests of the JS API and the benchmark
+// report's Python tests, then one closing line "N passed, N failed, N skipped" summing them.
+// Exit 1 on any failure.
+// Arguments: --only native|js|bench, and a filter passed to the C++ runner (--filter X).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -38,7 +39,7 @@ function run(name, command, args, parse) {
   parts.push({ name, ...counts, seconds: (Date.now() - started) / 1000 });
 }
 
-if (only !== 'js') {
+if (only === null || only === 'native') {
   const runner = ['build-cmake/native/tests/byol_tests', 'build-cmake/byol_tests']
     .map((p) => join(root, p)).find((p) => existsSync(p));
   if (!runner) {
@@ -53,7 +54,7 @@ if (only !== 'js') {
   }
 }
 
-if (only !== 'native') {
+if (only === null || only === 'js') {
   const uvu = join(root, 'node_modules', 'uvu', 'bin.js');
   run('js (uvu)', process.execPath, [uvu, 'test', '\\.test\\.mjs$'], (out) => {
     const total = out.match(/Total:\s+(\d+)/);
@@ -61,6 +62,21 @@ if (only !== 'native') {
     const skipped = out.match(/Skipped:\s+(\d+)/);
     if (!total || !passed) return null;
     return { passed: +passed[1], failed: +total[1] - +passed[1], skipped: skipped ? +skipped[1] : 0 };
+  });
+}
+
+// The benchmark report's own tests (bench/gpu_report.py renders BENCHMARKS.md's GPU section
+// from JSON lines; checked on made-up lines, no GPU or PyTorch needed).
+if (only === null || only === 'bench') {
+  run('bench (python)', process.env.PYTHON ?? 'python3', [join('bench', 'test_gpu_report.py')], (out) => {
+    const ran = out.match(/^Ran (\d+) tests?/m);
+    if (!ran) return null;
+    const status = out.match(/^(OK|FAILED)(?: \((.*)\))?\s*$/m);
+    if (!status) return null;
+    const count = (key) => +(status[2]?.match(new RegExp(`${key}=(\\d+)`))?.[1] ?? 0);
+    const failed = count('failures') + count('errors');
+    const skipped = count('skipped');
+    return { passed: +ran[1] - failed - skipped, failed, skipped };
   });
 }
 
