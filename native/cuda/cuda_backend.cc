@@ -179,12 +179,16 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     for (StagingSlot& slot : staging_)
       BYOL_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
 
+    // TF32 tensor cores by default (PyTorch's choice for convolutions); 0 for full FP32.
+    tf32_conv_ = tf32_matmul_ = true;
     if (const char* tf32 = std::getenv("BYOL_CUDA_TF32")) {
       const std::string mode(tf32);
       BYOL_CHECK(mode.empty() || mode == "0" || mode == "1" || mode == "conv",
                  "cuda: expected BYOL_CUDA_TF32 to be 0, 1 or conv but received '", mode, "'");
-      tf32_conv_ = mode == "1" || mode == "conv";
-      tf32_matmul_ = mode == "1";
+      if (!mode.empty()) {
+        tf32_conv_ = mode == "1" || mode == "conv";
+        tf32_matmul_ = mode == "1";
+      }
     }
     cudnn_benchmark_ = env_flag("BYOL_CUDNN_BENCHMARK", false);
     cudnn_deterministic_ = env_flag("BYOL_CUDNN_DETERMINISTIC", false);

@@ -5,10 +5,10 @@
 // shape in benchmark mode. Memory comes from a stream-ordered pool on that stream. Ops may
 // be called from any host thread (each op makes the backend's device current).
 // Settings read once from the environment:
-//   BYOL_CUDA_TF32         unset or 0: full FP32 everywhere (results within ~1e-5 of the
-//                          CPU backend); 1: TF32 tensor cores in convolutions and GEMMs
-//                          (PyTorch's conv default; ~1e-3 relative error, several times faster);
-//                          "conv": TF32 in convolutions only.
+//   BYOL_CUDA_TF32         unset or 1 (default): TF32 tensor cores in convolutions and GEMMs
+//                          (~1e-3 relative error, several times faster; PyTorch's convolution
+//                          default); 0: full FP32 everywhere (results within ~1e-5 of the CPU
+//                          backend: what the tests compare); "conv": TF32 in convolutions only.
 //   BYOL_CUDNN_BENCHMARK   1: time cuDNN's algorithms once per conv shape (cudnnFind*)
 //                          instead of taking its heuristic's first choice.
 //   BYOL_CUDNN_DETERMINISTIC 1: only deterministic cuDNN algorithms.

@@ -1,7 +1,7 @@
 // linear.cc: fully connected layers through cuBLAS (row-major tensors as column-major GEMMs).
 // Contract (backend.h): inp (B, I), weight (O, I), bias (O) or null, out (B, O); dinp is
-// written (=) and may be null; dweight/dbias are added when `accumulate`. GEMMs run in full
-// FP32 unless BYOL_CUDA_TF32=1 (CUBLAS_COMPUTE_32F_FAST_TF32).
+// written (=) and may be null; dweight/dbias are added when `accumulate`. GEMMs use TF32
+// tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32) unless BYOL_CUDA_TF32 is 0 or conv.
 #include "cuda_backend.h"
 #include "kernels/kernels.h"
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -89,6 +90,12 @@ int main(int argc, char** argv) {
     cuda_slot.unavailable = "not requested (--backend cpu)";
   } else if (!list) {
     try {
+      // The CUDA cases compare against the CPU backend in full FP32 (the backend's default is
+      // TF32, ~1e-3 off): forced before the backend reads its settings.
+      const char* tf32 = std::getenv("BYOL_CUDA_TF32");
+      if (tf32 && std::string(tf32) != "0")
+        std::printf("byol_tests: BYOL_CUDA_TF32=%s ignored: the CUDA cases compare in full FP32\n", tf32);
+      ::setenv("BYOL_CUDA_TF32", "0", 1);
       cuda = byol::load_cuda_backend(0);
       cuda_slot.backend = cuda.get();
     } catch (const std::exception& e) {
