@@ -294,25 +294,34 @@ CASES = {
         # PyTorch stays on the exact trajectory with room to spare.
         scatter=dict(loss=5e-6, params=2.5e-5, momentum=2.5e-4, running=5e-6)),
     # ResNet-50 (bottleneck v1.5, stride on the 3x3), imagenet stem (7x7/2 + max-pool),
-    # one input channel, width 1/32 (bottlenecks of 2..16 channels, 64-d y), 48x48 images so
-    # that layer4 still has 2x2 positions (BatchNorm over 4 rows per image is ill-conditioned).
-    # One step: the multi-step semantics (momentum, EMA of a moved target) are the ResNet-18
-    # case's; this one adds the bottleneck, the imagenet stem and one-channel input, and keeps
-    # the fixtures under 2 MB.
+    # one input channel, width 1/32 (bottlenecks of 2..16 channels, 64-d y), 40x40 images:
+    # stem 20x20, max-pool 10x10, layer2..4 5x5, 3x3, 2x2 (layer4's 3x3/2 conv pads, avgpool
+    # averages 4 positions; BatchNorm over 32 rows in layer4, 8 in the MLPs). One step: the
+    # multi-step semantics (momentum, EMA of a moved target) are the ResNet-18 case's; this one
+    # adds the bottleneck, the imagenet stem and one-channel input.
+    # Conditioning (2026-11-28): the float32 noise of the forward grows ~1.1-1.2x per
+    # BatchNorm + ReLU (sigma / std of the ReLU inputs: 1.7e-7 after the stem, 1e-6 after
+    # layer1, 2e-5 in layer4, 7e-5 in the predictor), and more BatchNorm rows do not reduce it
+    # (the same profile at batch 8..64, images 48..96), they only add ReLU inputs. So the
+    # expected number of online ReLU inputs within MIN_NOISE_MARGIN sigma of 0, E, grows with
+    # batch * positions (b8 48x48: ~9-13, b8 40x40: ~7.6, b16 64x64: ~31, b64 48x48: ~77), and
+    # a seed passes with probability ~exp(-E): none of seeds 1..9 at 48x48 did (margins
+    # 0.0-2.3 sigma). 40x40 keeps layer3/layer4's maps of 48x48 with fewer inputs in front of
+    # them. Seeds 1..16000 prefiltered (the exact forward's min |x| against a per-layer noise
+    # profile; ~1 in 400 reaches 6 sigma), the best 8 checked with --search r50_imagenet
+    # --seeds S:S+1. 7202 passes with the lowest scatter: 11.8 sigma (layer4.2 call 3);
+    # scatter loss 1.7e-6, params and momentum 4.9e-4 (layer1.0.bn1.bias), running 7.5e-6.
+    # Also passing: 10208 (13.1 sigma, momentum scatter 9.2e-4), 8738 (11.0, 1.6e-3).
+    # Failing on momentum scatter despite >= 10 sigma: 6084 (13.6 sigma, 6.2e-3 in
+    # encoder.bn1.bias), 5999 (13.9, 3.2e-3), 3677 (10.5, 4.4e-3), 13088 (13.5, 6.6e-2),
+    # 14172 (11.8, 5.1e-3): BatchNorm biases whose gradient nearly cancels.
     "r50_imagenet": dict(
         config=dict(encoder=dict(arch="resnet50", stem="imagenet", inChannels=1, width=0.03125),
                     projector=dict(hidden=32, out=16), predictor=dict(hidden=32),
                     optimizer=dict(name="lars", weightDecay=1.5e-6, momentum=0.9, trustCoefficient=1e-3)),
-        batch=8, size=48, seed=6, lr=[0.1], tau=[0.9],
+        batch=8, size=40, seed=7202, lr=[0.1], tau=[0.9],
         # Half of native/tests/test_step.cc's bounds for it (kR50Forced).
-        scatter=dict(loss=5e-5, params=2.5e-3, momentum=2.5e-3, running=1e-4),
-        # Known ill-conditioned: at this size no seed found passes conditioning() (--search
-        # r50_imagenet --seeds 1:10, 2026-11-28: margins 0.0-2.3 sigma, momentum scatter
-        # 1e-2..3e-1; seed 6: 0.3 sigma in layer4.1). Its test passes on the CPU backend
-        # deterministically, but another engine (a GPU) may land on the other side of a ReLU
-        # and fail it by chance. Written with a warning until a well-conditioned design
-        # (larger BatchNorm row counts) replaces it.
-        known_ill=True),
+        scatter=dict(loss=5e-5, params=2.5e-3, momentum=2.5e-3, running=1e-4)),
 }
 # LARS moves trust-ratio tensors by lr * 1e-3 of their norm per step and BatchNorm/bias
 # tensors by lr * gradient: rates of 0.1-0.2 move every tensor measurably. The taus are small
