@@ -9,7 +9,8 @@
 # Environment: BYOL_BENCH_OUT output folder (default $OUT, else BUILD_DIR); BYOL_BENCH_BUDGET_S
 # seconds for all runs (default 170): runs go in priority order (TF32 and bf16 of both cases,
 # then fp32) and those that no longer fit are recorded as skipped; BYOL_BENCH_WARMUP (3),
-# BYOL_BENCH_STEPS (15), BYOL_BENCH_MAX_SECONDS (5) per run; PYTHON (python3);
+# BYOL_BENCH_STEPS (15), BYOL_BENCH_MAX_SECONDS (5) per run; BYOL_BENCH_OP_TIMES (3) eager steps
+# timed op by op after byol's TF32 runs (0: none); PYTHON (python3);
 # BYOL_BENCH_SMOKE=1 checks this pipeline on a machine without a GPU: the CPU, tiny models
 # (byol's TF32 rows then record the CPU backend's refusal).
 # Exit 0 when every run gave a result (byol's "not supported" counts: the backend lacks an op,
@@ -23,6 +24,7 @@ BUDGET="${BYOL_BENCH_BUDGET_S:-170}"
 WARMUP="${BYOL_BENCH_WARMUP:-3}"
 STEPS="${BYOL_BENCH_STEPS:-15}"
 MAX_SECONDS="${BYOL_BENCH_MAX_SECONDS:-5}"
+OP_TIMES="${BYOL_BENCH_OP_TIMES:-3}"
 PY="${PYTHON:-python3}"
 BIN="$BUILD/native/bench/byol_bench_step"
 JSONL="$OUT_DIR/gpu-bench.jsonl"
@@ -88,6 +90,11 @@ run() {
     cmd=("$BIN" --device "$DEVICE" --variant "${variants%-eager}")
     # <variant>-eager: the same run without CUDA graph replay (what graphs gain).
     [ "$variants" != "${variants%-eager}" ] && cmd+=(--graphs off)
+    # The TF32 runs then time OP_TIMES more steps op by op (the report's "where the step goes");
+    # the smoke run's fp32 runs too (its TF32 rows are the CPU's refusal).
+    if [ "$OP_TIMES" -gt 0 ] && { [ "$variants" = tf32 ] || { [ "$DEVICE" = cpu ] && [ "$variants" = fp32 ]; }; }; then
+      cmd+=(--op-times "$OP_TIMES")
+    fi
   else
     cmd=("$PY" bench/torch_gpu_step.py --device "$DEVICE" --variants "$variants")
   fi

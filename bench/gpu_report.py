@@ -144,6 +144,48 @@ def markdown_table(rows):
     return out
 
 
+# Op -> what it is, for the "where the step goes" summary (byol_bench_step --op-times).
+OP_KINDS = (("conv2d_", "convolutions"), ("batchnorm_", "batch norm"), ("linear_", "linear layers"),
+            ("relu_", "elementwise"), ("add", "elementwise"), ("accumulate", "elementwise"),
+            ("maxpool", "pooling"), ("avgpool", "pooling"), ("byol_loss", "loss"), ("lars_", "optimizer"),
+            ("sgd_", "optimizer"), ("adamw_", "optimizer"), ("ema_", "EMA"), ("augment", "augmentation"),
+            ("upload", "copies"), ("download", "copies"), ("copy", "copies"), ("fill", "copies"))
+OP_TIMES_SHOWN = 10
+
+
+def op_kind(op):
+    return next((kind for prefix, kind in OP_KINDS if op.startswith(prefix)), op)
+
+
+def op_times_lines(r):
+    """Where a byol run's step time goes, from its op_times field (eager steps, device time)."""
+    ot = r.get("op_times")
+    if not isinstance(ot, dict) or not ot.get("rows"):
+        return []
+    rows = sorted(ot["rows"], key=lambda x: -x["ms"])
+    total = sum(x["ms"] for x in rows)
+    if total <= 0:
+        return []
+    kinds = {}
+    for x in rows:
+        kinds[op_kind(x["op"])] = kinds.get(op_kind(x["op"]), 0.0) + x["ms"]
+    summary = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
+    label = VARIANT_LABEL.get(r["variant"], r["variant"])
+    # CUDA times ops between events on the stream; the CPU times each call (a smoke run).
+    clock = "device time" if str(r.get("device", "cuda")).startswith("cuda") else "wall time of each op"
+    lines = ["", f"Where byol's {label} step goes: {ot['steps']} more steps run eagerly with op timing "
+                 f"({fmt(ot.get('ms_per_step'), 1)} ms/step wall, {fmt(total, 1)} ms/step in ops, {clock}): "
+                 f"{summary}.", ""]
+    table = [["phase", "op", "calls/step", "ms/step", "share"]]
+    for x in rows[:OP_TIMES_SHOWN]:
+        table.append([x["phase"], x["op"], fmt(x["calls"], 0), fmt(x["ms"], 2), f"{100 * x['ms'] / total:.1f}%"])
+    rest = rows[OP_TIMES_SHOWN:]
+    if rest:
+        ms = sum(x["ms"] for x in rest)
+        table.append(["", f"{len(rest)} more", "-", fmt(ms, 2), f"{100 * ms / total:.1f}%"])
+    return lines + markdown_table(table)
+
+
 def section_for(group):
     """Markdown lines for one config: the table, the target verdict and the memory line."""
     ok = [r for r in group if "error" not in r]
@@ -210,6 +252,9 @@ def section_for(group):
              for v, b, t in pairs if b and t and (b.get("device_used_mb") is not None or t.get("device_used_mb") is not None)]
     if parts:
         lines += ["", "Device memory in use after the timed steps (" + "; ".join(parts) + ")."]
+    for r in ordered:
+        if r["engine"] == "byol" and "error" not in r:
+            lines += op_times_lines(r)
     return lines
 
 

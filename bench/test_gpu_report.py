@@ -114,6 +114,27 @@ class ReportTest(unittest.TestCase):
         self.assertIn("**met**: 2.00x (byol tf32", md)  # the best byol row is compared
         self.assertIn("tf32: byol 900 MiB", md)
 
+    def test_op_times_table(self):
+        # A byol run with --op-times: a summary by kind and the longest (phase, op) rows, the rest
+        # folded into one row; runs without the field add nothing.
+        rows = [dict(phase="backward", op="conv2d_backward_weight", calls=40, ms=30.0),
+                dict(phase="online forward", op="conv2d_forward", calls=40, ms=20.0),
+                dict(phase="backward", op="batchnorm_backward", calls=44, ms=25.0),
+                dict(phase="optimizer", op="lars_update", calls=1, ms=5.0)]
+        rows += [dict(phase="backward", op=f"add{i}", calls=1, ms=2.0) for i in range(10)]
+        md = self.render([
+            result(R18, "pytorch", "tf32", 10.0),
+            result(R18, "byol", "tf32", 20.0, op_times=dict(steps=3, ms_per_step=101.0, op_ms_per_step=100.0,
+                                                              rows=rows)),
+            result(R18, "byol", "fp32", 8.0),
+        ])
+        self.assertIn("Where byol's TF32 step goes: 3 more steps run eagerly with op timing (101.0 ms/step wall, "
+                      "100.0 ms/step in ops, device time): convolutions 50%, batch norm 25%, elementwise 20%, "
+                      "optimizer 5%.", md)
+        self.assertRegex(md, r"\| backward +\| conv2d_backward_weight +\| 40 +\| 30.00 +\| 30.0% +\|")
+        self.assertRegex(md, r"\| +\| 4 more +\| - +\| 8.00 +\| 8.0% +\|")
+        self.assertEqual(md.count("Where byol's"), 1)
+
     def test_bad_input_names_the_line(self):
         path = write_lines(self.dir.name, [result(R18, "pytorch", "tf32", 5.0), "{not json"])
         with self.assertRaisesRegex(gpu_report.ReportError, r"results\.jsonl:2: expected one JSON object per line"):

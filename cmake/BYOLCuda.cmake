@@ -213,9 +213,11 @@ file(GLOB BYOL_CUDA_SOURCES CONFIGURE_DEPENDS
   ${CMAKE_CURRENT_SOURCE_DIR}/native/cuda/*.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/native/cuda/kernels/*.cu)
 # tensor.cc defines byol::device_name, which the Backend base class's default methods use, and
-# augment.cc validate_augment_params, the parameter check augment shares with the CPU backend;
+# augment.cc validate_augment_params, the parameter check augment shares with the CPU backend,
+# and op_timer.cc the op-timing bookkeeping both backends share;
 # compiling them in keeps the plugin self-contained (it is dlopen()ed RTLD_LOCAL).
 add_library(byol_cuda SHARED ${BYOL_CUDA_SOURCES} ${CMAKE_CURRENT_SOURCE_DIR}/native/core/tensor.cc
+            ${CMAKE_CURRENT_SOURCE_DIR}/native/core/op_timer.cc
             ${CMAKE_CURRENT_SOURCE_DIR}/native/core/augment.cc)
 set_target_properties(byol_cuda PROPERTIES
   OUTPUT_NAME byol_cuda

@@ -3,7 +3,7 @@
 // probeCuda(), or a 'cuda'/'auto' device), once per GPU; 'auto' prefers CUDA and falls back
 // to the CPU with one console.warn line saying why. Names resolve to 'cpu' or 'cuda:N'.
 import { DeviceError } from './errors';
-import { native, type CudaProbe } from './native';
+import { native, type CudaProbe, type OpTime } from './native';
 import { integer, invalid, oneOf } from './validate';
 
 export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
@@ -115,4 +115,34 @@ export function setCpuConvPrecision(precision: ConvPrecision): 'fp32' | 'bf16' {
 
 export function getCpuConvPrecision(): 'fp32' | 'bf16' {
   return native.getCpuConvPrecision();
+}
+
+// Op timing: where a step's time goes, without an external profiler. While on, the device's
+// backend times every op it runs (CPU: wall time of the call; CUDA: device time between events
+// around it, costing a few microseconds of host time per op) and sums it per phase of the step
+// ('target forward', 'online forward', 'loss', 'backward', 'optimizer', 'ema'; '(no range)'
+// outside a step, e.g. augmentation) and op ('conv2d_forward', 'batchnorm_backward', ...).
+// Process-wide per device, like the thread count. A CUDA graph replay is one op
+// ('graph_launch'): turn graphs off (Byol.setCudaGraphs(false)) to see the step op by op.
+// `device` is a device name ('cpu', 'cuda', 'cuda:N'; 'auto' resolves as for a model).
+export type { OpTime } from './native';
+
+export function setOpTiming(device: string, on: boolean): void {
+  const name = resolveDevice(device);
+  if (typeof on !== 'boolean') throw invalid('on', 'boolean', on);
+  native.setOpTiming(name, on);
+}
+
+export interface OpTimesOptions {
+  // Clear the sums after reading them (default false).
+  reset?: boolean;
+}
+
+// The sums since timing went on (or the last reset), longest first within each phase, phases in
+// the order they ran. Waits for the device's queued work (none after an awaited step).
+export function opTimes(device: string, options: OpTimesOptions = {}): OpTime[] {
+  const name = resolveDevice(device);
+  const reset = options.reset ?? false;
+  if (typeof reset !== 'boolean') throw invalid('reset', 'boolean', reset);
+  return native.opTimes(name, reset);
 }

@@ -2,8 +2,11 @@
 // Contract: importing this module loads nothing native; the addon loads on first use.
 export { Tensor, MAX_DIMS, validateShape } from './tensor';
 export type { ArrayFor, DType, FromOptions, Layout, TensorData, ToArrayOptions, TypedArray, ZerosOptions } from './tensor';
-export { devices, getCpuConvPrecision, getNumThreads, probeCuda, resolveDevice, setCpuConvPrecision, setNumThreads } from './device';
-export type { ConvPrecision } from './device';
+export {
+  devices, getCpuConvPrecision, getNumThreads, opTimes, probeCuda, resolveDevice, setCpuConvPrecision, setNumThreads,
+  setOpTiming,
+} from './device';
+export type { ConvPrecision, OpTime, OpTimesOptions } from './device';
 export type { CudaStatus, DeviceInfo, DeviceName } from './device';
 export { DeviceError, DisposedError, NativeLoadError } from './errors';
 export { ByolOptionError } from './validate';

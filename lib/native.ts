@@ -72,6 +72,18 @@ export interface NativeBinding {
   // false when not (CPU). Throws naming the device when it cannot be created.
   profilerStart(device: string): boolean;
   profilerStop(device: string): boolean;
+  // Op timing of a device's backend: true when it can time ops (both backends can).
+  setOpTiming(device: string, on: boolean): boolean;
+  // The sums since timing went on or the last reset (waits for the device's queued work).
+  opTimes(device: string, reset: boolean): OpTime[];
+}
+
+// One row of an op-time profile: the phase of the step, the op, calls and summed milliseconds.
+export interface OpTime {
+  phase: string;
+  op: string;
+  calls: number;
+  ms: number;
 }
 
 // dist/native.js -> the package root (where package.json, build/ and prebuilds/ are).

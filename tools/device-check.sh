@@ -113,8 +113,8 @@ fi
 export BYOL_CUDA_LIBRARY="$PLUGIN"
 [ -x "$RUNNER" ] && step tests 240 "$RUNNER" --backend all
 if [ -f "$LOG_DIR/tests.log" ]; then
-  echo "=== graph replay and fused kernels (from the test log)"
-  grep -E "^(PASS|FAIL|SKIP) (graph|fused)/|ms/step" "$LOG_DIR/tests.log" || true
+  echo "=== graph replay, fused kernels and op timing (from the test log)"
+  grep -E "^(PASS|FAIL|SKIP) (graph|fused|op_times)/|ms/step" "$LOG_DIR/tests.log" || true
 fi
 
 # ---- benchmark (before the memcheck: the benchmark is what this GPU time is mostly for; the

@@ -1,5 +1,6 @@
 // train.ts (cli): `byol train`: flags and --config JSON mapped one-to-one onto TrainerOptions
-// (args.ts TRAIN_FLAGS; --profile-steps A:B is parsed here into profile), then Trainer.run()
+// (args.ts TRAIN_FLAGS; --profile-steps A:B and --op-times A:B are parsed here into profile and
+// opTimes), then Trainer.run()
 // with SIGINT/SIGTERM wired to its AbortSignal.
 // Contract: every option problem is reported before any work (exit 2); a first SIGINT or
 // SIGTERM finishes the current step and writes a checkpoint (exit 130 / 143), a second SIGINT
@@ -18,6 +19,8 @@ const FLAGS: FlagSpec[] = [
   ...TRAIN_FLAGS.filter((f) => f.flag !== '--json' && f.flag !== '--help'),
   { flag: '--profile-steps', type: 'string', metavar: 'A:B',
     help: `CUDA: capture steps A..B-1 under nsys --capture-range=cudaProfilerApi [profile; env ${PROFILE_ENV}]` },
+  { flag: '--op-times', type: 'string', metavar: 'A:B',
+    help: 'time every op of steps A..B-1, print the longest, log all (event op-times) [opTimes]' },
   ...TRAIN_FLAGS.filter((f) => f.flag === '--json' || f.flag === '--help'),
 ];
 
@@ -34,6 +37,8 @@ ${formatFlags(FLAGS)}
 
 Profiling (CUDA): nsys profile --capture-range=cudaProfilerApi --capture-range-end=stop
   byol train --device cuda --profile-steps 20:25 ... records steps 20..24 (log.jsonl numbering).
+Where a step's time goes (any device): byol train --op-times 20:25 ... prints the time per
+  step of each op (convolution, batch norm, ...) in each phase (forward, backward, ...).
 
 Files in the run directory: log.jsonl (every step), checkpoint.safetensors + state.json
 (resumable), encoder.safetensors (at the end; torchvision names).
@@ -73,6 +78,8 @@ export async function trainCommand(argv: string[], io: { out: NodeJS.WritableStr
   options = mergeOptions(options, optionsFromFlags(parsed, FLAGS));
   const profileSteps = parsed.flags.get('--profile-steps') as string | undefined;
   if (profileSteps !== undefined) options.profile = parseProfileSteps('--profile-steps', profileSteps);
+  const opTimeSteps = parsed.flags.get('--op-times') as string | undefined;
+  if (opTimeSteps !== undefined) options.opTimes = parseProfileSteps('--op-times', opTimeSteps);
   const controller = new AbortController();
   options.signal = controller.signal;
 

@@ -67,10 +67,10 @@ export interface TrainerOptimizerOptions {
   warmupSteps?: number;
 }
 
-// The profiler capture window of a run (nsys profile --capture-range=cudaProfilerApi): the
-// profiler starts before step startStep and stops after step stopStep - 1, so steps
-// startStep .. stopStep - 1 are captured (numbered as in log.jsonl: the first step is 1).
-// CUDA only; on the CPU the trainer says so once and trains as usual.
+// A window of steps startStep .. stopStep - 1 (numbered as in log.jsonl: the first step is 1).
+// As `profile`, the profiler capture window (nsys profile --capture-range=cudaProfilerApi): the
+// profiler starts before step startStep and stops after step stopStep - 1; CUDA only, on the
+// CPU the trainer says so once and trains as usual. As `opTimes`, the steps whose ops are timed.
 export interface ProfileOptions {
   startStep: number;
   stopStep: number;
@@ -125,6 +125,10 @@ export interface TrainerOptions {
   // Capture steps startStep .. stopStep - 1 under nsys (CUDA). Default: the environment
   // variable BYOL_PROFILE_STEPS ('A:B', as --profile-steps), else no window.
   profile?: ProfileOptions;
+  // Time every op of steps startStep .. stopStep - 1 (lib/device.ts setOpTiming, any device):
+  // the log gets an 'op-times' record and the longest rows are printed. CUDA runs those
+  // steps eagerly. Default: none.
+  opTimes?: ProfileOptions;
   faultInjection?: FaultInjection;
 }
 
@@ -158,7 +162,7 @@ export const FASHION_MNIST_PATH = '/usr/share/datasets/fashion-mnist';
 
 const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchSize', 'epochs', 'steps', 'optimizer',
   'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'cudaGraphs', 'out', 'checkpointEvery',
-  'printEvery', 'progress', 'resume', 'signal', 'profile', 'faultInjection'] as const;
+  'printEvery', 'progress', 'resume', 'signal', 'profile', 'opTimes', 'faultInjection'] as const;
 const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
 const PROJECTOR_KEYS = ['hidden', 'out'] as const;
@@ -167,7 +171,7 @@ const OPTIMIZER_KEYS = ['name', 'lr', 'weightDecay', 'momentum', 'trustCoefficie
   'warmupSteps'] as const;
 // Settings that may change when a run is resumed: they do not change what is computed.
 export const RESUME_OVERRIDABLE = ['resume', 'device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal',
-  'profile', 'faultInjection', 'data'] as const;
+  'profile', 'opTimes', 'faultInjection', 'data'] as const;
 
 const MAX_STEPS = 2 ** 40;
 
@@ -252,7 +256,7 @@ export function parseProfileSteps(name: string, text: string): ProfileOptions {
   const startStep = match ? Number(match[1]) : Number.NaN;
   const stopStep = match ? Number(match[2]) : Number.NaN;
   if (!(startStep >= 1 && stopStep > startStep && stopStep <= MAX_STEPS + 1)) {
-    throw invalid(name, "steps 'A:B' with 1 <= A < B (captures steps A .. B - 1; the first step is 1), e.g. '10:15'",
+    throw invalid(name, "steps 'A:B' with 1 <= A < B (steps A .. B - 1; the first step is 1), e.g. '10:15'",
       text);
   }
   return { startStep, stopStep };
@@ -356,6 +360,7 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
   }
   if (o.resume !== undefined) string('resume', o.resume);
   if (o.profile !== undefined) resolveProfile('profile', o.profile);
+  if (o.opTimes !== undefined) resolveProfile('opTimes', o.opTimes);
 
   return {
     preset: presetName, data, encoder, projector, predictor, batchSize,

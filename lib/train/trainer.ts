@@ -147,67 +147,139 @@ function profileWindow(option: unknown): ProfileOptions | null {
   return text === undefined || text.trim() === '' ? null : parseProfileSteps(PROFILE_ENV, text);
 }
 
-// Opens the backend's profiler capture window (cudaProfilerStart) before step startStep and
-// closes it (cudaProfilerStop) after step stopStep - 1, or when the run ends inside it. The
-// window holds the steps' kernels and the augmentation prefetched meanwhile; the log records
-// where it was, since those steps run slower under the profiler.
-class ProfilerWindow {
-  readonly #window: ProfileOptions;
-  readonly #device: string;
-  readonly #say: (text: string) => void;
-  readonly #log: RunLog;
+// A window of steps startStep .. stopStep - 1 (numbered as in log.jsonl) that something is on
+// for: opened before step startStep, closed after step stopStep - 1 or when the run ends inside
+// it (abort, divergence, error). Subclasses say what opening and closing do.
+abstract class StepWindow {
+  protected readonly window: ProfileOptions;
+  protected readonly device: string;
+  protected readonly say: (text: string) => void;
+  protected readonly log: RunLog;
   #state: 'waiting' | 'open' | 'done' = 'waiting';
+  // For the messages: 'profile window', and what will not happen outside the run ('captured').
+  protected abstract readonly what: string;
+  protected abstract readonly outcome: string;
 
-  // Whether the window may still capture (false once plan() found it outside the run).
+  constructor(window: ProfileOptions, device: string, say: (text: string) => void, log: RunLog) {
+    this.window = window;
+    this.device = device;
+    this.say = say;
+    this.log = log;
+  }
+
+  // Whether the window may still open (false once plan() found it outside the run).
   get pending(): boolean {
     return this.#state !== 'done';
   }
 
-  constructor(window: ProfileOptions, device: string, say: (text: string) => void, log: RunLog) {
-    this.#window = window;
-    this.#device = device;
-    this.#say = say;
-    this.#log = log;
-  }
-
-  get #steps(): string {
-    return `steps ${this.#window.startStep}..${this.#window.stopStep - 1}`;
+  protected get steps(): string {
+    return `steps ${this.window.startStep}..${this.window.stopStep - 1}`;
   }
 
   // Before the run: says when the window lies outside the steps still to train.
   plan(completed: number, totalSteps: number): void {
-    if (this.#window.startStep > totalSteps || this.#window.stopStep - 1 <= completed) {
-      this.#say(`byol: profile window ${this.#steps} is outside the steps this run trains ` +
-        `(${completed + 1}..${totalSteps}); nothing will be captured`);
+    if (this.window.startStep > totalSteps || this.window.stopStep - 1 <= completed) {
+      this.say(`byol: ${this.what} ${this.steps} is outside the steps this run trains ` +
+        `(${completed + 1}..${totalSteps}); nothing will be ${this.outcome}`);
       this.#state = 'done';
     }
   }
 
   // `next`: the number of the step about to run (1-based, as in log.jsonl).
   async beforeStep(next: number): Promise<void> {
-    if (this.#state !== 'waiting' || next < this.#window.startStep) return;
-    if (!native.profilerStart(this.#device)) {
-      this.#say(`byol: profile window ${this.#steps} applies to CUDA devices only ` +
-        `(nsys --capture-range=cudaProfilerApi); ${this.#device} trains without one`);
-      this.#state = 'done';
-      return;
-    }
-    this.#state = 'open';
-    this.#say(`byol: profiler capture started before step ${next} (${this.#steps})`);
-    await this.#log.write({ event: 'profile-start', step: next - 1, device: this.#device });
+    if (this.#state !== 'waiting' || next < this.window.startStep) return;
+    this.#state = (await this.open(next)) ? 'open' : 'done';
   }
 
   // `completed`: steps done so far.
   async afterStep(completed: number): Promise<void> {
-    if (this.#state === 'open' && completed >= this.#window.stopStep - 1) await this.close(completed);
+    if (this.#state === 'open' && completed >= this.window.stopStep - 1) await this.close(completed);
   }
 
   async close(completed: number): Promise<void> {
     if (this.#state !== 'open') return;
     this.#state = 'done';
-    native.profilerStop(this.#device);
-    this.#say(`byol: profiler capture stopped after step ${completed}`);
-    await this.#log.write({ event: 'profile-stop', step: completed });
+    await this.shut(completed);
+  }
+
+  // Opens before step `next`; false when it cannot (it has said why).
+  protected abstract open(next: number): Promise<boolean>;
+  protected abstract shut(completed: number): Promise<void>;
+}
+
+// The backend's profiler capture window (cudaProfilerStart / cudaProfilerStop). It holds the
+// steps' kernels and the augmentation prefetched meanwhile; the log records where it was,
+// since those steps run slower under the profiler.
+class ProfilerWindow extends StepWindow {
+  protected readonly what = 'profile window';
+  protected readonly outcome = 'captured';
+
+  protected async open(next: number): Promise<boolean> {
+    if (!native.profilerStart(this.device)) {
+      this.say(`byol: profile window ${this.steps} applies to CUDA devices only ` +
+        `(nsys --capture-range=cudaProfilerApi); ${this.device} trains without one`);
+      return false;
+    }
+    this.say(`byol: profiler capture started before step ${next} (${this.steps})`);
+    await this.log.write({ event: 'profile-start', step: next - 1, device: this.device });
+    return true;
+  }
+
+  protected async shut(completed: number): Promise<void> {
+    native.profilerStop(this.device);
+    this.say(`byol: profiler capture stopped after step ${completed}`);
+    await this.log.write({ event: 'profile-stop', step: completed });
+  }
+}
+
+// Rows of the op-times table printed when the window closes (the log holds all of them).
+const OP_TIMES_SHOWN = 12;
+
+// Op timing (lib/device.ts setOpTiming) for the window's steps: the backend sums each op's time
+// per phase of the step; on closing, the log gets an 'op-times' record (per-step calls and ms
+// of every (phase, op)) and the longest rows are printed. On CUDA the steps run eagerly while
+// it is open (a graph replay would be one op), and graphs come back after it.
+class OpTimesWindow extends StepWindow {
+  protected readonly what = 'op timing';
+  protected readonly outcome = 'timed';
+  readonly #model: TrainableModel;
+  #first = 0;
+  #restoreGraphs = false;
+
+  constructor(window: ProfileOptions, device: string, say: (text: string) => void, log: RunLog,
+    model: TrainableModel) {
+    super(window, device, say, log);
+    this.#model = model;
+  }
+
+  protected async open(next: number): Promise<boolean> {
+    this.#restoreGraphs = this.device !== 'cpu' && this.#model.graphStatus().enabled;
+    if (this.#restoreGraphs) await this.#model.setCudaGraphs(false);
+    native.setOpTiming(this.device, true);
+    native.opTimes(this.device, true);
+    this.#first = next;
+    this.say(`byol: timing ops for ${this.steps}` +
+      (this.#restoreGraphs ? ' (run eagerly: CUDA graphs are off meanwhile)' : ''));
+    return true;
+  }
+
+  protected async shut(completed: number): Promise<void> {
+    const rows = native.opTimes(this.device, true);
+    native.setOpTiming(this.device, false);
+    if (this.#restoreGraphs) await this.#model.setCudaGraphs(true);
+    const steps = completed - this.#first + 1;
+    if (steps <= 0) return;
+    const perStep = rows.map((r) => ({ phase: r.phase, op: r.op, calls: r.calls / steps, ms: r.ms / steps }));
+    const total = perStep.reduce((sum, r) => sum + r.ms, 0);
+    await this.log.write({ event: 'op-times', step: completed, firstStep: this.#first, steps, device: this.device,
+      msPerStep: total, rows: perStep });
+    const shown = [...perStep].sort((a, b) => b.ms - a.ms).slice(0, OP_TIMES_SHOWN);
+    const lines = shown.map((r) => `  ${r.phase.padEnd(16)} ${r.op.padEnd(24)} ${r.calls.toFixed(1).padStart(7)} ` +
+      `${r.ms.toFixed(3).padStart(10)} ${(total > 0 ? (100 * r.ms) / total : 0).toFixed(1).padStart(5)}%`);
+    this.say([`byol: op times over steps ${this.#first}..${completed}: ${total.toFixed(3)} ms per step in ops ` +
+      `(longest ${shown.length} of ${perStep.length}; all in log.jsonl, event 'op-times')`,
+    `  ${'phase'.padEnd(16)} ${'op'.padEnd(24)} ${'calls'.padStart(7)} ${'ms/step'.padStart(10)} ${'share'.padStart(6)}`,
+    ...lines].join('\n'));
   }
 }
 
@@ -219,6 +291,7 @@ export class Trainer extends EventEmitter {
   readonly #resumeState: RunState | null;
   readonly #dataset: Dataset | null;
   readonly #profile: ProfileOptions | null;
+  readonly #opTimes: ProfileOptions | null;
   #running: Promise<TrainResult> | null = null;
   // Where progress goes; tests and embedders can redirect it.
   progressStream: ProgressStream = process.stderr;
@@ -242,7 +315,7 @@ export class Trainer extends EventEmitter {
       // Validate the stored configuration again (it may have been edited) with the overrides.
       const stored = withoutNulls({ ...state.config, preset: undefined }) as Record<string, unknown>;
       const overrides: Record<string, unknown> = {};
-      for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile',
+      for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile', 'opTimes',
         'faultInjection'] as const) {
         if (options[key] !== undefined) overrides[key] = options[key];
       }
@@ -265,6 +338,7 @@ export class Trainer extends EventEmitter {
     }
     this.#dataset = isDatasetObject(options.data) ? validateDataset(options.data, 'data') : null;
     this.#profile = profileWindow(options.profile);
+    this.#opTimes = options.opTimes === undefined ? null : resolveProfile('opTimes', options.opTimes);
     this.runDir = path.resolve(this.config.out);
   }
 
@@ -351,6 +425,7 @@ export class Trainer extends EventEmitter {
     plan.featureDim = model.featureDim;
     let log: RunLog | null = null;
     let profiler: ProfilerWindow | null = null;
+    let opTimer: OpTimesWindow | null = null;
     let step = 0;
     let pending: Promise<PreparedBatch> | null = null;
     const progress = new Progress(config.progress, this.progressStream, config.printEvery);
@@ -394,6 +469,10 @@ export class Trainer extends EventEmitter {
             "--no-cuda-graphs (cudaGraphs: false) shows every layer's range");
         }
       }
+      if (this.#opTimes) {
+        opTimer = new OpTimesWindow(this.#opTimes, device, (text) => progress.message(text), log, model);
+        opTimer.plan(step, plan.totalSteps);
+      }
 
       const source = new BatchSource(dataset, views, config.batchSize, plan.stepsPerEpoch, config.seed, device);
       const startedAt = performance.now();
@@ -434,6 +513,7 @@ export class Trainer extends EventEmitter {
           break;
         }
         await profiler?.beforeStep(step + 1);
+        await opTimer?.beforeStep(step + 1);
         const batch = await pending!;
         pending = step + 1 < plan.totalSteps ? source.fetch(step + 1) : null;
         // Observed now so that a failure while the step runs is not "unhandled"; awaited later.
@@ -449,6 +529,7 @@ export class Trainer extends EventEmitter {
         }
         step += 1;
         await profiler?.afterStep(step);
+        await opTimer?.afterStep(step);
         if (watchGraphs) {
           const graphs = model.graphStatus();
           if (graphs.error !== null) progress.message(`byol: CUDA graphs off: ${graphs.error}; steps run eagerly`);
@@ -483,6 +564,7 @@ export class Trainer extends EventEmitter {
         if (plan.checkpointEvery > 0 && step % plan.checkpointEvery === 0) await checkpoint(step, 'running');
       }
       await profiler?.close(step);
+      await opTimer?.close(step);
       if (status === 'completed') {
         if (lastCheckpointStep !== step) await checkpoint(step, 'completed');
         await model.saveEncoder(path.join(runDir, ENCODER_FILE));
@@ -506,6 +588,7 @@ export class Trainer extends EventEmitter {
       // A run that ends inside the window (abort, divergence, error) still closes it; a
       // failure here must not hide the run's own error.
       await profiler?.close(step).catch(() => undefined);
+      await opTimer?.close(step).catch(() => undefined);
       progress.finish();
       if (pending) {
         const left = pending;

@@ -6,6 +6,8 @@
 //     setUseGraphs(on): applied by the next step (CUDA graph replay, byol/model.h).
 //   learningRate(step, baseLr, batchSize, warmupSteps, totalSteps), emaTau(step, tauBase, totalSteps).
 //   profilerStart(device) / profilerStop(device) -> boolean: the nsys capture window (CUDA only).
+//   setOpTiming(device, on) -> boolean; opTimes(device, reset) -> [{phase, op, calls, ms}]: the
+//     backend's op timing (Backend::set_op_timing / op_times).
 // Contract: arguments are checked again here (lib/byol.ts checks them first, same messages);
 // every model call runs in an AsyncWorker and calls on one model are serialized by its mutex.
 // dispose() frees the model at once unless a call is running, then when that call ends.
@@ -19,6 +21,7 @@
 #include <sstream>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "addon.h"
 #include "byol/model.h"
@@ -64,6 +67,12 @@ std::string ArgString(const Napi::CallbackInfo& info, size_t i, const char* name
   if (info.Length() <= i || !info[i].IsString() || info[i].As<Napi::String>().Utf8Value().empty())
     ThrowExpected(info.Env(), name, "non-empty string", info.Length() > i ? info[i] : info.Env().Undefined());
   return info[i].As<Napi::String>().Utf8Value();
+}
+
+bool ArgBool(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
+  if (!v.IsBoolean()) ThrowExpected(info.Env(), name, "boolean", v);
+  return v.As<Napi::Boolean>().Value();
 }
 
 double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi) {
@@ -485,6 +494,42 @@ Napi::Value ProfilerSwitch(const Napi::CallbackInfo& info, bool start) {
 Napi::Value ProfilerStart(const Napi::CallbackInfo& info) { return ProfilerSwitch(info, true); }
 Napi::Value ProfilerStop(const Napi::CallbackInfo& info) { return ProfilerSwitch(info, false); }
 
+// Op timing of a device's backend (Backend::set_op_timing): true when the backend can time ops.
+Napi::Value SetOpTiming(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string device = ArgString(info, 0, "device");
+  const bool on = ArgBool(info, 1, "on");
+  try {
+    return Napi::Boolean::New(env, GetBackend(device)->set_op_timing(on));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("setOpTiming: ") + e.what());
+  }
+}
+
+// The sums so far (Backend::op_times). Synchronous: it waits for the device's queued work, which
+// after an awaited step is none.
+Napi::Value OpTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string device = ArgString(info, 0, "device");
+  const bool reset = ArgBool(info, 1, "reset");
+  std::vector<byol::OpTime> rows;
+  try {
+    rows = GetBackend(device)->op_times(reset);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, std::string("opTimes: ") + e.what());
+  }
+  Napi::Array out = Napi::Array::New(env, rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Napi::Object row = Napi::Object::New(env);
+    row.Set("phase", rows[i].phase);
+    row.Set("op", rows[i].op);
+    row.Set("calls", static_cast<double>(rows[i].calls));
+    row.Set("ms", rows[i].ms);
+    out.Set(static_cast<uint32_t>(i), row);
+  }
+  return out;
+}
+
 }  // namespace
 
 void InitModel(Napi::Env env, Napi::Object exports) {
@@ -507,6 +552,8 @@ void InitModel(Napi::Env env, Napi::Object exports) {
   exports.Set("emaTau", Napi::Function::New(env, EmaTau, "emaTau"));
   exports.Set("profilerStart", Napi::Function::New(env, ProfilerStart, "profilerStart"));
   exports.Set("profilerStop", Napi::Function::New(env, ProfilerStop, "profilerStop"));
+  exports.Set("setOpTiming", Napi::Function::New(env, SetOpTiming, "setOpTiming"));
+  exports.Set("opTimes", Napi::Function::New(env, OpTimes, "opTimes"));
 }
 
 }  // namespace byol_addon

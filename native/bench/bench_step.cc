@@ -35,7 +35,7 @@ const char* kUsage =
     "                       [--stem cifar|imagenet] [--width W] [--channels C] [--size S] [--batch N]\n"
     "                       [--hidden H] [--out D] [--pred-hidden H] [--optimizer lars|sgd|adamw]\n"
     "                       [--warmup K] [--steps K] [--max-seconds T] [--threads T] [--seed S]\n"
-    "                       [--graphs on|off]\n"
+    "                       [--graphs on|off] [--op-times K]\n"
     "  --device       where the step runs (default cpu); cuda loads libbyol_cuda.so ($BYOL_CUDA_LIBRARY)\n"
     "  --variant      fp32 (default); tf32 (cuda: sets BYOL_CUDA_TF32=1); bf16 (cpu: bf16 convolutions)\n"
     "  --warmup       untimed steps first (default 3: cuDNN algorithm search, pool growth)\n"
@@ -44,6 +44,9 @@ const char* kUsage =
     "  --threads      CPU backend threads, 0 = all cores (default 0)\n"
     "  --graphs       on (default): steps after the first two replay as a CUDA graph where the\n"
     "                 backend captures (ByolModel::set_use_graphs); off: every step eager\n"
+    "  --op-times     K > 0: after the timed steps, K more eager steps with op timing on\n"
+    "                 (Backend::set_op_timing): JSON field op_times, and a table on stderr of\n"
+    "                 the time per step by phase and op (default 0: none)\n"
     "Defaults: ResNet-18 cifar stem, width 1, 3x32x32, batch 64, projector 4096/256, predictor 4096, LARS.\n"
     "cuDNN benchmark mode is on (BYOL_CUDNN_BENCHMARK=1) unless the environment sets it.\n";
 
@@ -57,6 +60,7 @@ struct Options {
   int threads = 0;
   int pred_hidden = -1;  // -1: the projector's hidden width
   bool graphs = true;
+  int op_times = 0;  // eager steps timed op by op after the timed steps
 };
 
 struct UsageError {
@@ -113,6 +117,7 @@ Options parse_args(int argc, char** argv) {
     else if (flag == "--max-seconds") o.max_seconds = parse_double(flag, v, 0, 86400);
     else if (flag == "--threads") o.threads = parse_int(flag, v, 0, 4096);
     else if (flag == "--seed") o.model.seed = static_cast<uint64_t>(parse_int(flag, v, 0, 1 << 30));
+    else if (flag == "--op-times") o.op_times = parse_int(flag, v, 0, 1000);
     else if (flag == "--graphs") {
       if (v != "on" && v != "off") throw UsageError{"expected on or off for --graphs but received '" + v + "'"};
       o.graphs = v == "on";
@@ -220,6 +225,43 @@ std::string common_fields(const Options& o) {
   return os.str();
 }
 
+// --op-times: `steps` eager steps with the backend timing every op. Returns the JSON value of
+// the op_times field ({"steps", "ms_per_step", "rows": [{phase, op, calls, ms}]}, calls and ms
+// per step) or null, and prints the rows as a table on stderr, longest first.
+std::string profile_ops(byol::Backend* backend, byol::ByolModel& model, const byol::Tensor& view1,
+                        const byol::Tensor& view2, int steps) {
+  if (steps <= 0) return "null";
+  if (!backend->set_op_timing(true)) return "null";
+  model.set_use_graphs(false);  // op by op: a graph replay would be one op
+  backend->op_times(true);      // drop anything timed before
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) model.step(view1, view2, 0.1f, 0.99f);
+  std::vector<byol::OpTime> rows = backend->op_times(true);
+  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  backend->set_op_timing(false);
+
+  double total = 0;
+  for (const byol::OpTime& r : rows) total += r.ms;
+  std::ostringstream json;
+  json << "{\"steps\":" << steps << ",\"ms_per_step\":" << number(wall_ms / steps)
+       << ",\"op_ms_per_step\":" << number(total / steps) << ",\"rows\":[";
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const byol::OpTime& r = rows[i];
+    json << (i ? "," : "") << "{\"phase\":" << byol::json_quote(r.phase) << ",\"op\":" << byol::json_quote(r.op)
+         << ",\"calls\":" << number(double(r.calls) / steps) << ",\"ms\":" << number(r.ms / steps) << "}";
+  }
+  json << "]}";
+
+  std::sort(rows.begin(), rows.end(), [](const byol::OpTime& a, const byol::OpTime& b) { return a.ms > b.ms; });
+  std::fprintf(stderr, "op times over %d eager steps: %.3f ms/step wall, %.3f ms/step in ops\n", steps,
+               wall_ms / steps, total / steps);
+  std::fprintf(stderr, "%-16s %-24s %8s %10s %6s\n", "phase", "op", "calls", "ms/step", "%");
+  for (const byol::OpTime& r : rows)
+    std::fprintf(stderr, "%-16s %-24s %8.1f %10.3f %6.1f\n", r.phase.c_str(), r.op.c_str(), double(r.calls) / steps,
+                 r.ms / steps, total > 0 ? 100 * r.ms / total : 0.0);
+  return json.str();
+}
+
 int report_error(const Options& o, const std::string& phase, const std::string& message, bool not_supported) {
   std::printf("{%s,\"error\":%s,\"phase\":%s,\"not_supported\":%s}\n", common_fields(o).c_str(),
               byol::json_quote(message).c_str(), byol::json_quote(phase).c_str(), not_supported ? "true" : "false");
@@ -284,6 +326,9 @@ int run(const Options& o) {
     const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
     const double used_after = probe ? probe->used_bytes() : -1;
 
+    phase = "op times";
+    const std::string op_times = profile_ops(backend.get(), model, view1, view2, o.op_times);
+
     std::vector<double> sorted = step_seconds;
     std::sort(sorted.begin(), sorted.end());
     const double median = sorted[sorted.size() / 2];
@@ -300,7 +345,7 @@ int run(const Options& o) {
         "\"steps_per_s\":%s,\"images_per_s\":%s,\"ms_per_step\":%s,\"ms_per_step_median\":%s,"
         "\"ms_per_step_min\":%s,\"ms_per_step_max\":%s,\"loss\":%s,\"tensor_mb\":%s,\"device_used_before_mb\":%s,"
         "\"device_used_mb\":%s,\"peak_allocated_mb\":null,\"peak_rss_mb\":%s,\"graph_launches\":%lld,"
-        "\"graph_error\":%s,\"model_config\":%s}\n",
+        "\"graph_error\":%s,\"op_times\":%s,\"model_config\":%s}\n",
         common_fields(o).c_str(), byol::json_quote(backend->describe()).c_str(),
         static_cast<long long>(model.num_params()), o.warmup, number(warmup_seconds).c_str(),
         static_cast<int>(steps), number(seconds).c_str(), number(steps / seconds).c_str(),
@@ -310,7 +355,7 @@ int run(const Options& o) {
         mib(peak_rss_bytes()).c_str(), static_cast<long long>(model.graph_launches()),
         // The CPU cannot capture: no error to report there (graphs are a CUDA matter).
         cuda && !model.graph_error().empty() ? byol::json_quote(model.graph_error()).c_str() : "null",
-        byol::model_config_json(o.model).c_str());
+        op_times.c_str(), byol::model_config_json(o.model).c_str());
     std::fflush(stdout);
     return 0;
   } catch (const byol::NotSupported& e) {

@@ -6,6 +6,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -117,6 +118,39 @@ CpuBackend::~CpuBackend() = default;
 void CpuBackend::use_threads() const {
   if (omp_get_max_threads() != threads_) omp_set_num_threads(threads_);
 }
+
+namespace {
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+OpClock::OpClock(CpuBackend* backend, const char* op) : op_(op) {
+  if (!backend->op_timer_.on() || !nesting_.outermost()) return;
+  timer_ = &backend->op_timer_;
+  phase_ = timer_->phase();
+  start_ms_ = now_ms();
+}
+
+OpClock::~OpClock() {
+  if (timer_) timer_->add(phase_, op_, now_ms() - start_ms_);
+}
+
+void CpuBackend::range_push(const char* name) noexcept {
+  try {
+    op_timer_.push(name);
+  } catch (...) {  // out of memory for a name: that range's ops count under the outer phase
+  }
+}
+
+void CpuBackend::range_pop() noexcept { op_timer_.pop(); }
+
+bool CpuBackend::set_op_timing(bool on) {
+  op_timer_.set(on);
+  return true;
+}
+
+std::vector<OpTime> CpuBackend::op_times(bool reset) { return op_timer_.rows(reset); }
 
 std::string CpuBackend::describe() const {
   const CpuCapabilities caps = cpu_capabilities();
@@ -235,6 +269,7 @@ void* CpuBackend::alloc(size_t bytes) {
 void CpuBackend::release(void* ptr) { std::free(ptr); }
 
 void CpuBackend::upload(void* dst, const void* host_src, size_t bytes) {
+  const OpClock op_clock(this, "upload");
   if (bytes == 0) return;
   BYOL_CPU_CHECK_PTR("upload", dst);
   BYOL_CPU_CHECK_PTR("upload", host_src);
@@ -243,6 +278,7 @@ void CpuBackend::upload(void* dst, const void* host_src, size_t bytes) {
 }
 
 void CpuBackend::download(void* host_dst, const void* src, size_t bytes) {
+  const OpClock op_clock(this, "download");
   if (bytes == 0) return;
   BYOL_CPU_CHECK_PTR("download", host_dst);
   BYOL_CPU_CHECK_PTR("download", src);
@@ -251,6 +287,7 @@ void CpuBackend::download(void* host_dst, const void* src, size_t bytes) {
 }
 
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
+  const OpClock op_clock(this, "copy");
   if (bytes == 0 || dst == src) return;
   BYOL_CPU_CHECK_PTR("copy", dst);
   BYOL_CPU_CHECK_PTR("copy", src);
@@ -259,6 +296,7 @@ void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
 }
 
 void CpuBackend::fill(float* dst, float value, size_t n) {
+  const OpClock op_clock(this, "fill");
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("fill", dst);
   use_threads();
@@ -301,6 +339,7 @@ BYOL_CPU_KERNEL void ema_kernel(float* target, const float* online, float rate, 
 }  // namespace
 
 void CpuBackend::relu_forward(float* out, const float* inp, size_t n) {
+  const OpClock op_clock(this, "relu_forward");
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("relu_forward", out);
   BYOL_CPU_CHECK_PTR("relu_forward", inp);
@@ -310,6 +349,7 @@ void CpuBackend::relu_forward(float* out, const float* inp, size_t n) {
 }
 
 void CpuBackend::relu_backward(float* dinp, const float* dout, const float* out, size_t n) {
+  const OpClock op_clock(this, "relu_backward");
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("relu_backward", dinp);
   BYOL_CPU_CHECK_PTR("relu_backward", dout);
@@ -322,6 +362,7 @@ void CpuBackend::relu_backward(float* dinp, const float* dout, const float* out,
 }
 
 void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
+  const OpClock op_clock(this, "add");
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("add", out);
   BYOL_CPU_CHECK_PTR("add", a);
@@ -332,6 +373,7 @@ void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
 }
 
 void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
+  const OpClock op_clock(this, "accumulate");
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("accumulate", dst);
   BYOL_CPU_CHECK_PTR("accumulate", src);
@@ -341,6 +383,7 @@ void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
 }
 
 void CpuBackend::ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) {
+  const OpClock op_clock(this, "ema_update");
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("ema_update", target);
   BYOL_CPU_CHECK_PTR("ema_update", online);
@@ -357,6 +400,7 @@ void CpuBackend::ema_update(float* target, const float* online, size_t n, float 
 void CpuBackend::lars_update(float* params, float* momentum, const float* grads,
                              const ParamSegment* segments, int num_segments,
                              const LarsOptions& opt) {
+  const OpClock op_clock(this, "lars_update");
   use_threads();
   cpu::lars_update(params, momentum, grads, segments, num_segments, opt);
 }
@@ -364,6 +408,7 @@ void CpuBackend::lars_update(float* params, float* momentum, const float* grads,
 void CpuBackend::sgd_update(float* params, float* momentum, const float* grads,
                             const ParamSegment* segments, int num_segments,
                             const SgdOptions& opt) {
+  const OpClock op_clock(this, "sgd_update");
   use_threads();
   cpu::sgd_update(params, momentum, grads, segments, num_segments, opt);
 }
@@ -371,12 +416,14 @@ void CpuBackend::sgd_update(float* params, float* momentum, const float* grads,
 void CpuBackend::adamw_update(float* params, float* state, const float* grads,
                               const ParamSegment* segments, int num_segments,
                               const AdamWOptions& opt) {
+  const OpClock op_clock(this, "adamw_update");
   use_threads();
   cpu::adamw_update(params, state, grads, segments, num_segments, opt);
 }
 
 void CpuBackend::augment(float* out, const uint8_t* images, const AugmentParams* params, int N,
                          int H, int W, int C, int out_h, int out_w) {
+  const OpClock op_clock(this, "augment");
   use_threads();
   cpu::augment(out, images, params, N, H, W, C, out_h, out_w);
 }

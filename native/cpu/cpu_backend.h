@@ -14,6 +14,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "../core/op_timer.h"
 #include "byol/backend.h"
 
 namespace byol {
@@ -153,6 +154,12 @@ class CpuBackend final : public Backend {
   void augment(float* out, const uint8_t* images, const AugmentParams* params, int N, int H,
                int W, int C, int out_h, int out_w) override;
 
+  // Ranges only feed op timing here (no timeline tool on the CPU); each op opens an OpClock.
+  void range_push(const char* name) noexcept override;
+  void range_pop() noexcept override;
+  bool set_op_timing(bool on) override;
+  std::vector<OpTime> op_times(bool reset) override;
+
   // Number of cached oneDNN plans, and the oneDNN implementation a convolution runs
   // (e.g. "brg:avx512_core"), for tests and benchmarks.
   size_t cached_plans() const;
@@ -188,6 +195,26 @@ class CpuBackend final : public Backend {
   ScratchBuffer scratch_;        // reordered weights
   ScratchBuffer input_scratch_;  // bf16 copies of a convolution's input
   std::atomic<bool> conv_bf16_{false};
+  OpTimer op_timer_;
+  friend class OpClock;
+};
+
+// First line of every op: while op timing is on, measures the op's wall time (CPU ops run to
+// completion inside the call) and files it under the op and the thread's phase. Nested ops
+// are part of the outer op's time.
+class OpClock {
+ public:
+  OpClock(CpuBackend* backend, const char* op);
+  ~OpClock();
+  OpClock(const OpClock&) = delete;
+  OpClock& operator=(const OpClock&) = delete;
+
+ private:
+  OpTimer* timer_ = nullptr;  // null: not timing this op
+  const char* op_;
+  int phase_ = 0;
+  double start_ms_ = 0;
+  OpNesting nesting_;
 };
 
 // What the CPU backend computes with on this machine (for `byol info`; needs no backend).

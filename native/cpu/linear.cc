@@ -73,6 +73,7 @@ LinearPlan& CpuBackend::linear_plan(PlanOp op, int B, int I, int O, bool has_bia
 
 void CpuBackend::linear_forward(float* out, const float* inp, const float* weight,
                                 const float* bias, int B, int I, int O) {
+  const OpClock op_clock(this, "linear_forward");
   const char* op = "linear_forward";
   check_sizes(op, B, I, O);
   BYOL_CPU_CHECK_PTR(op, out);
@@ -105,6 +106,7 @@ void CpuBackend::linear_forward(float* out, const float* inp, const float* weigh
 void CpuBackend::linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                  const float* inp, const float* weight, int B, int I, int O,
                                  bool accumulate) {
+  const OpClock op_clock(this, "linear_backward");
   const char* op = "linear_backward";
   check_sizes(op, B, I, O);
   BYOL_CPU_CHECK_PTR(op, dweight);

@@ -87,6 +87,7 @@ BYOL_CPU_KERNEL void avgpool_backward_kernel(float* dinp, const float* dout, int
 
 void CpuBackend::maxpool2d_forward(float* out, int32_t* argmax, const float* inp,
                                    const PoolShape& s) {
+  const OpClock op_clock(this, "maxpool2d_forward");
   const char* op = "maxpool2d_forward";
   check_pool(op, s);
   BYOL_CPU_CHECK_PTR(op, out);
@@ -108,6 +109,7 @@ void CpuBackend::maxpool2d_forward(float* out, int32_t* argmax, const float* inp
 
 void CpuBackend::maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax,
                                     const PoolShape& s) {
+  const OpClock op_clock(this, "maxpool2d_backward");
   const char* op = "maxpool2d_backward";
   check_pool(op, s);
   BYOL_CPU_CHECK_PTR(op, dinp);
@@ -146,6 +148,7 @@ void CpuBackend::maxpool2d_backward(float* dinp, const float* dout, const int32_
 }
 
 void CpuBackend::avgpool_forward(float* out, const float* inp, int N, int HW, int C) {
+  const OpClock op_clock(this, "avgpool_forward");
   const char* op = "avgpool_forward";
   BYOL_CHECK(N > 0 && HW > 0 && C > 0, op, ": expected N, HW, C > 0 but received N=", N,
              ", HW=", HW, ", C=", C);
@@ -163,6 +166,7 @@ void CpuBackend::avgpool_forward(float* out, const float* inp, int N, int HW, in
 }
 
 void CpuBackend::avgpool_backward(float* dinp, const float* dout, int N, int HW, int C) {
+  const OpClock op_clock(this, "avgpool_backward");
   const char* op = "avgpool_backward";
   BYOL_CHECK(N > 0 && HW > 0 && C > 0, op, ": expected N, HW, C > 0 but received N=", N,
              ", HW=", HW, ", C=", C);

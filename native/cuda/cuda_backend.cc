@@ -219,6 +219,13 @@ void CudaBackend::teardown() noexcept {
   }
   if (host_status_) cudaFreeHost(host_status_);
   host_status_ = nullptr;
+  for (const TimedOp& t : timed_ops_) {
+    cudaEventDestroy(t.start);
+    cudaEventDestroy(t.end);
+  }
+  timed_ops_.clear();
+  for (cudaEvent_t event : free_events_) cudaEventDestroy(event);
+  free_events_.clear();
   if (cublas_) cublasDestroy(cublas_);
   cublas_ = nullptr;
   if (cudnn_) cudnnDestroy(cudnn_);
@@ -410,9 +417,110 @@ void CudaBackend::synchronize() {
 
 // ---- profiling -----------------------------------------------------------------------------
 
-void CudaBackend::range_push(const char* name) noexcept { nvtxRangePushA(name); }
+void CudaBackend::range_push(const char* name) noexcept {
+  nvtxRangePushA(name);
+  try {
+    op_timer_.push(name);
+  } catch (...) {  // out of memory for a name: that range's ops count under the outer phase
+  }
+}
 
-void CudaBackend::range_pop() noexcept { nvtxRangePop(); }
+void CudaBackend::range_pop() noexcept {
+  nvtxRangePop();
+  op_timer_.pop();
+}
+
+// ---- op timing -----------------------------------------------------------------------------
+
+// Pending timed ops at which an op's end checks which have completed (no wait), and beyond
+// which it waits for them: bounds the events alive without syncing every step.
+constexpr size_t kTimedOpsCheck = 4096, kTimedOpsMost = 65536;
+
+OpEvents::OpEvents(CudaBackend* backend, const char* op) : op_(op) {
+  if (!backend->op_timer_.on() || !nesting_.outermost() || backend->capturing_here()) return;
+  start_ = backend->take_event();
+  if (!start_) return;
+  if (cudaEventRecord(start_, backend->stream()) != cudaSuccess) {
+    (void)cudaGetLastError();
+    std::lock_guard<std::mutex> lock(backend->events_mutex_);
+    backend->free_events_.push_back(start_);
+    return;
+  }
+  phase_ = backend->op_timer_.phase();
+  backend_ = backend;
+}
+
+OpEvents::~OpEvents() {
+  if (!backend_) return;
+  cudaEvent_t end = backend_->take_event();
+  bool recorded = end && cudaEventRecord(end, backend_->stream()) == cudaSuccess;
+  if (!recorded) (void)cudaGetLastError();
+  size_t pending = 0;
+  {
+    std::lock_guard<std::mutex> lock(backend_->events_mutex_);
+    if (recorded) {
+      backend_->timed_ops_.push_back({phase_, op_, start_, end});
+    } else {  // the op goes untimed
+      backend_->free_events_.push_back(start_);
+      if (end) backend_->free_events_.push_back(end);
+    }
+    pending = backend_->timed_ops_.size();
+  }
+  if (pending >= kTimedOpsCheck) backend_->resolve_op_events(pending >= kTimedOpsMost);
+}
+
+cudaEvent_t CudaBackend::take_event() {
+  {
+    std::lock_guard<std::mutex> lock(events_mutex_);
+    if (!free_events_.empty()) {
+      cudaEvent_t event = free_events_.back();
+      free_events_.pop_back();
+      return event;
+    }
+  }
+  cudaEvent_t event = nullptr;
+  if (cudaEventCreate(&event) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return event;
+}
+
+void CudaBackend::resolve_op_events(bool wait) noexcept {
+  std::lock_guard<std::mutex> lock(events_mutex_);
+  size_t done = 0;
+  for (; done < timed_ops_.size(); ++done) {
+    const TimedOp& t = timed_ops_[done];
+    cudaError_t status = wait ? cudaEventSynchronize(t.end) : cudaEventQuery(t.end);
+    if (status == cudaErrorNotReady) break;
+    float ms = 0;
+    if (status == cudaSuccess && cudaEventElapsedTime(&ms, t.start, t.end) == cudaSuccess) {
+      try {
+        op_timer_.add(t.phase, t.op, double(ms));
+      } catch (...) {  // out of memory for a row: this op goes unfiled
+      }
+    }
+    (void)cudaGetLastError();
+    free_events_.push_back(t.start);
+    free_events_.push_back(t.end);
+  }
+  timed_ops_.erase(timed_ops_.begin(), timed_ops_.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
+bool CudaBackend::set_op_timing(bool on) {
+  op_timer_.set(on);
+  return true;
+}
+
+std::vector<OpTime> CudaBackend::op_times(bool reset) {
+  // Not BYOL_CUDA_OP: this call is not an op to time.
+  OpScope scope("op_times");
+  OpGate gate(this);
+  activate();
+  refuse_in_capture("waits for the host");
+  resolve_op_events(true);
+  return op_timer_.rows(reset);
+}
 
 // cudaProfilerStart/Stop act on the calling thread's current context, hence activate().
 bool CudaBackend::profiler_start() {

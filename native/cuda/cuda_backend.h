@@ -31,6 +31,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../core/op_timer.h"
 #include "byol/backend.h"
 #include "cuda_check.h"
 
@@ -82,12 +83,31 @@ class OpGate {
   bool held_ = false;            // this object took the gate shared
 };
 
-// First line of every op: names it (errors, NVTX), waits out another thread's capture, and
-// makes the backend's device current.
+// Times one op while op timing is on (Backend::set_op_timing): events on the backend's stream
+// before and after the op's work, filed by CudaBackend::resolve_op_events. Outermost ops only;
+// nothing is recorded inside a graph capture. Never throws from its destructor.
+class OpEvents {
+ public:
+  OpEvents(CudaBackend* backend, const char* op);
+  ~OpEvents();
+  OpEvents(const OpEvents&) = delete;
+  OpEvents& operator=(const OpEvents&) = delete;
+
+ private:
+  CudaBackend* backend_ = nullptr;  // null: not timing this op
+  const char* op_;
+  int phase_ = 0;
+  cudaEvent_t start_ = nullptr;
+  OpNesting nesting_;
+};
+
+// First line of every op: names it (errors, NVTX), waits out another thread's capture, makes
+// the backend's device current, and times it while op timing is on.
 #define BYOL_CUDA_OP(name)                           \
   ::byol::cuda::OpScope byol_op_scope_(name);        \
   ::byol::cuda::OpGate byol_op_gate_(this);          \
-  activate()
+  activate();                                        \
+  ::byol::cuda::OpEvents byol_op_events_(this, name)
 
 // Device memory from the backend's pool, freed (stream-ordered) when it goes out of scope:
 // scratch space of one op. Move-only.
@@ -211,6 +231,9 @@ class CudaBackend final : public Backend {
   void range_pop() noexcept override;
   bool profiler_start() override;
   bool profiler_stop() override;
+  // Op timing (OpEvents): the sums come from cudaEventElapsedTime, so they are device time.
+  bool set_op_timing(bool on) override;
+  std::vector<OpTime> op_times(bool reset) override;
 
   // graph.cc: stream capture of the backend's stream (cudaStreamCaptureModeThreadLocal) into
   // an instantiated CUDA graph. Inside a capture, scratch DeviceBuffers become the graph's own
@@ -232,6 +255,7 @@ class CudaBackend final : public Backend {
   friend class DeviceBuffer;
   friend class OpGate;
   friend class CudaGraph;
+  friend class OpEvents;
   void teardown() noexcept;  // releases every handle; safe on a half-built backend
   void* alloc_raw(size_t bytes, const char* what);
   void free_raw(void* ptr);
@@ -287,6 +311,20 @@ class CudaBackend final : public Backend {
   };
   StagingSlot staging_[2];
   int next_slot_ = 0;
+
+  // ---- op timing (OpEvents) ----
+  struct TimedOp {
+    int phase;
+    const char* op;
+    cudaEvent_t start, end;
+  };
+  OpTimer op_timer_;
+  std::mutex events_mutex_;            // guards the two vectors below
+  std::vector<cudaEvent_t> free_events_;
+  std::vector<TimedOp> timed_ops_;     // recorded, not yet filed, in stream order
+  cudaEvent_t take_event();            // from free_events_ or new; null when none can be made
+  // Files the timed ops whose end event has completed (all of them when `wait`), in order.
+  void resolve_op_events(bool wait) noexcept;
 
   // ---- graph capture (graph.cc) ----
   mutable std::shared_mutex capture_gate_;  // OpGate: shared per op, exclusive per capture

@@ -93,6 +93,7 @@ class CudaGraph final : public Graph {
     OpGate gate(self);
     self->activate();
     BYOL_CHECK(!self->capturing_here(), "cuda: a graph cannot be launched inside another graph's capture");
+    OpEvents events(self, "graph_launch");  // the whole replay is one timed op
     BYOL_CUDA_CHECK(cudaGraphLaunch(exec_, self->stream()));
   }
 

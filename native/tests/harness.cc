@@ -24,13 +24,13 @@ CaseState& state() {
   static CaseState s;
   return s;
 }
+}  // namespace
 
 std::string fmt(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g", v);
   return buf;
 }
-}  // namespace
 
 std::vector<TestCase>& registry() {
   static std::vector<TestCase> r;

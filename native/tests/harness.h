@@ -32,6 +32,9 @@ bool check(const std::string& name, const float* got, const float* want, size_t 
 bool check(const std::string& name, const std::vector<float>& got, const std::vector<float>& want,
            float atol, float rtol);
 
+// A number for a log line, 3 significant digits ("0.000123", "4.56e+03").
+std::string fmt(double v);
+
 struct TestCase {
   std::string name;
   std::function<void(Context&)> fn;

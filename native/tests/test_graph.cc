@@ -302,11 +302,7 @@ double run_pair(ByolModel& graphed, ByolModel& eager, Backend* gb, Backend* eb, 
   return worst;
 }
 
-std::string fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.3g", v);
-  return buf;
-}
+using byol_test::fmt;
 
 BYOL_TEST("graph/replay_matches_eager", ctx) {
   for (byol::OptimizerKind kind : {byol::OptimizerKind::lars, byol::OptimizerKind::sgd, byol::OptimizerKind::adamw}) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "byol/error.h"
 
@@ -24,7 +25,8 @@ namespace byol {
 // 3: step scalars read from backend memory (lr_device, bias_device, ema_update's tau_device),
 //    graph capture (begin_capture/end_capture, Graph), batch norm epilogues (BnEpilogue,
 //    batchnorm_backward's relu_out).
-constexpr int kBackendApiVersion = 3;
+// 4: op timing (set_op_timing, op_times, OpTime).
+constexpr int kBackendApiVersion = 4;
 
 enum class DeviceType { cpu = 0, cuda = 1 };
 const char* device_name(DeviceType d);
@@ -102,6 +104,15 @@ struct BnEpilogue {
 };
 
 struct AugmentParams;  // byol/augment.h
+
+// One row of an op-time profile (Backend::op_times): the phase of the step the op ran in
+// ("online forward", "backward", ...; see native/core/op_timer.h), the op
+// ("conv2d_forward"), how many calls and their summed time in milliseconds.
+struct OpTime {
+  std::string phase, op;
+  int64_t calls = 0;
+  double ms = 0;
+};
 
 class Backend {
  public:
@@ -239,6 +250,17 @@ class Backend {
   // profiler_stop first waits for the work queued before it, so the window holds those kernels.
   virtual bool profiler_start() { return false; }
   virtual bool profiler_stop() { return false; }
+
+  // ---- op timing: where a step's time goes, without an external profiler ----
+  // set_op_timing(true): from the next op on, each op's time is measured and summed per
+  // (phase, op): the CPU times the call with a clock (its ops run to completion inside it), the
+  // CUDA backend records events on its stream around the op (device time; a few microseconds of
+  // host time per op, so launch-bound steps run slower while it is on). Ops inside a graph
+  // capture are not timed; a graph launch is one op ("graph_launch"). Switch between steps.
+  // Returns false when this backend cannot time ops.
+  virtual bool set_op_timing(bool on) { return false; }
+  // The sums since timing went on or the last reset, after waiting for queued work.
+  virtual std::vector<OpTime> op_times(bool reset) { return {}; }
 
   // ---- graph capture (CUDA graphs) ----
   // begin_capture: until end_capture, the ops the calling thread enqueues are recorded instead
