@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -54,6 +55,30 @@ void parallel_blocks(int64_t n, int64_t work, Fn&& fn) {
   }
 }
 
+// Zeroed double accumulators, one block of `width` per thread, each block starting on its own
+// 128-byte boundary: a thread's hot accumulators never share a cache line with another's (nor
+// the neighbouring line, which the adjacent-line prefetcher fetches in pairs). Without the
+// alignment, a block boundary fell inside a line whenever the heap handed out a pointer not
+// 64-byte aligned, and the two threads' updates of every row bounced that line between cores:
+// batch norm's sums ran 1.3-1.4x slower, by heap luck. Allocate outside parallel regions.
+class ThreadAccumulators {
+ public:
+  static constexpr int64_t kAlignDoubles = 16;  // 128 bytes
+  ThreadAccumulators(int threads, int64_t width)
+      : stride_((width + kAlignDoubles - 1) / kAlignDoubles * kAlignDoubles),
+        storage_(static_cast<size_t>(stride_ * std::max(threads, 1) + kAlignDoubles), 0.0) {
+    const uintptr_t raw = reinterpret_cast<uintptr_t>(storage_.data());
+    const uintptr_t align = kAlignDoubles * sizeof(double);
+    base_ = reinterpret_cast<double*>((raw + align - 1) / align * align);
+  }
+  double* get(int thread) { return base_ + thread * stride_; }
+
+ private:
+  int64_t stride_;
+  std::vector<double> storage_;
+  double* base_ = nullptr;
+};
+
 // Per-channel reduction over the M rows of an (M, C) matrix. NHWC keeps a channel's
 // values C floats apart, so instead of one thread per channel (strided, cache-hostile)
 // each thread walks a contiguous block of rows and accumulates all channels into its own
@@ -62,20 +87,18 @@ void parallel_blocks(int64_t n, int64_t work, Fn&& fn) {
 template <typename RowsFn>
 void column_reduce(int64_t M, int C, int num_acc, double* result, RowsFn&& rows) {
   const int64_t width = static_cast<int64_t>(num_acc) * C;
-  // Each thread's accumulators start on their own cache line: no false sharing when C is tiny.
-  const int64_t stride = (width + 7) / 8 * 8;
   const int nth = static_cast<int>(std::min<int64_t>(threads_for(M * C), M));
-  std::vector<double> partial(static_cast<size_t>(stride) * std::max(nth, 1), 0.0);
+  ThreadAccumulators partial(nth, width);
 #pragma omp parallel num_threads(nth) if (nth > 1)
   {
     const int team = omp_get_num_threads(), t = omp_get_thread_num();
     int64_t begin, end;
     block_range(M, team, t, &begin, &end);
-    if (begin < end) rows(begin, end, partial.data() + t * stride);
+    if (begin < end) rows(begin, end, partial.get(t));
   }
   std::fill(result, result + width, 0.0);
   for (int t = 0; t < std::max(nth, 1); ++t) {
-    const double* p = partial.data() + t * stride;
+    const double* p = partial.get(t);
     for (int64_t j = 0; j < width; ++j) result[j] += p[j];
   }
 }

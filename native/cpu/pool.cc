@@ -156,10 +156,9 @@ void CpuBackend::avgpool_forward(float* out, const float* inp, int N, int HW, in
   BYOL_CPU_CHECK_PTR(op, inp);
   use_threads();
   // Per-thread double sums, allocated here: nothing inside a parallel region may throw.
-  const int nth = std::max(1, omp_get_max_threads());
-  std::vector<double> sums(static_cast<size_t>(nth) * C);
+  ThreadAccumulators sums(std::max(1, omp_get_max_threads()), C);
   parallel_blocks(N, static_cast<int64_t>(N) * HW * C, [&](int64_t begin, int64_t end) {
-    double* sum = sums.data() + static_cast<size_t>(omp_get_thread_num()) * C;
+    double* sum = sums.get(omp_get_thread_num());
     for (int64_t n = begin; n < end; ++n)
       avgpool_image_kernel(out + n * C, sum, inp + n * HW * C, HW, C);
   });
