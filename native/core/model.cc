@@ -8,7 +8,8 @@
 // PyTorch's single backward of the summed loss.
 // Profiler ranges (Backend::range_push): "byol step" holds the phases "target forward",
 // "online forward", "loss", "backward", "optimizer", "ema", "loss readback"; the networks
-// inside push their own (nets.h). embed/project push "embed"/"project".
+// inside push their own (nets.h). embed/project push "embed"/"project"; the weights files
+// "save weights", "save encoder", "load weights" (their downloads and uploads).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -558,6 +559,7 @@ std::vector<ByolModel::NamedHostTensor> ByolModel::named_tensors(bool with_optim
 }
 
 void ByolModel::save_weights(const std::string& path, bool with_optimizer) const {
+  const Range range(backend_, "save weights");
   WeightsLayout w;
   make_layout(*this, count_target_tensors(params_, num_target_params_), &w);
   download_state(*this, &w.host);
@@ -575,6 +577,7 @@ void ByolModel::save_weights(const std::string& path, bool with_optimizer) const
 }
 
 void ByolModel::save_encoder(const std::string& path) const {
+  const Range range(backend_, "save encoder");
   WeightsLayout w;
   make_layout(*this, count_target_tensors(params_, num_target_params_), &w);
   download_state(*this, &w.host);
@@ -615,6 +618,7 @@ void read_entry(const SafeTensorsFile& file, const Entry& e) {
 }  // namespace
 
 bool ByolModel::load_weights(const std::string& path) {
+  const Range range(backend_, "load weights");
   return load_state(SafeTensorsFile::read(path), "", true);
 }
 

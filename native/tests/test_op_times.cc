@@ -116,6 +116,10 @@ void eager_step_profile(Backend* be) {
   expect_calls(after_fill, "(no range)", "fill", 1);
   byol_test::expect_true(after_fill.size() == keyed.size() + 1, "reset=false kept the step rows");
   byol_test::expect_true(be->op_times(false).empty(), "op_times(true) reset the sums");
+  // A checkpoint's transfers have their own phase (five state buffers: params, target, both
+  // BN statistics, optimizer state).
+  m.save_weights(byol_test::scratch_dir() + "/op_times.safetensors", true);
+  expect_calls(by_key(be->op_times(true)), "save weights", "download", 5);
   be->set_op_timing(false);
   m.step(v1, v2, 0.1f, 0.99f);
   byol_test::expect_true(be->op_times(true).empty(), "nothing is timed while timing is off");
