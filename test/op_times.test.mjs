@@ -2,7 +2,7 @@
 // functions on a Byol model's steps (call counts known from the network, times that add up),
 // argument errors naming the argument, and the trainer's opTimes window (--op-times A:B): the
 // same losses as an untimed run, one 'op-times' log record per window with per-step rows, the
-// table it prints, a window outside the run or cut short by its end. On a GPU the window also
+// table it prints and the report's section, a window outside the run or cut short by its end. On a GPU the window also
 // runs its steps eagerly and graphs come back after it.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -17,6 +17,7 @@ import { throwsMessage } from './helpers.mjs';
 const require = createRequire(import.meta.url);
 const { Byol, ByolOptionError, Tensor, Trainer, opTimes, setOpTiming, readLog } = require('../dist/index.js');
 const { native } = require('../dist/native.js');
+const { renderReport } = require('../dist/train/report.js');
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const scratch = mkdtempSync(join(tmpdir(), 'byol-optimes-'));
@@ -126,6 +127,11 @@ test('trainer opTimes window: same losses, one op-times record, the table printe
   assert.not.match(plain.text, /op times|timing ops/);
   // Timing is off again after the window.
   assert.equal(opTimes('cpu'), []);
+  // The HTML report shows the record; a run without one has no such section.
+  const html = await renderReport(timed.result.runDir);
+  assert.match(html, /<h2>Where a step's time goes<\/h2>\n<table class="results"><caption>steps 2\.\.3 on cpu: [\d.]+ ms per step in ops \(wall time of each op\)/);
+  assert.match(html, /<tr><th>online forward<\/th><th>conv2d_forward<\/th><td>40\.0<\/td>/);
+  assert.not.match(await renderReport(plain.result.runDir), /Where a step/);
 });
 
 test('trainer opTimes window: outside the run is said; cut short by the end of the run is closed', async () => {

@@ -1,5 +1,6 @@
 // report.ts: a self-contained HTML report of a run: inline SVG line charts of loss (raw and
-// smoothed), learning rate, EMA tau and throughput from log.jsonl, the run's configuration from
+// smoothed), learning rate, EMA tau and throughput from log.jsonl, where a step's time went
+// (the log's last op-times record, when the run timed ops), the run's configuration from
 // state.json and the evaluation results from eval.json.
 // Contract: the HTML references nothing outside itself (no scripts, fonts, images or styles
 // from elsewhere); every text taken from files is escaped; missing state.json or eval.json
@@ -182,6 +183,36 @@ function evalTable(evalResults: EvalFile): string {
     `<th>kNN top-1</th><th>kNN top-5</th></tr>${rows.join('')}</table>`;
 }
 
+interface OpTimesRecord {
+  event: 'op-times';
+  firstStep: number;
+  step: number;
+  device: string;
+  msPerStep: number;
+  rows: { phase: string; op: string; calls: number; ms: number }[];
+}
+
+function isOpTimes(r: unknown): r is OpTimesRecord {
+  const o = r as Partial<OpTimesRecord>;
+  return o.event === 'op-times' && Array.isArray(o.rows) && typeof o.msPerStep === 'number';
+}
+
+// Every (phase, op) of the record, longest first, with a bar for its share.
+function opTimesTable(rec: OpTimesRecord): string {
+  const rows = [...rec.rows].sort((a, b) => b.ms - a.ms);
+  const total = rec.msPerStep > 0 ? rec.msPerStep : 1;
+  const body = rows.map((r) => {
+    const share = (100 * r.ms) / total;
+    return `<tr><th>${escapeHtml(r.phase)}</th><th>${escapeHtml(r.op)}</th><td>${r.calls.toFixed(1)}</td>` +
+      `<td>${r.ms.toFixed(3)}</td><td>${share.toFixed(1)}%</td>` +
+      `<td><svg width="120" height="10" role="img"><rect width="${(1.2 * share).toFixed(1)}" height="10" fill="#9467bd"/></svg></td></tr>`;
+  });
+  const clock = rec.device === 'cpu' ? 'wall time of each op' : 'device time';
+  return `<table class="results"><caption>steps ${rec.firstStep}..${rec.step} on ${escapeHtml(rec.device)}: ` +
+    `${rec.msPerStep.toFixed(3)} ms per step in ops (${clock})</caption><tr><th>phase</th><th>op</th>` +
+    `<th>calls/step</th><th>ms/step</th><th>share</th><th></th></tr>${body.join('')}</table>`;
+}
+
 // The report's HTML for a run directory.
 export async function renderReport(runDir: string): Promise<string> {
   const logFile = path.join(runDir, LOG_FILE);
@@ -203,6 +234,7 @@ export async function renderReport(runDir: string): Promise<string> {
     lineChart('throughput (images/s)', [{ name: 'images/s', color: '#9467bd', points: at((s) => s.imagesPerSec) }]),
   ];
   const last = steps[steps.length - 1];
+  const opTimes = (records as unknown[]).filter(isOpTimes).pop();
   const events = records.filter((r) => !isStepRecord(r)) as { event: string; step: number }[];
   const summary: [string, string][] = [
     ['run directory', path.resolve(runDir)],
@@ -244,6 +276,7 @@ ${table(summary)}
 <div class="charts">
 ${charts.join('\n')}
 </div>
+${opTimes ? `<h2>Where a step's time goes</h2>\n${opTimesTable(opTimes)}` : ''}
 ${evalResults?.results ? `<h2>Evaluation</h2>\n${evalTable(evalResults)}` : ''}
 ${config.length ? `<h2>Configuration</h2>\n${table(config)}` : ''}
 </body>
