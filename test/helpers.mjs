@@ -1,6 +1,11 @@
-// helpers.mjs: assertions shared by the uvu suites: an error of a given type whose message
-// matches a pattern (RegExp) or equals a string. Both return the error for further checks.
+// helpers.mjs: what the uvu suites share: assertions that an error of a given type has a
+// message matching a pattern (RegExp) or equal to a string (both return the error for further
+// checks), and the tiny training run of the trainer suites.
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import * as assert from 'uvu/assert';
+
+const require = createRequire(import.meta.url);
 
 function checkError(caught, ErrorType, expected) {
   assert.ok(caught, `expected an error matching ${expected}`);
@@ -28,4 +33,35 @@ export async function rejectsMessage(promise, ErrorType, expected) {
     caught = error;
   }
   return checkError(caught, ErrorType, expected);
+}
+
+// The tiny training run of the trainer suites (a few ms per step on one core), writing to `out`;
+// `extra` replaces top-level options.
+export function tinyRunOptions(out, extra = {}) {
+  return {
+    data: { kind: 'synthetic', limit: 32, size: 8, channels: 3, classes: 4 },
+    encoder: { arch: 'resnet18', stem: 'cifar', width: 0.125 },
+    projector: { hidden: 32, out: 16 },
+    predictor: { hidden: 32 },
+    batchSize: 8,
+    steps: 5,
+    optimizer: { name: 'lars', lr: 0.5, warmupSteps: 1 },
+    device: 'cpu',
+    seed: 3,
+    progress: 'lines',
+    printEvery: 1000,
+    out,
+    ...extra,
+  };
+}
+
+// Runs a Trainer with `options`, collecting what it prints; resolves with the result, the text
+// and the run's log records.
+export async function runCollecting(options) {
+  const { Trainer, readLog } = require('../dist/index.js');
+  const trainer = new Trainer(options);
+  let text = '';
+  trainer.progressStream = { write: (chunk) => { text += chunk; }, isTTY: false };
+  const result = await trainer.run();
+  return { result, text, log: await readLog(join(result.runDir, 'log.jsonl')) };
 }

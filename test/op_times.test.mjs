@@ -12,10 +12,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { throwsMessage } from './helpers.mjs';
+import { runCollecting, throwsMessage, tinyRunOptions } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
-const { Byol, ByolOptionError, Tensor, Trainer, opTimes, setOpTiming, readLog } = require('../dist/index.js');
+const { Byol, ByolOptionError, Tensor, Trainer, opTimes, setOpTiming } = require('../dist/index.js');
 const { native } = require('../dist/native.js');
 const { renderReport } = require('../dist/train/report.js');
 
@@ -26,31 +26,7 @@ const newRunDir = () => join(scratch, `run${++runCounter}`);
 // ResNet-18: stem conv + 8 blocks x 2 + 3 downsample convs, each once per view.
 const R18_CONVS = 20;
 
-function tiny(extra = {}) {
-  return {
-    data: { kind: 'synthetic', limit: 32, size: 8, channels: 3, classes: 4 },
-    encoder: { arch: 'resnet18', stem: 'cifar', width: 0.125 },
-    projector: { hidden: 32, out: 16 },
-    predictor: { hidden: 32 },
-    batchSize: 8,
-    steps: 5,
-    optimizer: { name: 'lars', lr: 0.5, warmupSteps: 1 },
-    device: 'cpu',
-    seed: 3,
-    progress: 'lines',
-    printEvery: 1000,
-    out: newRunDir(),
-    ...extra,
-  };
-}
-
-async function runCollecting(options) {
-  const trainer = new Trainer(options);
-  let text = '';
-  trainer.progressStream = { write: (chunk) => { text += chunk; }, isTTY: false };
-  const result = await trainer.run();
-  return { result, text, log: await readLog(join(result.runDir, 'log.jsonl')) };
-}
+const tiny = (extra = {}) => tinyRunOptions(newRunDir(), extra);
 const losses = (log) => log.filter((r) => !('event' in r)).map((r) => r.loss);
 const row = (rows, phase, op) => rows.find((r) => r.phase === phase && r.op === op);
 

@@ -11,12 +11,11 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { throwsMessage } from './helpers.mjs';
+import { runCollecting, throwsMessage, tinyRunOptions } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Trainer, PROFILE_ENV } = require('../dist/train/trainer.js');
 const { parseProfileSteps, resolveProfile } = require('../dist/train/options.js');
-const { readLog } = require('../dist/train/log.js');
 const { native } = require('../dist/native.js');
 const { ByolOptionError } = require('../dist/validate.js');
 
@@ -25,33 +24,8 @@ const scratch = mkdtempSync(join(tmpdir(), 'byol-profile-'));
 let runCounter = 0;
 const newRunDir = () => join(scratch, `run${++runCounter}`);
 
-// The tiny run of test/train.test.mjs: a few ms per step on one core.
-function tiny(extra = {}) {
-  return {
-    data: { kind: 'synthetic', limit: 32, size: 8, channels: 3, classes: 4 },
-    encoder: { arch: 'resnet18', stem: 'cifar', width: 0.125 },
-    projector: { hidden: 32, out: 16 },
-    predictor: { hidden: 32 },
-    batchSize: 8,
-    steps: 5,
-    optimizer: { name: 'lars', lr: 0.5, warmupSteps: 1 },
-    device: 'cpu',
-    seed: 3,
-    progress: 'lines',
-    printEvery: 1000,
-    out: newRunDir(),
-    ...extra,
-  };
-}
-
-// Runs a trainer, collecting what it prints; resolves with the result, the text and the log.
-async function runCollecting(options) {
-  const trainer = new Trainer(options);
-  let text = '';
-  trainer.progressStream = { write: (chunk) => { text += chunk; }, isTTY: false };
-  const result = await trainer.run();
-  return { result, text, log: await readLog(join(result.runDir, 'log.jsonl')) };
-}
+// The trainer suites' tiny run (helpers.mjs).
+const tiny = (extra = {}) => tinyRunOptions(newRunDir(), extra);
 const losses = (log) => log.filter((r) => !('event' in r)).map((r) => r.loss);
 
 test('profile option: integers, 1 <= startStep < stopStep, messages name the option', () => {

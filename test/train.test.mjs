@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { rejectsMessage as rejects, throwsMessage } from './helpers.mjs';
+import { rejectsMessage as rejects, throwsMessage, tinyRunOptions } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Trainer, NonFiniteLossError } = require('../dist/train/trainer.js');
@@ -26,25 +26,12 @@ const scratch = mkdtempSync(join(tmpdir(), 'byol-train-'));
 let runCounter = 0;
 const newRunDir = () => join(scratch, `run${++runCounter}`);
 
-// The tiny configuration of every run here: a few ms per step on one core.
+// The tiny configuration of every run here (helpers.mjs), quiet, with a longer warmup.
 function tiny(extra = {}) {
-  return {
-    data: { kind: 'synthetic', limit: 32, size: 8, channels: 3, classes: 4 },
-    encoder: { arch: 'resnet18', stem: 'cifar', width: 0.125 },
-    projector: { hidden: 32, out: 16 },
-    predictor: { hidden: 32 },
-    batchSize: 8,
-    steps: 6,
-    optimizer: { name: 'lars', lr: 0.5, warmupSteps: 2 },
-    device: 'cpu',
-    seed: 11,
-    progress: 'none',
-    out: newRunDir(),
-    ...extra,
-  };
+  return tinyRunOptions(newRunDir(), {
+    steps: 6, optimizer: { name: 'lars', lr: 0.5, warmupSteps: 2 }, seed: 11, progress: 'none', ...extra,
+  });
 }
-
-
 
 const stepLosses = async (dir) => (await readLog(join(dir, 'log.jsonl'))).filter((r) => !('event' in r)).map((r) => r.loss);
 

@@ -167,4 +167,16 @@ const std::string& scratch_dir() {
   return dir.path;
 }
 
+byol::ModelConfig small_model_config(byol::ResNetArch arch, byol::Stem stem) {
+  byol::ModelConfig c;
+  c.encoder.arch = arch;
+  c.encoder.stem = stem;
+  c.encoder.width = 0.0625;
+  c.projector_hidden = 64;
+  c.projector_out = 32;
+  c.predictor_hidden = 64;
+  c.seed = 5;
+  return c;
+}
+
 }  // namespace byol_test

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "byol/model.h"
 #include "harness.h"
 
 namespace byol_test {
@@ -50,6 +51,11 @@ std::string error_message(const std::function<void()>& fn);
 // Runs fn as a nested case (tests of the runner itself): its checks go to `log` and its own
 // failure count, not the current case's. Returns that count; an exception counts as one.
 int run_nested(const std::function<void()>& fn, std::string* log);
+
+// The small BYOL model of the step tests: width 1/16, projector 64/32, predictor 64, seed 5
+// (ResNet-18 cifar stem unless asked; 3 input channels; LARS).
+byol::ModelConfig small_model_config(byol::ResNetArch arch = byol::ResNetArch::resnet18,
+                                     byol::Stem stem = byol::Stem::cifar);
 
 // A fresh folder under $TMPDIR (or /tmp) for this process, removed at exit.
 const std::string& scratch_dir();

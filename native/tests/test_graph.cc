@@ -226,14 +226,7 @@ class GraphEmulator : public Backend {
 };
 
 ModelConfig tiny_config(byol::OptimizerKind kind) {
-  ModelConfig c;
-  c.encoder.arch = byol::ResNetArch::resnet18;
-  c.encoder.stem = byol::Stem::cifar;
-  c.encoder.in_channels = 3;
-  c.encoder.width = 0.0625;
-  c.projector_hidden = 64;
-  c.projector_out = 32;
-  c.predictor_hidden = 64;
+  ModelConfig c = byol_test::small_model_config();
   c.seed = 11;
   c.optimizer.kind = kind;
   if (kind == byol::OptimizerKind::adamw) c.optimizer.weight_decay = 0.05f;

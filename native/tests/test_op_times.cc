@@ -21,19 +21,6 @@ using byol::OpTime;
 using byol::Tensor;
 using byol_test::fmt;
 
-byol::ModelConfig small_config() {
-  byol::ModelConfig c;
-  c.encoder.arch = byol::ResNetArch::resnet18;
-  c.encoder.stem = byol::Stem::cifar;
-  c.encoder.in_channels = 3;
-  c.encoder.width = 0.0625;
-  c.projector_hidden = 64;
-  c.projector_out = 32;
-  c.predictor_hidden = 64;
-  c.seed = 5;
-  return c;
-}
-
 Tensor views(Backend* b, float value) {
   std::vector<float> host(size_t(16) * 12 * 12 * 3);
   for (size_t i = 0; i < host.size(); ++i) host[i] = value * float((i * 7919) % 17) / 17.0f - 0.5f;
@@ -66,7 +53,7 @@ void expect_calls(const std::map<std::pair<std::string, std::string>, OpTime>& r
 }
 
 void eager_step_profile(Backend* be) {
-  ByolModel m(be, small_config());
+  ByolModel m(be, byol_test::small_model_config());
   m.set_use_graphs(false);
   Tensor v1 = views(be, 1.0f), v2 = views(be, 0.5f);
   m.step(v1, v2, 0.1f, 0.99f);  // plans and algorithms chosen before timing
@@ -138,7 +125,7 @@ BYOL_TEST("op_times/step_counts_and_times@cuda", ctx) {
 BYOL_TEST("op_times/graph_replay_is_one_op@cuda", ctx) {
   if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
   Backend* be = ctx.cuda;
-  ByolModel m(be, small_config());
+  ByolModel m(be, byol_test::small_model_config());
   m.set_use_graphs(true);
   Tensor v1 = views(be, 1.0f), v2 = views(be, 0.5f);
   be->set_op_timing(true);

@@ -306,20 +306,8 @@ namespace {
 // ---------------------------------------------------------------------------------------
 // Layout, initialization, weights files.
 
-ModelConfig small_config(byol::ResNetArch arch = byol::ResNetArch::resnet18, byol::Stem stem = byol::Stem::cifar) {
-  ModelConfig c;
-  c.encoder.arch = arch;
-  c.encoder.stem = stem;
-  c.encoder.width = 0.0625;
-  c.projector_hidden = 64;
-  c.projector_out = 32;
-  c.predictor_hidden = 64;
-  c.seed = 5;
-  return c;
-}
-
 BYOL_TEST("step/layout", ctx) {
-  ModelConfig c = small_config(byol::ResNetArch::resnet50, byol::Stem::imagenet);
+  ModelConfig c = byol_test::small_model_config(byol::ResNetArch::resnet50, byol::Stem::imagenet);
   ByolModel m(ctx.cpu, c);
   byol_test::expect_true(m.feature_dim() == 2048 / 16, "resnet50 width 1/16 gives a 128-d y");
   // The target's tensors are exactly the prefix of the online layout (encoder + projector).
@@ -351,7 +339,7 @@ BYOL_TEST("step/layout", ctx) {
   byol_test::expect_true(m.num_target_batchnorms() + 1 == static_cast<int>(m.batchnorms().size()),
                          "the predictor's one BatchNorm is the only online-only statistics");
 
-  ModelConfig no_pred = small_config();
+  ModelConfig no_pred = byol_test::small_model_config();
   no_pred.predictor = false;
   ByolModel ablation(ctx.cpu, no_pred);
   byol_test::expect_true(ablation.num_params() == ablation.num_target_params(), "no predictor: target = online layout");
@@ -368,7 +356,7 @@ double stddev(const float* p, int64_t n) {
 }
 
 BYOL_TEST("step/init", ctx) {
-  ModelConfig c = small_config();
+  ModelConfig c = byol_test::small_model_config();
   c.encoder.width = 0.25;
   ByolModel a(ctx.cpu, c), b(ctx.cpu, c);
   const std::vector<float> pa = a.online_params().to_vector_f32(), pb = b.online_params().to_vector_f32();
@@ -676,7 +664,7 @@ BYOL_TEST("step/optim_cpu/threads_and_errors", ctx) {
 // Input validation of the model.
 
 BYOL_TEST("step/validation", ctx) {
-  ModelConfig c = small_config();
+  ModelConfig c = byol_test::small_model_config();
   ByolModel m(ctx.cpu, c);
   Tensor good = Tensor::zeros(ctx.cpu, {4, 16, 16, 3});
   byol_test::expect_error("channels", [&] { m.step(Tensor::zeros(ctx.cpu, {4, 16, 16, 1}), good, 0.1f, 0.99f); },
@@ -694,7 +682,7 @@ BYOL_TEST("step/validation", ctx) {
   byol_test::expect_error("lr", [&] { m.step(good, good, -1.f, 0.5f); }, {"lr"});
   byol_test::expect_error("empty image", [&] { m.embed(Tensor::zeros(ctx.cpu, {2, 0, 4, 3})); }, {"images", "1x1"});
   // Padding keeps every layer at >= 1x1: a 2x2 image through the imagenet stem is legal.
-  ModelConfig imagenet = small_config(byol::ResNetArch::resnet18, byol::Stem::imagenet);
+  ModelConfig imagenet = byol_test::small_model_config(byol::ResNetArch::resnet18, byol::Stem::imagenet);
   ByolModel small(ctx.cpu, imagenet);
   byol_test::expect_true(small.embed(Tensor::zeros(ctx.cpu, {2, 2, 2, 3})).dim(0) == 2, "2x2 images, imagenet stem");
   ModelConfig bad = c;
@@ -799,7 +787,7 @@ double projection_spread(ByolModel& model, const Tensor& images) {
 // Returns the spread every 10 steps (first entry: before training).
 std::vector<double> train_for_collapse(Context& ctx, bool predictor, float tau, int steps) {
   const int S = 16, C = 3, pool = 256, batch = 32;
-  ModelConfig c = small_config();
+  ModelConfig c = byol_test::small_model_config();
   c.predictor = predictor;
   c.seed = 3;
   ByolModel model(ctx.cpu, c);
@@ -1033,7 +1021,7 @@ bool ends_with(const std::string& s, const std::string& tail) {
 BYOL_TEST("step/profile_ranges", ctx) {
   // ResNet-50 with the imagenet stem: bottleneck units (conv3), downsample and max-pool ranges.
   RangeRecorder rec(ctx.cpu);
-  ModelConfig c = small_config(byol::ResNetArch::resnet50, byol::Stem::imagenet);
+  ModelConfig c = byol_test::small_model_config(byol::ResNetArch::resnet50, byol::Stem::imagenet);
   ByolModel m(&rec, c);
   Tensor v1 = Tensor::zeros(&rec, {4, 16, 16, 3}), v2 = Tensor::zeros(&rec, {4, 16, 16, 3});
   rec.reset();
