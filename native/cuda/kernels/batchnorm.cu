@@ -4,10 +4,13 @@
 // Per-channel reductions use a 2-D grid: blockIdx.x picks 32 adjacent channels (one warp
 // reads 128 contiguous bytes), blockIdx.y one chunk of rows. Chunks write partial results
 // that a second kernel merges in chunk order, so results are deterministic (no atomics).
-// Statistics use Welford/Chan merging (one read of x, no E[x^2]-E[x]^2 cancellation), and
-// the merge across chunks runs in double.
+// Statistics: each thread sums its rows about a shift (one read of x, no E[x^2]-E[x]^2
+// cancellation), lanes and chunks merge with Chan's formula, across chunks in double. A
+// thread's work on its rows is in batchnorm_rows.h (loads batched kUnroll rows ahead, so enough
+// bytes are in flight for the memory system).
 #include <algorithm>
 
+#include "batchnorm_rows.h"
 #include "common.cuh"
 #include "cuda_check.h"
 #include "kernels.h"
@@ -15,6 +18,8 @@
 namespace byol {
 namespace cuda {
 namespace {
+
+namespace rows = byol::batchnorm_rows;
 
 constexpr int kRowLanes = 8;  // blockDim.y of the reduction kernels
 
@@ -24,8 +29,8 @@ __device__ __forceinline__ int64_t chunk_rows(int64_t M, int64_t rows_per_chunk,
   return end > begin ? end - begin : 0;
 }
 
-// partial_mean/partial_m2 are (chunks, C): Welford mean and sum of squared deviations of
-// the chunk's rows.
+// partial_mean/partial_m2 are (chunks, C): mean and sum of squared deviations of the chunk's
+// rows.
 __global__ void batchnorm_stats_kernel(float* partial_mean, float* partial_m2, const float* inp,
                                        int64_t M, int C, int64_t rows_per_chunk) {
   __shared__ float s_count[kRowLanes][33], s_mean[kRowLanes][33], s_m2[kRowLanes][33];
@@ -33,16 +38,10 @@ __global__ void batchnorm_stats_kernel(float* partial_mean, float* partial_m2, c
   const int chunk = blockIdx.y;
   const int64_t begin = chunk * rows_per_chunk;
   const int64_t end = begin + rows_per_chunk < M ? begin + rows_per_chunk : M;
-  float count = 0.0f, mean = 0.0f, m2 = 0.0f;
-  if (c < C) {
-    for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
-      float x = inp[r * C + c];
-      count += 1.0f;
-      float delta = x - mean;
-      mean += delta / count;
-      m2 = fmaf(delta, x - mean, m2);
-    }
-  }
+  rows::ShiftedMoments moments;
+  if (c < C) rows::moments_column(moments, inp, C, c, begin + threadIdx.y, end, kRowLanes);
+  float count, mean, m2;
+  moments.finish(&count, &mean, &m2);
   s_count[threadIdx.y][threadIdx.x] = count;
   s_mean[threadIdx.y][threadIdx.x] = mean;
   s_m2[threadIdx.y][threadIdx.x] = m2;
@@ -102,17 +101,8 @@ __global__ void batchnorm_apply_kernel(float* out, const float* inp, const float
   if (c >= C) return;
   const float rstd = from_var ? 1.0f / sqrtf(spread[c] + eps) : spread[c];
   const float scale = rstd * gamma[c], shift = beta[c], mu = mean[c];
-  for (int64_t r = int64_t(blockIdx.y) * kRowLanes + threadIdx.y; r < M; r += int64_t(gridDim.y) * kRowLanes) {
-    float v = fmaf(inp[r * C + c] - mu, scale, shift);
-    if (residual) v = __fadd_rn(v, residual[r * C + c]);
-    if (relu) v = (v > 0.0f || v != v) ? v : 0.0f;
-    out[r * C + c] = v;
-  }
-}
-
-// dout as the backward sees it: masked by the fused ReLU's output when there is one.
-__device__ __forceinline__ float masked_dy(const float* dout, const float* relu_out, int64_t i) {
-  return relu_out == nullptr || relu_out[i] > 0.0f ? dout[i] : 0.0f;
+  rows::apply_column(out, inp, residual, relu, C, c, int64_t(blockIdx.y) * kRowLanes + threadIdx.y, M,
+                     int64_t(gridDim.y) * kRowLanes, mu, scale, shift);
 }
 
 // partial_dy/partial_dyxhat are (chunks, C): sums of dout and dout * xhat over the chunk.
@@ -127,14 +117,9 @@ __global__ void batchnorm_backward_sums_kernel(float* partial_dy, float* partial
   const int64_t begin = chunk * rows_per_chunk;
   const int64_t end = begin + rows_per_chunk < M ? begin + rows_per_chunk : M;
   float sum_dy = 0.0f, sum_dyxhat = 0.0f;
-  if (c < C) {
-    const float mu = mean[c], r_std = rstd[c];
-    for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
-      float dy = masked_dy(dout, relu_out, r * C + c);
-      sum_dy += dy;
-      sum_dyxhat = fmaf(dy, (inp[r * C + c] - mu) * r_std, sum_dyxhat);
-    }
-  }
+  if (c < C)
+    rows::grad_sums_column(&sum_dy, &sum_dyxhat, dout, inp, relu_out, C, c, begin + threadIdx.y, end, kRowLanes,
+                           mean[c], rstd[c]);
   s_dy[threadIdx.y][threadIdx.x] = sum_dy;
   s_dyxhat[threadIdx.y][threadIdx.x] = sum_dyxhat;
   __syncthreads();
@@ -177,10 +162,8 @@ __global__ void batchnorm_backward_dx_kernel(float* dinp, const float* dout, con
   if (c >= C) return;
   const float r_std = rstd[c], mu = mean[c], k = gamma[c] * r_std;
   const float mean_dy = sums[c] / float(M), mean_dyxhat = sums[C + c] / float(M);
-  for (int64_t r = int64_t(blockIdx.y) * kRowLanes + threadIdx.y; r < M; r += int64_t(gridDim.y) * kRowLanes) {
-    float xhat = (inp[r * C + c] - mu) * r_std;
-    dinp[r * C + c] = k * (masked_dy(dout, relu_out, r * C + c) - mean_dy - xhat * mean_dyxhat);
-  }
+  rows::grad_input_column(dinp, dout, inp, relu_out, C, c, int64_t(blockIdx.y) * kRowLanes + threadIdx.y, M,
+                          int64_t(gridDim.y) * kRowLanes, mu, r_std, k, mean_dy, mean_dyxhat);
 }
 
 dim3 rows_grid(int64_t M, int C) {
