@@ -157,6 +157,15 @@ def op_kind(op):
     return next((kind for prefix, kind in OP_KINDS if op.startswith(prefix)), op)
 
 
+def op_rate(x):
+    """Nominal work over time: GFLOP/s for convolutions and linear layers, GB/s for the
+    memory-bound ops (to hold against the card's peak), '-' when the op gives none."""
+    ms, flops, bytes_ = x.get("ms") or 0, x.get("flops") or 0, x.get("bytes") or 0
+    if ms <= 0 or (flops <= 0 and bytes_ <= 0):
+        return "-"
+    return f"{flops / ms / 1e6:,.1f} GFLOP/s" if flops > 0 else f"{bytes_ / ms / 1e6:,.1f} GB/s"
+
+
 def op_times_lines(r):
     """Where a byol run's step time goes, from its op_times field (eager steps, device time)."""
     ot = r.get("op_times")
@@ -176,13 +185,14 @@ def op_times_lines(r):
     lines = ["", f"Where byol's {label} step goes: {ot['steps']} more steps run eagerly with op timing "
                  f"({fmt(ot.get('ms_per_step'), 1)} ms/step wall, {fmt(total, 1)} ms/step in ops, {clock}): "
                  f"{summary}.", ""]
-    table = [["phase", "op", "calls/step", "ms/step", "share"]]
+    table = [["phase", "op", "calls/step", "ms/step", "share", "rate"]]
     for x in rows[:OP_TIMES_SHOWN]:
-        table.append([x["phase"], x["op"], fmt(x["calls"], 0), fmt(x["ms"], 2), f"{100 * x['ms'] / total:.1f}%"])
+        table.append([x["phase"], x["op"], fmt(x["calls"], 0), fmt(x["ms"], 2), f"{100 * x['ms'] / total:.1f}%",
+                      op_rate(x)])
     rest = rows[OP_TIMES_SHOWN:]
     if rest:
         ms = sum(x["ms"] for x in rest)
-        table.append(["", f"{len(rest)} more", "-", fmt(ms, 2), f"{100 * ms / total:.1f}%"])
+        table.append(["", f"{len(rest)} more", "-", fmt(ms, 2), f"{100 * ms / total:.1f}%", "-"])
     return lines + markdown_table(table)
 
 

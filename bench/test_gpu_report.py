@@ -117,9 +117,9 @@ class ReportTest(unittest.TestCase):
     def test_op_times_table(self):
         # A byol run with --op-times: a summary by kind and the longest (phase, op) rows, the rest
         # folded into one row; runs without the field add nothing.
-        rows = [dict(phase="backward", op="conv2d_backward_weight", calls=40, ms=30.0),
+        rows = [dict(phase="backward", op="conv2d_backward_weight", calls=40, ms=30.0, flops=6e12, bytes=1e9),
                 dict(phase="online forward", op="conv2d_forward", calls=40, ms=20.0),
-                dict(phase="backward", op="batchnorm_backward", calls=44, ms=25.0),
+                dict(phase="backward", op="batchnorm_backward", calls=44, ms=25.0, flops=0, bytes=5e10),
                 dict(phase="optimizer", op="lars_update", calls=1, ms=5.0)]
         rows += [dict(phase="backward", op=f"add{i}", calls=1, ms=2.0) for i in range(10)]
         md = self.render([
@@ -131,8 +131,10 @@ class ReportTest(unittest.TestCase):
         self.assertIn("Where byol's TF32 step goes: 3 more steps run eagerly with op timing (101.0 ms/step wall, "
                       "100.0 ms/step in ops, device time): convolutions 50%, batch norm 25%, elementwise 20%, "
                       "optimizer 5%.", md)
-        self.assertRegex(md, r"\| backward +\| conv2d_backward_weight +\| 40 +\| 30.00 +\| 30.0% +\|")
-        self.assertRegex(md, r"\| +\| 4 more +\| - +\| 8.00 +\| 8.0% +\|")
+        self.assertRegex(md, r"\| backward +\| conv2d_backward_weight +\| 40 +\| 30.00 +\| 30.0% +\| 200,000.0 GFLOP/s +\|")
+        self.assertRegex(md, r"\| backward +\| batchnorm_backward +\| 44 +\| 25.00 +\| 25.0% +\| 2,000.0 GB/s +\|")
+        self.assertRegex(md, r"\| online forward +\| conv2d_forward +\| 40 +\| 20.00 +\| 20.0% +\| - +\|")
+        self.assertRegex(md, r"\| +\| 4 more +\| - +\| 8.00 +\| 8.0% +\| - +\|")
         self.assertEqual(md.count("Where byol's"), 1)
 
     def test_bad_input_names_the_line(self):

@@ -138,6 +138,14 @@ export interface OpTimesOptions {
   reset?: boolean;
 }
 
+// What a row's nominal work over its time comes to: '312.0 GFLOP/s' (convolutions, linear
+// layers), '18.2 GB/s' (memory-bound ops), '-' when the op gives no work. Hold it against the
+// machine's peak (a CPU's FMA throughput, a GPU's memory bandwidth) to see what is slow.
+export function opRate(row: Pick<OpTime, 'flops' | 'bytes' | 'ms'>): string {
+  if (!(row.ms > 0) || !(row.flops > 0 || row.bytes > 0)) return '-';
+  return row.flops > 0 ? `${(row.flops / row.ms / 1e6).toFixed(1)} GFLOP/s` : `${(row.bytes / row.ms / 1e6).toFixed(1)} GB/s`;
+}
+
 // The sums since timing went on (or the last reset), longest first within each phase, phases in
 // the order they ran. Waits for the device's queued work (none after an awaited step).
 export function opTimes(device: string, options: OpTimesOptions = {}): OpTime[] {

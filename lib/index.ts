@@ -3,8 +3,8 @@
 export { Tensor, MAX_DIMS, validateShape } from './tensor';
 export type { ArrayFor, DType, FromOptions, Layout, TensorData, ToArrayOptions, TypedArray, ZerosOptions } from './tensor';
 export {
-  devices, getCpuConvPrecision, getNumThreads, opTimes, probeCuda, resolveDevice, setCpuConvPrecision, setNumThreads,
-  setOpTiming,
+  devices, getCpuConvPrecision, getNumThreads, opRate, opTimes, probeCuda, resolveDevice, setCpuConvPrecision,
+  setNumThreads, setOpTiming,
 } from './device';
 export type { ConvPrecision, OpTime, OpTimesOptions } from './device';
 export type { CudaStatus, DeviceInfo, DeviceName } from './device';

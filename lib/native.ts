@@ -78,12 +78,16 @@ export interface NativeBinding {
   opTimes(device: string, reset: boolean): OpTime[];
 }
 
-// One row of an op-time profile: the phase of the step, the op, calls and summed milliseconds.
+// One row of an op-time profile: the phase of the step, the op, calls and summed milliseconds,
+// and the calls' nominal work: floating-point operations of convolutions and linear layers
+// (2 per multiply-add), bytes the memory-bound ops read and write; 0 where an op gives none.
 export interface OpTime {
   phase: string;
   op: string;
   calls: number;
   ms: number;
+  flops: number;
+  bytes: number;
 }
 
 // dist/native.js -> the package root (where package.json, build/ and prebuilds/ are).

@@ -15,7 +15,7 @@ import * as assert from 'uvu/assert';
 import { runCollecting, throwsMessage, tinyRunOptions } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
-const { Byol, ByolOptionError, Tensor, Trainer, opTimes, setOpTiming } = require('../dist/index.js');
+const { Byol, ByolOptionError, Tensor, Trainer, opRate, opTimes, setOpTiming } = require('../dist/index.js');
 const { native } = require('../dist/native.js');
 const { renderReport } = require('../dist/train/report.js');
 
@@ -62,7 +62,14 @@ test('setOpTiming / opTimes on Byol steps: counts per phase, times that fit the 
     }
     const total = rows.reduce((sum, r) => sum + r.ms, 0);
     assert.ok(total > 0 && total <= wall * 1.02 + 1, `${total} ms in ops within ${wall} ms wall`);
-    assert.ok(rows.every((r) => typeof r.phase === 'string' && r.calls > 0 && r.ms >= 0));
+    assert.ok(rows.every((r) => typeof r.phase === 'string' && r.calls > 0 && r.ms >= 0 && r.flops >= 0 && r.bytes >= 0));
+    // Convolutions and linear layers report operations, memory-bound ops bytes.
+    const conv = row(rows, 'online forward', 'conv2d_forward');
+    assert.ok(conv.flops > 0 && conv.bytes > 0, JSON.stringify(conv));
+    assert.ok(row(rows, 'backward', 'batchnorm_backward').bytes > 0);
+    assert.match(opRate(conv), /^\d+\.\d GFLOP\/s$/);
+    assert.match(opRate(row(rows, 'ema', 'ema_update')), /^\d+\.\d GB\/s$/);
+    assert.is(opRate({ flops: 0, bytes: 0, ms: 1 }), '-');
     assert.equal(opTimes('cpu', { reset: true }), rows, 'reading again gives the same sums');
     assert.equal(opTimes('cpu'), [], 'reset cleared them');
     setOpTiming('cpu', false);
@@ -98,8 +105,9 @@ test('trainer opTimes window: same losses, one op-times record, the table printe
   assert.is(row(rec.rows, 'online forward', 'conv2d_forward').calls, 2 * R18_CONVS, 'calls are per step');
   assert.ok(Math.abs(rec.msPerStep - rec.rows.reduce((s, r) => s + r.ms, 0)) < 1e-9);
   assert.match(timed.text, /byol: timing ops for steps 2\.\.3\n/);
-  assert.match(timed.text, /byol: op times over steps 2\.\.3: [\d.]+ ms per step in ops \(longest 12 of \d+; all in log\.jsonl, event 'op-times'\)\n {2}phase +op +calls +ms\/step +share\n/);
-  assert.match(timed.text, /\n {2}(target|online) forward +conv2d_forward +40\.0 +[\d.]+ +[\d.]+%\n/);
+  assert.match(timed.text, /byol: op times over steps 2\.\.3: [\d.]+ ms per step in ops \(longest 12 of \d+; all in log\.jsonl, event 'op-times'\)\n {2}phase +op +calls +ms\/step +share +rate\n/);
+  assert.match(timed.text, /\n {2}(target|online) forward +conv2d_forward +40\.0 +[\d.]+ +[\d.]+% +[\d.]+ GFLOP\/s\n/);
+  assert.match(timed.text, /\n {2}\S.* +batchnorm_\w+ +\d+\.\d +[\d.]+ +[\d.]+% +[\d.]+ GB\/s\n/);
   assert.not.match(plain.text, /op times|timing ops/);
   // Timing is off again after the window.
   assert.equal(opTimes('cpu'), []);

@@ -8,6 +8,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+import { opRate } from '../device';
 import { STATE_FILE, type RunState } from './checkpoint';
 import { type StepRecord, isStepRecord, readLog } from './log';
 import { LOG_FILE } from './trainer';
@@ -189,7 +190,7 @@ interface OpTimesRecord {
   step: number;
   device: string;
   msPerStep: number;
-  rows: { phase: string; op: string; calls: number; ms: number }[];
+  rows: { phase: string; op: string; calls: number; ms: number; flops?: number; bytes?: number }[];
 }
 
 function isOpTimes(r: unknown): r is OpTimesRecord {
@@ -204,13 +205,13 @@ function opTimesTable(rec: OpTimesRecord): string {
   const body = rows.map((r) => {
     const share = (100 * r.ms) / total;
     return `<tr><th>${escapeHtml(r.phase)}</th><th>${escapeHtml(r.op)}</th><td>${r.calls.toFixed(1)}</td>` +
-      `<td>${r.ms.toFixed(3)}</td><td>${share.toFixed(1)}%</td>` +
+      `<td>${r.ms.toFixed(3)}</td><td>${share.toFixed(1)}%</td><td>${escapeHtml(opRate({ flops: r.flops ?? 0, bytes: r.bytes ?? 0, ms: r.ms }))}</td>` +
       `<td><svg width="120" height="10" role="img"><rect width="${(1.2 * share).toFixed(1)}" height="10" fill="#9467bd"/></svg></td></tr>`;
   });
   const clock = rec.device === 'cpu' ? 'wall time of each op' : 'device time';
   return `<table class="results"><caption>steps ${rec.firstStep}..${rec.step} on ${escapeHtml(rec.device)}: ` +
     `${rec.msPerStep.toFixed(3)} ms per step in ops (${clock})</caption><tr><th>phase</th><th>op</th>` +
-    `<th>calls/step</th><th>ms/step</th><th>share</th><th></th></tr>${body.join('')}</table>`;
+    `<th>calls/step</th><th>ms/step</th><th>share</th><th>rate</th><th></th></tr>${body.join('')}</table>`;
 }
 
 // The report's HTML for a run directory.

@@ -6,7 +6,8 @@
 //     setUseGraphs(on): applied by the next step (CUDA graph replay, byol/model.h).
 //   learningRate(step, baseLr, batchSize, warmupSteps, totalSteps), emaTau(step, tauBase, totalSteps).
 //   profilerStart(device) / profilerStop(device) -> boolean: the nsys capture window (CUDA only).
-//   setOpTiming(device, on) -> boolean; opTimes(device, reset) -> [{phase, op, calls, ms}]: the
+//   setOpTiming(device, on) -> boolean; opTimes(device, reset) -> [{phase, op, calls, ms, flops,
+//     bytes}]: the
 //     backend's op timing (Backend::set_op_timing / op_times).
 // Contract: arguments are checked again here (lib/byol.ts checks them first, same messages);
 // every model call runs in an AsyncWorker and calls on one model are serialized by its mutex.
@@ -525,6 +526,8 @@ Napi::Value OpTimes(const Napi::CallbackInfo& info) {
     row.Set("op", rows[i].op);
     row.Set("calls", static_cast<double>(rows[i].calls));
     row.Set("ms", rows[i].ms);
+    row.Set("flops", rows[i].flops);
+    row.Set("bytes", rows[i].bytes);
     out.Set(static_cast<uint32_t>(i), row);
   }
   return out;

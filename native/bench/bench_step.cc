@@ -225,9 +225,19 @@ std::string common_fields(const Options& o) {
   return os.str();
 }
 
+// What an op's nominal work over its time comes to: "312 GFLOP/s" (convolutions, linear
+// layers), "18.2 GB/s" (memory-bound ops), "-" when the op gives no work.
+std::string op_rate(double flops, double bytes, double ms) {
+  if (ms <= 0 || (flops <= 0 && bytes <= 0)) return "-";
+  char buf[48];
+  if (flops > 0) std::snprintf(buf, sizeof buf, "%.1f GFLOP/s", flops / ms / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.1f GB/s", bytes / ms / 1e6);
+  return buf;
+}
+
 // --op-times: `steps` eager steps with the backend timing every op. Returns the JSON value of
-// the op_times field ({"steps", "ms_per_step", "rows": [{phase, op, calls, ms}]}, calls and ms
-// per step) or null, and prints the rows as a table on stderr, longest first.
+// the op_times field ({"steps", "ms_per_step", "rows": [{phase, op, calls, ms, flops, bytes}]},
+// all per step) or null, and prints the rows as a table on stderr, longest first.
 std::string profile_ops(byol::Backend* backend, byol::ByolModel& model, const byol::Tensor& view1,
                         const byol::Tensor& view2, int steps) {
   if (steps <= 0) return "null";
@@ -248,17 +258,19 @@ std::string profile_ops(byol::Backend* backend, byol::ByolModel& model, const by
   for (size_t i = 0; i < rows.size(); ++i) {
     const byol::OpTime& r = rows[i];
     json << (i ? "," : "") << "{\"phase\":" << byol::json_quote(r.phase) << ",\"op\":" << byol::json_quote(r.op)
-         << ",\"calls\":" << number(double(r.calls) / steps) << ",\"ms\":" << number(r.ms / steps) << "}";
+         << ",\"calls\":" << number(double(r.calls) / steps) << ",\"ms\":" << number(r.ms / steps)
+         << ",\"flops\":" << number(r.flops / steps) << ",\"bytes\":" << number(r.bytes / steps) << "}";
   }
   json << "]}";
 
   std::sort(rows.begin(), rows.end(), [](const byol::OpTime& a, const byol::OpTime& b) { return a.ms > b.ms; });
   std::fprintf(stderr, "op times over %d eager steps: %.3f ms/step wall, %.3f ms/step in ops\n", steps,
                wall_ms / steps, total / steps);
-  std::fprintf(stderr, "%-16s %-24s %8s %10s %6s\n", "phase", "op", "calls", "ms/step", "%");
+  std::fprintf(stderr, "%-16s %-24s %8s %10s %6s  %s\n", "phase", "op", "calls", "ms/step", "%", "rate");
   for (const byol::OpTime& r : rows)
-    std::fprintf(stderr, "%-16s %-24s %8.1f %10.3f %6.1f\n", r.phase.c_str(), r.op.c_str(), double(r.calls) / steps,
-                 r.ms / steps, total > 0 ? 100 * r.ms / total : 0.0);
+    std::fprintf(stderr, "%-16s %-24s %8.1f %10.3f %6.1f  %s\n", r.phase.c_str(), r.op.c_str(),
+                 double(r.calls) / steps, r.ms / steps, total > 0 ? 100 * r.ms / total : 0.0,
+                 op_rate(r.flops, r.bytes, r.ms).c_str());
   return json.str();
 }
 

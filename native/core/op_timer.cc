@@ -50,7 +50,7 @@ int OpTimer::phase() {
   return static_cast<int>(phases_.size()) - 1;
 }
 
-void OpTimer::add(int phase, const char* op, double ms) {
+void OpTimer::add(int phase, const char* op, double ms, const OpWork& work) {
   std::lock_guard<std::mutex> lock(mutex_);
   OpTime& row = sums_[{phase, op}];
   if (row.calls == 0) {
@@ -59,6 +59,35 @@ void OpTimer::add(int phase, const char* op, double ms) {
   }
   row.calls += 1;
   row.ms += ms;
+  row.flops += work.flops;
+  row.bytes += work.bytes;
+}
+
+OpWork conv_work(const ConvShape& s) {
+  const double out = double(s.N) * s.P() * s.Q() * s.K;
+  const double weights = double(s.K) * s.C * s.R * s.S;
+  return {2.0 * out * s.C * s.R * s.S, 4.0 * (double(s.N) * s.H * s.W * s.C + weights + out)};
+}
+
+OpWork linear_work(int64_t B, int64_t I, int64_t O, bool backward) {
+  const double macs = double(B) * I * O, tensors = 4.0 * (double(B) * I + double(I) * O + double(B) * O);
+  return backward ? OpWork{4.0 * macs, 2.0 * tensors} : OpWork{2.0 * macs, tensors};
+}
+
+OpWork float_passes(double passes, double n) { return {0.0, 4.0 * passes * n}; }
+
+OpWork batchnorm_forward_work(int64_t M, int64_t C, bool training, bool residual) {
+  return float_passes((training ? 3.0 : 2.0) + (residual ? 1.0 : 0.0), double(M) * C);
+}
+
+OpWork optimizer_work(double passes, const ParamSegment* segments, int num_segments) {
+  double n = 0;
+  for (int i = 0; segments != nullptr && i < num_segments; ++i) n += double(segments[i].size);
+  return float_passes(passes, n);
+}
+
+OpWork batchnorm_backward_work(int64_t M, int64_t C, bool relu_mask) {
+  return float_passes(2.0 * (relu_mask ? 3.0 : 2.0) + 1.0, double(M) * C);
 }
 
 std::vector<OpTime> OpTimer::rows(bool reset) {

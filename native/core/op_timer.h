@@ -20,6 +20,25 @@
 
 namespace byol {
 
+// The nominal work of one op call (OpTime's flops and bytes).
+struct OpWork {
+  double flops = 0, bytes = 0;
+};
+
+// Work of the ops both backends time alike: a convolution in any direction (2*N*P*Q*K*C*R*S
+// flops; its input, weights and output once), a linear layer forward (2*B*I*O) or backward
+// (dinp and dweight: twice that), and `passes` float passes over n elements (memory-bound ops).
+OpWork conv_work(const ConvShape& s);
+OpWork linear_work(int64_t B, int64_t I, int64_t O, bool backward);
+OpWork float_passes(double passes, double n);
+// Batch norm over (M, C): training forward reads x twice (statistics, then normalize) and
+// writes out, plus the residual when fused; evaluation reads x once; backward reads dout, x
+// and the ReLU mask twice (sums, then dx) and writes dx.
+OpWork batchnorm_forward_work(int64_t M, int64_t C, bool training, bool residual);
+OpWork batchnorm_backward_work(int64_t M, int64_t C, bool relu_mask);
+// An optimizer's `passes` over the parameters its segment table covers.
+OpWork optimizer_work(double passes, const ParamSegment* segments, int num_segments);
+
 class OpTimer {
  public:
   bool on() const { return on_.load(std::memory_order_relaxed); }
@@ -31,7 +50,7 @@ class OpTimer {
   void pop();
   // The calling thread's phase now, interned: the returned id stays valid for the timer's life.
   int phase();
-  void add(int phase, const char* op, double ms);
+  void add(int phase, const char* op, double ms, const OpWork& work = {});
   // Rows in the order phases were first seen, and within a phase by time, longest first.
   std::vector<OpTime> rows(bool reset);
 

@@ -165,7 +165,8 @@ std::string CpuBackend::conv_implementation(PlanOp op, const ConvShape& s) {
 
 void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weight,
                                 const ConvShape& s) {
-  const OpClock op_clock(this, "conv2d_forward");
+  OpClock op_clock(this, "conv2d_forward");
+  op_clock.work(conv_work(s));
   const char* op = "conv2d_forward";
   check_shape(op, s);
   BYOL_CPU_CHECK_PTR(op, out);
@@ -193,7 +194,8 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weigh
 
 void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* weight,
                                       const ConvShape& s) {
-  const OpClock op_clock(this, "conv2d_backward_data");
+  OpClock op_clock(this, "conv2d_backward_data");
+  op_clock.work(conv_work(s));
   const char* op = "conv2d_backward_data";
   check_shape(op, s);
   BYOL_CPU_CHECK_PTR(op, dinp);
@@ -222,7 +224,8 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
 
 void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
                                         const ConvShape& s, bool accumulate) {
-  const OpClock op_clock(this, "conv2d_backward_weight");
+  OpClock op_clock(this, "conv2d_backward_weight");
+  op_clock.work(conv_work(s));
   const char* op = "conv2d_backward_weight";
   check_shape(op, s);
   BYOL_CPU_CHECK_PTR(op, dweight);

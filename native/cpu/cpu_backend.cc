@@ -133,7 +133,7 @@ OpClock::OpClock(CpuBackend* backend, const char* op) : op_(op) {
 }
 
 OpClock::~OpClock() {
-  if (timer_) timer_->add(phase_, op_, now_ms() - start_ms_);
+  if (timer_) timer_->add(phase_, op_, now_ms() - start_ms_, work_);
 }
 
 void CpuBackend::range_push(const char* name) noexcept {
@@ -269,7 +269,8 @@ void* CpuBackend::alloc(size_t bytes) {
 void CpuBackend::release(void* ptr) { std::free(ptr); }
 
 void CpuBackend::upload(void* dst, const void* host_src, size_t bytes) {
-  const OpClock op_clock(this, "upload");
+  OpClock op_clock(this, "upload");
+  op_clock.work(OpWork{0, double(bytes)});
   if (bytes == 0) return;
   BYOL_CPU_CHECK_PTR("upload", dst);
   BYOL_CPU_CHECK_PTR("upload", host_src);
@@ -278,7 +279,8 @@ void CpuBackend::upload(void* dst, const void* host_src, size_t bytes) {
 }
 
 void CpuBackend::download(void* host_dst, const void* src, size_t bytes) {
-  const OpClock op_clock(this, "download");
+  OpClock op_clock(this, "download");
+  op_clock.work(OpWork{0, double(bytes)});
   if (bytes == 0) return;
   BYOL_CPU_CHECK_PTR("download", host_dst);
   BYOL_CPU_CHECK_PTR("download", src);
@@ -287,7 +289,8 @@ void CpuBackend::download(void* host_dst, const void* src, size_t bytes) {
 }
 
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
-  const OpClock op_clock(this, "copy");
+  OpClock op_clock(this, "copy");
+  op_clock.work(OpWork{0, 2.0 * double(bytes)});
   if (bytes == 0 || dst == src) return;
   BYOL_CPU_CHECK_PTR("copy", dst);
   BYOL_CPU_CHECK_PTR("copy", src);
@@ -296,7 +299,8 @@ void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
 }
 
 void CpuBackend::fill(float* dst, float value, size_t n) {
-  const OpClock op_clock(this, "fill");
+  OpClock op_clock(this, "fill");
+  op_clock.work(float_passes(1, double(n)));
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("fill", dst);
   use_threads();
@@ -339,7 +343,8 @@ BYOL_CPU_KERNEL void ema_kernel(float* target, const float* online, float rate, 
 }  // namespace
 
 void CpuBackend::relu_forward(float* out, const float* inp, size_t n) {
-  const OpClock op_clock(this, "relu_forward");
+  OpClock op_clock(this, "relu_forward");
+  op_clock.work(float_passes(2, double(n)));
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("relu_forward", out);
   BYOL_CPU_CHECK_PTR("relu_forward", inp);
@@ -349,7 +354,8 @@ void CpuBackend::relu_forward(float* out, const float* inp, size_t n) {
 }
 
 void CpuBackend::relu_backward(float* dinp, const float* dout, const float* out, size_t n) {
-  const OpClock op_clock(this, "relu_backward");
+  OpClock op_clock(this, "relu_backward");
+  op_clock.work(float_passes(3, double(n)));
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("relu_backward", dinp);
   BYOL_CPU_CHECK_PTR("relu_backward", dout);
@@ -362,7 +368,8 @@ void CpuBackend::relu_backward(float* dinp, const float* dout, const float* out,
 }
 
 void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
-  const OpClock op_clock(this, "add");
+  OpClock op_clock(this, "add");
+  op_clock.work(float_passes(3, double(n)));
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("add", out);
   BYOL_CPU_CHECK_PTR("add", a);
@@ -373,7 +380,8 @@ void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
 }
 
 void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
-  const OpClock op_clock(this, "accumulate");
+  OpClock op_clock(this, "accumulate");
+  op_clock.work(float_passes(3, double(n)));
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("accumulate", dst);
   BYOL_CPU_CHECK_PTR("accumulate", src);
@@ -383,7 +391,8 @@ void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
 }
 
 void CpuBackend::ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) {
-  const OpClock op_clock(this, "ema_update");
+  OpClock op_clock(this, "ema_update");
+  op_clock.work(float_passes(3, double(n)));
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("ema_update", target);
   BYOL_CPU_CHECK_PTR("ema_update", online);
@@ -400,7 +409,8 @@ void CpuBackend::ema_update(float* target, const float* online, size_t n, float 
 void CpuBackend::lars_update(float* params, float* momentum, const float* grads,
                              const ParamSegment* segments, int num_segments,
                              const LarsOptions& opt) {
-  const OpClock op_clock(this, "lars_update");
+  OpClock op_clock(this, "lars_update");
+  op_clock.work(optimizer_work(7, segments, num_segments));
   use_threads();
   cpu::lars_update(params, momentum, grads, segments, num_segments, opt);
 }
@@ -408,7 +418,8 @@ void CpuBackend::lars_update(float* params, float* momentum, const float* grads,
 void CpuBackend::sgd_update(float* params, float* momentum, const float* grads,
                             const ParamSegment* segments, int num_segments,
                             const SgdOptions& opt) {
-  const OpClock op_clock(this, "sgd_update");
+  OpClock op_clock(this, "sgd_update");
+  op_clock.work(optimizer_work(5, segments, num_segments));
   use_threads();
   cpu::sgd_update(params, momentum, grads, segments, num_segments, opt);
 }
@@ -416,7 +427,8 @@ void CpuBackend::sgd_update(float* params, float* momentum, const float* grads,
 void CpuBackend::adamw_update(float* params, float* state, const float* grads,
                               const ParamSegment* segments, int num_segments,
                               const AdamWOptions& opt) {
-  const OpClock op_clock(this, "adamw_update");
+  OpClock op_clock(this, "adamw_update");
+  op_clock.work(optimizer_work(7, segments, num_segments));
   use_threads();
   cpu::adamw_update(params, state, grads, segments, num_segments, opt);
 }

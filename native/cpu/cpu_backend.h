@@ -208,12 +208,15 @@ class OpClock {
   ~OpClock();
   OpClock(const OpClock&) = delete;
   OpClock& operator=(const OpClock&) = delete;
+  // The op's nominal work (op_timer.h), filed with its time.
+  void work(const OpWork& w) { work_ = w; }
 
  private:
   OpTimer* timer_ = nullptr;  // null: not timing this op
   const char* op_;
   int phase_ = 0;
   double start_ms_ = 0;
+  OpWork work_;
   OpNesting nesting_;
 };
 

@@ -73,7 +73,8 @@ LinearPlan& CpuBackend::linear_plan(PlanOp op, int B, int I, int O, bool has_bia
 
 void CpuBackend::linear_forward(float* out, const float* inp, const float* weight,
                                 const float* bias, int B, int I, int O) {
-  const OpClock op_clock(this, "linear_forward");
+  OpClock op_clock(this, "linear_forward");
+  op_clock.work(linear_work(B, I, O, false));
   const char* op = "linear_forward";
   check_sizes(op, B, I, O);
   BYOL_CPU_CHECK_PTR(op, out);
@@ -106,7 +107,8 @@ void CpuBackend::linear_forward(float* out, const float* inp, const float* weigh
 void CpuBackend::linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                  const float* inp, const float* weight, int B, int I, int O,
                                  bool accumulate) {
-  const OpClock op_clock(this, "linear_backward");
+  OpClock op_clock(this, "linear_backward");
+  op_clock.work(linear_work(B, I, O, true));
   const char* op = "linear_backward";
   check_sizes(op, B, I, O);
   BYOL_CPU_CHECK_PTR(op, dweight);

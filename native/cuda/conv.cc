@@ -172,6 +172,7 @@ void CudaBackend::choose_backward_filter_algo(ConvPlan& plan, const ConvShape& s
 
 void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weight, const ConvShape& s) {
   BYOL_CUDA_OP("conv2d_forward");
+  BYOL_CUDA_OP_WORK(conv_work(s));
   // out (N,P,Q,K) = inp (N,H,W,C) * weight (K,C,R,S)
   check_conv_shape("conv2d_forward", s);
   BYOL_CHECK(out && inp && weight, "cuda: conv2d_forward: out, inp and weight must not be null");
@@ -195,6 +196,7 @@ void CudaBackend::conv2d_forward(float* out, const float* inp, const float* weig
 void CudaBackend::conv2d_backward_data(float* dinp, const float* dout, const float* weight,
                                        const ConvShape& s) {
   BYOL_CUDA_OP("conv2d_backward_data");
+  BYOL_CUDA_OP_WORK(conv_work(s));
   // dinp (N,H,W,C) = transposed conv of dout (N,P,Q,K) with weight (K,C,R,S)
   check_conv_shape("conv2d_backward_data", s);
   BYOL_CHECK(dinp && dout && weight, "cuda: conv2d_backward_data: dinp, dout and weight must not be null");
@@ -219,6 +221,7 @@ void CudaBackend::conv2d_backward_data(float* dinp, const float* dout, const flo
 void CudaBackend::conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
                                          const ConvShape& s, bool accumulate) {
   BYOL_CUDA_OP("conv2d_backward_weight");
+  BYOL_CUDA_OP_WORK(conv_work(s));
   // dweight (K,C,R,S) (+)= correlation of inp (N,H,W,C) with dout (N,P,Q,K)
   check_conv_shape("conv2d_backward_weight", s);
   BYOL_CHECK(dweight && dout && inp, "cuda: conv2d_backward_weight: dweight, dout and inp must not be null");

@@ -349,6 +349,7 @@ void CudaBackend::release(void* ptr) {
 
 void CudaBackend::upload(void* dst, const void* host_src, size_t bytes) {
   BYOL_CUDA_OP("upload");
+  BYOL_CUDA_OP_WORK(OpWork{0, double(bytes)});
   refuse_in_capture("waits for the host");
   if (bytes == 0) return;
   BYOL_CHECK(dst != nullptr, "cuda: upload: dst is null (", bytes, " bytes)");
@@ -379,6 +380,7 @@ void CudaBackend::upload(void* dst, const void* host_src, size_t bytes) {
 
 void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
   BYOL_CUDA_OP("download");
+  BYOL_CUDA_OP_WORK(OpWork{0, double(bytes)});
   refuse_in_capture("waits for the host");
   if (bytes == 0) return;
   BYOL_CHECK(host_dst != nullptr, "cuda: download: host_dst is null (", bytes, " bytes)");
@@ -390,6 +392,7 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
   BYOL_CUDA_OP("copy");
+  BYOL_CUDA_OP_WORK(OpWork{0, 2.0 * double(bytes)});
   if (bytes == 0 || dst == src) return;
   BYOL_CHECK(dst != nullptr && src != nullptr, "cuda: copy: ", dst ? "src" : "dst", " is null (",
              bytes, " bytes)");
@@ -398,6 +401,7 @@ void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
 
 void CudaBackend::fill(float* dst, float value, size_t n) {
   BYOL_CUDA_OP("fill");
+  BYOL_CUDA_OP_WORK(float_passes(1, double(n)));
   if (n == 0) return;
   BYOL_CHECK(dst != nullptr, "cuda: fill: dst is null (", n, " floats)");
   uint32_t bits;
@@ -459,7 +463,7 @@ OpEvents::~OpEvents() {
   {
     std::lock_guard<std::mutex> lock(backend_->events_mutex_);
     if (recorded) {
-      backend_->timed_ops_.push_back({phase_, op_, start_, end});
+      backend_->timed_ops_.push_back({phase_, op_, start_, end, work_});
     } else {  // the op goes untimed
       backend_->free_events_.push_back(start_);
       if (end) backend_->free_events_.push_back(end);
@@ -496,7 +500,7 @@ void CudaBackend::resolve_op_events(bool wait) noexcept {
     float ms = 0;
     if (status == cudaSuccess && cudaEventElapsedTime(&ms, t.start, t.end) == cudaSuccess) {
       try {
-        op_timer_.add(t.phase, t.op, double(ms));
+        op_timer_.add(t.phase, t.op, double(ms), t.work);
       } catch (...) {  // out of memory for a row: this op goes unfiled
       }
     }
@@ -569,6 +573,7 @@ void CudaBackend::batchnorm_forward_train(float* out, float* save_mean, float* s
                                           int M, int C, float momentum, float eps,
                                           const BnEpilogue& epilogue) {
   BYOL_CUDA_OP("batchnorm_forward_train");
+  BYOL_CUDA_OP_WORK(batchnorm_forward_work(M, C, true, epilogue.residual != nullptr));
   BYOL_CHECK(M > 1, "cuda: batchnorm_forward_train: expected M > 1 rows (batch statistics) but received M = ", M);
   BYOL_CHECK(C > 0, "cuda: batchnorm_forward_train: expected C > 0 but received ", C);
   BYOL_CHECK(out && inp && save_mean && save_rstd && gamma && beta,
@@ -590,6 +595,7 @@ void CudaBackend::batchnorm_forward_eval(float* out, const float* inp, const flo
                                          const float* running_var, int M, int C, float eps,
                                          const BnEpilogue& epilogue) {
   BYOL_CUDA_OP("batchnorm_forward_eval");
+  BYOL_CUDA_OP_WORK(batchnorm_forward_work(M, C, false, epilogue.residual != nullptr));
   BYOL_CHECK(M > 0, "cuda: batchnorm_forward_eval: expected M > 0 but received ", M);
   BYOL_CHECK(C > 0, "cuda: batchnorm_forward_eval: expected C > 0 but received ", C);
   BYOL_CHECK(out && inp && gamma && beta && running_mean && running_var,
@@ -604,6 +610,7 @@ void CudaBackend::batchnorm_backward(float* dinp, float* dgamma, float* dbeta, c
                                      const float* save_rstd, const float* gamma, int M, int C,
                                      bool accumulate, const float* relu_out) {
   BYOL_CUDA_OP("batchnorm_backward");
+  BYOL_CUDA_OP_WORK(batchnorm_backward_work(M, C, relu_out != nullptr));
   BYOL_CHECK(M > 1, "cuda: batchnorm_backward: expected M > 1 rows but received M = ", M);
   BYOL_CHECK(C > 0, "cuda: batchnorm_backward: expected C > 0 but received ", C);
   BYOL_CHECK(dinp && dgamma && dbeta && dout && inp && save_mean && save_rstd && gamma,
@@ -618,30 +625,35 @@ void CudaBackend::batchnorm_backward(float* dinp, float* dgamma, float* dbeta, c
 
 void CudaBackend::relu_forward(float* out, const float* inp, size_t n) {
   BYOL_CUDA_OP("relu_forward");
+  BYOL_CUDA_OP_WORK(float_passes(2, double(n)));
   BYOL_CHECK(n == 0 || (out && inp), "cuda: relu_forward: out and inp must not be null");
   cuda::relu_forward(out, inp, n, stream_);
 }
 
 void CudaBackend::relu_backward(float* dinp, const float* dout, const float* out, size_t n) {
   BYOL_CUDA_OP("relu_backward");
+  BYOL_CUDA_OP_WORK(float_passes(3, double(n)));
   BYOL_CHECK(n == 0 || (dinp && dout && out), "cuda: relu_backward: dinp, dout and out must not be null");
   cuda::relu_backward(dinp, dout, out, n, stream_);
 }
 
 void CudaBackend::add(float* out, const float* a, const float* b, size_t n) {
   BYOL_CUDA_OP("add");
+  BYOL_CUDA_OP_WORK(float_passes(3, double(n)));
   BYOL_CHECK(n == 0 || (out && a && b), "cuda: add: out, a and b must not be null");
   cuda::add(out, a, b, n, stream_);
 }
 
 void CudaBackend::accumulate(float* dst, const float* src, size_t n) {
   BYOL_CUDA_OP("accumulate");
+  BYOL_CUDA_OP_WORK(float_passes(3, double(n)));
   BYOL_CHECK(n == 0 || (dst && src), "cuda: accumulate: dst and src must not be null");
   cuda::accumulate(dst, src, n, stream_);
 }
 
 void CudaBackend::ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) {
   BYOL_CUDA_OP("ema_update");
+  BYOL_CUDA_OP_WORK(float_passes(3, double(n)));
   if (!tau_device)
     BYOL_CHECK(tau >= 0.0f && tau <= 1.0f, "cuda: ema_update: expected tau in [0, 1] but received ", tau);
   BYOL_CHECK(n == 0 || (target && online), "cuda: ema_update: target and online must not be null");

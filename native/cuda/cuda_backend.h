@@ -92,12 +92,15 @@ class OpEvents {
   ~OpEvents();
   OpEvents(const OpEvents&) = delete;
   OpEvents& operator=(const OpEvents&) = delete;
+  // The op's nominal work (op_timer.h), filed with its time.
+  void work(const OpWork& w) { work_ = w; }
 
  private:
   CudaBackend* backend_ = nullptr;  // null: not timing this op
   const char* op_;
   int phase_ = 0;
   cudaEvent_t start_ = nullptr;
+  OpWork work_;
   OpNesting nesting_;
 };
 
@@ -108,6 +111,9 @@ class OpEvents {
   ::byol::cuda::OpGate byol_op_gate_(this);          \
   activate();                                        \
   ::byol::cuda::OpEvents byol_op_events_(this, name)
+
+// After BYOL_CUDA_OP: the op's nominal work for op timing (OpWork, op_timer.h).
+#define BYOL_CUDA_OP_WORK(...) byol_op_events_.work(__VA_ARGS__)
 
 // Device memory from the backend's pool, freed (stream-ordered) when it goes out of scope:
 // scratch space of one op. Move-only.
@@ -317,6 +323,7 @@ class CudaBackend final : public Backend {
     int phase;
     const char* op;
     cudaEvent_t start, end;
+    OpWork work;
   };
   OpTimer op_timer_;
   std::mutex events_mutex_;            // guards the two vectors below

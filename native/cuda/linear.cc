@@ -30,6 +30,7 @@ void CudaBackend::gemm(bool transa, bool transb, int m, int n, int k, const floa
 void CudaBackend::linear_forward(float* out, const float* inp, const float* weight,
                                  const float* bias, int B, int I, int O) {
   BYOL_CUDA_OP("linear_forward");
+  BYOL_CUDA_OP_WORK(linear_work(B, I, O, false));
   check_linear_sizes("linear_forward", B, I, O);
   BYOL_CHECK(out && inp && weight, "cuda: linear_forward: out, inp and weight must not be null");
   std::lock_guard<std::mutex> lock(mutex_);
@@ -42,6 +43,7 @@ void CudaBackend::linear_backward(float* dinp, float* dweight, float* dbias, con
                                   const float* inp, const float* weight, int B, int I, int O,
                                   bool accumulate) {
   BYOL_CUDA_OP("linear_backward");
+  BYOL_CUDA_OP_WORK(linear_work(B, I, O, true));
   check_linear_sizes("linear_backward", B, I, O);
   BYOL_CHECK(dweight && dout && inp, "cuda: linear_backward: dweight, dout and inp must not be null");
   BYOL_CHECK(dinp == nullptr || weight != nullptr,

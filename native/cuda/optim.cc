@@ -128,6 +128,7 @@ const OptimSegment* ranges_of(const void* memory, int num_chunks) {
 void CudaBackend::lars_update(float* params, float* momentum, const float* grads, const ParamSegment* segments,
                               int num_segments, const LarsOptions& opt) {
   BYOL_CUDA_OP("lars_update");
+  BYOL_CUDA_OP_WORK(optimizer_work(7, segments, num_segments));
   const int64_t extent =
       optim::check_lars("cuda: lars_update", params, momentum, grads, segments, num_segments, opt);
   if (extent == 0) return;
@@ -141,6 +142,7 @@ void CudaBackend::lars_update(float* params, float* momentum, const float* grads
 void CudaBackend::sgd_update(float* params, float* momentum, const float* grads, const ParamSegment* segments,
                              int num_segments, const SgdOptions& opt) {
   BYOL_CUDA_OP("sgd_update");
+  BYOL_CUDA_OP_WORK(optimizer_work(5, segments, num_segments));
   const int64_t extent = optim::check_sgd("cuda: sgd_update", params, momentum, grads, segments, num_segments, opt);
   if (extent == 0) return;
   std::lock_guard<std::mutex> lock(optim_mutex_);
@@ -152,6 +154,7 @@ void CudaBackend::sgd_update(float* params, float* momentum, const float* grads,
 void CudaBackend::adamw_update(float* params, float* state, const float* grads, const ParamSegment* segments,
                                int num_segments, const AdamWOptions& opt) {
   BYOL_CUDA_OP("adamw_update");
+  BYOL_CUDA_OP_WORK(optimizer_work(7, segments, num_segments));
   const int64_t extent =
       optim::check_adamw("cuda: adamw_update", params, state, grads, segments, num_segments, opt);
   if (extent == 0) return;

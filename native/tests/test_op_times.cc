@@ -3,8 +3,9 @@
 // the stem's without a backward-data), so a count filed under the wrong phase or op, an op
 // timed twice (nesting) or missed shows as a wrong number; the times must be positive where
 // work ran and add up to no more than the wall time of the steps (every step ends with a sync).
-// The same checks run on the CPU and, @cuda, on a GPU, where a graph replay is one op and ops
-// recorded into a capture are not timed.
+// The nominal work filed with each op (flops, bytes) is checked exactly on single ops. The same
+// checks run on the CPU and, @cuda, on a GPU, where a graph replay is one op and ops recorded
+// into a capture are not timed.
 #include <chrono>
 #include <map>
 #include <set>
@@ -112,7 +113,61 @@ void eager_step_profile(Backend* be) {
   byol_test::expect_true(be->op_times(true).empty(), "nothing is timed while timing is off");
 }
 
+// The nominal work filed with single ops outside any range: exact numbers from the shapes.
+void single_op_work(Backend* be) {
+  byol::ConvShape s;
+  s.N = 2, s.H = 5, s.W = 5, s.C = 3, s.K = 4, s.R = 3, s.S = 3, s.stride = 1, s.pad = 1;
+  Tensor x(be, {2, 5, 5, 3}, byol::DType::f32), w(be, {4, 3, 3, 3}, byol::DType::f32),
+      y(be, {2, 5, 5, 4}, byol::DType::f32);
+  Tensor a(be, {4, 6}, byol::DType::f32), lw(be, {5, 6}, byol::DType::f32), lb(be, {5}, byol::DType::f32),
+      ly(be, {4, 5}, byol::DType::f32), da(be, {4, 6}, byol::DType::f32), dlw(be, {5, 6}, byol::DType::f32),
+      dlb(be, {5}, byol::DType::f32);
+  Tensor bx(be, {10, 3}, byol::DType::f32), by(be, {10, 3}, byol::DType::f32), res(be, {10, 3}, byol::DType::f32),
+      stats(be, {12}, byol::DType::f32), dbx(be, {10, 3}, byol::DType::f32), g2(be, {6}, byol::DType::f32),
+      dg2(be, {6}, byol::DType::f32);
+  for (Tensor* t : {&x, &w, &a, &lw, &lb, &bx, &res, &stats, &g2}) be->fill(t->f32(), 0.5f, size_t(t->numel()));
+  be->set_op_timing(true);
+  be->op_times(true);
+  be->conv2d_forward(y.f32(), x.f32(), w.f32(), s);
+  be->linear_forward(ly.f32(), a.f32(), lw.f32(), lb.f32(), 4, 6, 5);
+  be->linear_backward(da.f32(), dlw.f32(), dlb.f32(), ly.f32(), a.f32(), lw.f32(), 4, 6, 5, false);
+  byol::BnEpilogue ep;
+  ep.residual = res.f32();
+  ep.relu = true;
+  float* st = stats.f32();
+  be->batchnorm_forward_train(by.f32(), st, st + 3, st + 6, st + 9, bx.f32(), g2.f32(), g2.f32() + 3, 10, 3, 0.1f,
+                              1e-5f, ep);
+  be->batchnorm_backward(dbx.f32(), dg2.f32(), dg2.f32() + 3, by.f32(), bx.f32(), st, st + 3, g2.f32(), 10, 3, false,
+                         by.f32());
+  be->relu_forward(by.f32(), bx.f32(), 30);
+  const auto rows = by_key(be->op_times(true));
+  be->set_op_timing(false);
+  auto expect_work = [&](const char* op, double flops, double bytes) {
+    auto it = rows.find({"(no range)", op});
+    const bool found = it != rows.end();
+    byol_test::expect_true(found && it->second.flops == flops && it->second.bytes == bytes,
+                           std::string(op) + ": " + fmt(flops) + " flops, " + fmt(bytes) + " bytes",
+                           found ? "got " + fmt(it->second.flops) + " flops, " + fmt(it->second.bytes) + " bytes"
+                                 : "no row");
+  };
+  // 2*N*P*Q*K*C*R*S; input 150 + weights 108 + output 200 floats.
+  expect_work("conv2d_forward", 2.0 * 2 * 5 * 5 * 4 * 3 * 9, 4.0 * (150 + 108 + 200));
+  expect_work("linear_forward", 2.0 * 4 * 6 * 5, 4.0 * (24 + 30 + 20));
+  expect_work("linear_backward", 4.0 * 4 * 6 * 5, 8.0 * (24 + 30 + 20));
+  // x twice, out, residual; backward: dout, x, mask twice, dx.
+  expect_work("batchnorm_forward_train", 0, 4.0 * 4 * 30);
+  expect_work("batchnorm_backward", 0, 4.0 * 7 * 30);
+  expect_work("relu_forward", 0, 4.0 * 2 * 30);
+}
+
 BYOL_TEST("op_times/step_counts_and_times", ctx) { eager_step_profile(ctx.cpu); }
+
+BYOL_TEST("op_times/nominal_work", ctx) { single_op_work(ctx.cpu); }
+
+BYOL_TEST("op_times/nominal_work@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  single_op_work(ctx.cuda);
+}
 
 BYOL_TEST("op_times/step_counts_and_times@cuda", ctx) {
   if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");

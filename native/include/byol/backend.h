@@ -107,11 +107,15 @@ struct AugmentParams;  // byol/augment.h
 
 // One row of an op-time profile (Backend::op_times): the phase of the step the op ran in
 // ("online forward", "backward", ...; see native/core/op_timer.h), the op
-// ("conv2d_forward"), how many calls and their summed time in milliseconds.
+// ("conv2d_forward"), how many calls and their summed time in milliseconds, and their nominal
+// work: floating-point operations of the convolutions and linear layers (2 per multiply-add),
+// bytes of the tensors the other ops read and write (each once per pass over them); 0 where
+// an op does not say. Work / time is the rate to hold against the machine's peak.
 struct OpTime {
   std::string phase, op;
   int64_t calls = 0;
   double ms = 0;
+  double flops = 0, bytes = 0;
 };
 
 class Backend {
