@@ -10,7 +10,8 @@
 # seconds for all runs (default 170): runs go in priority order (TF32 and bf16 of both cases,
 # then fp32) and those that no longer fit are recorded as skipped; BYOL_BENCH_WARMUP (3),
 # BYOL_BENCH_STEPS (15), BYOL_BENCH_MAX_SECONDS (5) per run; BYOL_BENCH_OP_TIMES (3) eager steps
-# timed op by op after byol's TF32 runs (0: none); PYTHON (python3);
+# timed op by op after byol's TF32 runs, and steps under torch.profiler after PyTorch's TF32 runs
+# (0: none); PYTHON (python3);
 # BYOL_BENCH_SMOKE=1 checks this pipeline on a machine without a GPU: the CPU, tiny models
 # (byol's TF32 rows then record the CPU backend's refusal).
 # Exit 0 when every run gave a result (byol's "not supported" counts: the backend lacks an op,
@@ -97,6 +98,8 @@ run() {
     fi
   else
     cmd=("$PY" bench/torch_gpu_step.py --device "$DEVICE" --variants "$variants")
+    # PyTorch's TF32 run: the same number of steps under torch.profiler, per aten op.
+    [ "$variants" != fp32 ] && [ "$OP_TIMES" -gt 0 ] && cmd+=(--op-times "$OP_TIMES" --op-times-variants tf32)
   fi
   cmd+=(${CASE_FLAGS[$case]} --warmup "$WARMUP" --steps "$STEPS" --max-seconds "$MAX_SECONDS")
   echo "=== $name (limit ${limit}s): ${cmd[*]}"
@@ -128,9 +131,9 @@ fi
 # Priority order: what the targets compare first, fp32 last. Caps: warm-up (cuDNN algorithm
 # search) + MAX_SECONDS of steps + start-up, with room; the budget is the real limit.
 [ -x "$BIN" ] && run r50 byol tf32 60
-run r50 pytorch tf32,bf16 90
+run r50 pytorch tf32,bf16 100
 [ -x "$BIN" ] && run r18 byol tf32 45
-run r18 pytorch tf32,bf16 60
+run r18 pytorch tf32,bf16 70
 [ -x "$BIN" ] && run r50 byol fp32 60
 run r50 pytorch fp32 60
 [ -x "$BIN" ] && run r18 byol fp32 45

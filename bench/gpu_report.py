@@ -153,7 +153,16 @@ OP_KINDS = (("conv2d_", "convolutions"), ("batchnorm_", "batch norm"), ("linear_
 OP_TIMES_SHOWN = 10
 
 
-def op_kind(op):
+# PyTorch's aten ops (torch_gpu_step.py --op-times), by the first word of this list in their name.
+ATEN_KINDS = (("foreach", "optimizer and EMA"), ("conv", "convolutions"), ("batch_norm", "batch norm"),
+              ("norm", "optimizer and EMA"), ("mm", "linear layers"), ("linear", "linear layers"),
+              ("relu", "elementwise"), ("threshold", "elementwise"), ("clamp", "elementwise"),
+              ("add", "elementwise"), ("mul", "elementwise"), ("copy", "copies"))
+
+
+def op_kind(op, engine="byol"):
+    if engine != "byol":  # PyTorch's profiler keys: aten ops, and autograd nodes and the like ("other")
+        return next((kind for word, kind in ATEN_KINDS if op.startswith("aten::") and word in op), "other")
     return next((kind for prefix, kind in OP_KINDS if op.startswith(prefix)), op)
 
 
@@ -167,7 +176,9 @@ def op_rate(x):
 
 
 def op_times_lines(r):
-    """Where a byol run's step time goes, from its op_times field (eager steps, device time)."""
+    """Where a run's step time goes, from its op_times field: byol's ops by phase (eager steps,
+    byol_bench_step --op-times) or PyTorch's aten ops (torch.profiler, torch_gpu_step.py
+    --op-times); device time on a GPU."""
     ot = r.get("op_times")
     if not isinstance(ot, dict) or not ot.get("rows"):
         return []
@@ -177,22 +188,30 @@ def op_times_lines(r):
         return []
     kinds = {}
     for x in rows:
-        kinds[op_kind(x["op"])] = kinds.get(op_kind(x["op"]), 0.0) + x["ms"]
+        kind = op_kind(x["op"], r["engine"])
+        kinds[kind] = kinds.get(kind, 0.0) + x["ms"]
     summary = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
     label = VARIANT_LABEL.get(r["variant"], r["variant"])
-    # CUDA times ops between events on the stream; the CPU times each call (a smoke run).
-    clock = "device time" if str(r.get("device", "cuda")).startswith("cuda") else "wall time of each op"
-    lines = ["", f"Where byol's {label} step goes: {ot['steps']} more steps run eagerly with op timing "
-                 f"({fmt(ot.get('ms_per_step'), 1)} ms/step wall, {fmt(total, 1)} ms/step in ops, {clock}): "
-                 f"{summary}.", ""]
-    table = [["phase", "op", "calls/step", "ms/step", "share", "rate"]]
+    # byol on CUDA times ops between events on the stream; the CPU times each call (a smoke run).
+    cuda = str(r.get("device", "cuda")).startswith("cuda")
+    wall = f"{fmt(ot.get('ms_per_step'), 1)} ms/step wall, {fmt(total, 1)} ms/step in ops"
+    if r["engine"] == "byol":
+        clock = "device time" if cuda else "wall time of each op"
+        head = f"Where byol's {label} step goes: {ot['steps']} more steps run eagerly with op timing ({wall}, {clock})"
+    else:
+        clock = "self device time" if cuda else "self CPU time"
+        head = (f"Where PyTorch's {label} step goes: {ot['steps']} more steps under torch.profiler ({wall}, "
+                f"{clock} of each aten op)")
+    lines = ["", f"{head}: {summary}.", ""]
+    phases = any(x.get("phase") for x in rows)
+    table = [(["phase"] if phases else []) + ["op", "calls/step", "ms/step", "share", "rate"]]
     for x in rows[:OP_TIMES_SHOWN]:
-        table.append([x["phase"], x["op"], fmt(x["calls"], 0), fmt(x["ms"], 2), f"{100 * x['ms'] / total:.1f}%",
-                      op_rate(x)])
+        table.append(([x["phase"]] if phases else []) + [x["op"], fmt(x["calls"], 0), fmt(x["ms"], 2),
+                                                         f"{100 * x['ms'] / total:.1f}%", op_rate(x)])
     rest = rows[OP_TIMES_SHOWN:]
     if rest:
         ms = sum(x["ms"] for x in rest)
-        table.append(["", f"{len(rest)} more", "-", fmt(ms, 2), f"{100 * ms / total:.1f}%", "-"])
+        table.append(([""] if phases else []) + [f"{len(rest)} more", "-", fmt(ms, 2), f"{100 * ms / total:.1f}%", "-"])
     return lines + markdown_table(table)
 
 
@@ -263,7 +282,7 @@ def section_for(group):
     if parts:
         lines += ["", "Device memory in use after the timed steps (" + "; ".join(parts) + ")."]
     for r in ordered:
-        if r["engine"] == "byol" and "error" not in r:
+        if "error" not in r:
             lines += op_times_lines(r)
     return lines
 

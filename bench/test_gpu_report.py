@@ -137,6 +137,20 @@ class ReportTest(unittest.TestCase):
         self.assertRegex(md, r"\| +\| 4 more +\| - +\| 8.00 +\| 8.0% +\| - +\|")
         self.assertEqual(md.count("Where byol's"), 1)
 
+    def test_pytorch_op_times_table(self):
+        # PyTorch's profile: aten ops without phases, grouped by kind; no phase column.
+        rows = [dict(phase="", op="aten::cudnn_convolution", calls=80, ms=40.0),
+                dict(phase="", op="aten::convolution_backward", calls=40, ms=30.0),
+                dict(phase="", op="aten::native_batch_norm_backward", calls=44, ms=20.0),
+                dict(phase="", op="aten::_foreach_add_", calls=3, ms=10.0)]
+        md = self.render([result(R18, "pytorch", "tf32", 10.0, op_times=dict(steps=3, ms_per_step=105.0, rows=rows)),
+                          result(R18, "byol", "tf32", 20.0)])
+        self.assertIn("Where PyTorch's TF32 step goes: 3 more steps under torch.profiler (105.0 ms/step wall, "
+                      "100.0 ms/step in ops, self device time of each aten op): convolutions 70%, batch norm 20%, "
+                      "optimizer and EMA 10%.", md)
+        self.assertRegex(md, r"\| op +\| calls/step +\| ms/step +\| share +\| rate +\|")
+        self.assertRegex(md, r"\| aten::cudnn_convolution +\| 80 +\| 40.00 +\| 40.0% +\| - +\|")
+
     def test_bad_input_names_the_line(self):
         path = write_lines(self.dir.name, [result(R18, "pytorch", "tf32", 5.0), "{not json"])
         with self.assertRaisesRegex(gpu_report.ReportError, r"results\.jsonl:2: expected one JSON object per line"):

@@ -16,7 +16,9 @@ back per tensor (`if pn > 0 and gn > 0`), about 160 waits per ResNet-50 step, wh
 Python rather than the GPU. --smoke checks that this step computes exactly what
 ref_byol.byol_step does (float64, two steps), then runs every variant on a tiny config.
 Every step ends with loss.item() (the loop of a trainer that logs its loss), as the native step
-reads its loss back.
+reads its loss back. --op-times K: after the timed steps, K more under torch.profiler; the line's
+op_times field holds each aten op's self time per step (device time on a GPU), as
+byol_bench_step --op-times does for byol's ops.
 """
 import argparse
 import contextlib
@@ -202,6 +204,9 @@ def run_variant(a, variant, device, config):
         torch.cuda.synchronize(device)
         gpu_seconds = start_event.elapsed_time(end_event) / 1000
     seconds = time.perf_counter() - start
+    used_after = device_used_mb(device) if cuda else None
+    profiled = a.op_times > 0 and (not a.op_times_variants or variant in a.op_times_variants.split(","))
+    op_times = profile_ops(step, v1, v2, a.op_times, device) if profiled else None
 
     n = len(step_seconds)
     ordered = sorted(step_seconds)
@@ -214,12 +219,40 @@ def run_variant(a, variant, device, config):
         ms_per_step_min=1000 * ordered[0], ms_per_step_max=1000 * ordered[-1], loss=loss,
         peak_allocated_mb=torch.cuda.max_memory_allocated(device) / MIB if cuda else None,
         peak_reserved_mb=torch.cuda.max_memory_reserved(device) / MIB if cuda else None,
-        device_used_before_mb=used_before, device_used_mb=device_used_mb(device) if cuda else None,
+        device_used_before_mb=used_before, device_used_mb=used_after, op_times=op_times,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         channels_last=fmt is torch.channels_last, tf32=variant != "fp32",
         autocast="bfloat16" if autocast is not None else None, model_config=config)
     out.update(versions(device))
     return out
+
+
+def profile_ops(step, v1, v2, steps, device):
+    """`steps` more steps under torch.profiler: {"steps", "ms_per_step", "rows": [{phase, op,
+    calls, ms}]} per step, each aten op's self time (device time on a GPU: the kernels it
+    launched), longest first, ops under 1 us left out."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(v1, v2, 0.1, 0.99).item()
+    wall_ms = 1000 * (time.perf_counter() - start) / steps
+    rows = []
+    for e in prof.key_averages():
+        if cuda:
+            total = getattr(e, "self_device_time_total", None)
+            if total is None:
+                total = getattr(e, "self_cuda_time_total", 0)
+        else:
+            total = e.self_cpu_time_total
+        ms = total / 1000 / steps
+        if ms >= 1e-3:
+            rows.append(dict(phase="", op=e.key, calls=e.count / steps, ms=ms))
+    rows.sort(key=lambda r: -r["ms"])
+    return dict(steps=steps, ms_per_step=wall_ms, rows=rows)
 
 
 def error_line(a, variant, device, exc):
@@ -236,6 +269,10 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--max-seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    ap.add_argument("--op-times", type=int, default=0, metavar="K",
+                    help="after the timed steps, K more under torch.profiler (field op_times; default 0: none)")
+    ap.add_argument("--op-times-variants", default="", metavar="LIST",
+                    help="comma-separated variants that --op-times applies to (default: all)")
     ap.add_argument("--smoke", action="store_true",
                     help="check the step against ref_byol.byol_step, then run a tiny config (ResNet-18 width 1/8, "
                          "batch 8, 32x32, heads 64/32, 1 warm-up + 2 steps)")
@@ -245,9 +282,9 @@ def main():
     for v in variants:
         if v not in VARIANTS:
             ap.error(f"expected --variants to be a comma-separated subset of {','.join(VARIANTS)} but received '{v}'")
-    if a.warmup < 0 or a.steps < 1 or a.max_seconds < 0:
-        ap.error(f"expected --warmup >= 0, --steps >= 1 and --max-seconds >= 0 but received "
-                 f"{a.warmup}, {a.steps}, {a.max_seconds}")
+    if a.warmup < 0 or a.steps < 1 or a.max_seconds < 0 or a.op_times < 0:
+        ap.error(f"expected --warmup >= 0, --steps >= 1, --max-seconds >= 0 and --op-times >= 0 but received "
+                 f"{a.warmup}, {a.steps}, {a.max_seconds}, {a.op_times}")
     try:
         device = torch.device(a.device)
     except RuntimeError as e:
