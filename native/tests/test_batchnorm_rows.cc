@@ -4,7 +4,7 @@
 // the unroll factor, strides, channels, masks, residuals and in-place outputs, so that an
 // indexing slip in the unrolled part or its remainder shows without a GPU. The shifted moments
 // are also checked against float64 statistics, including a channel whose mean is large next to
-// its spread.
+// its spread, and so is the finalize kernels' lane-parallel merge of chunk partials.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -157,6 +157,85 @@ BYOL_TEST("batchnorm_rows/shifted_moments_accuracy", ctx) {
     byol_test::expect_true(m2_err < 1e-4, std::string(ch.name) + ": sum of squared deviations within 1e-4",
                            "relative error " + byol_test::fmt(m2_err));
   }
+}
+
+// The finalize kernels' merge of chunk partials: each lane's unrolled sum equals its plain loop
+// bit for bit, and the lanes added in order give the mean and sum of squared deviations of all
+// rows (against float64 statistics of the raw values) for chunk counts below, at and far above
+// the lane count, with a short last chunk.
+BYOL_TEST("batchnorm_rows/chunk_merge", ctx) {
+  std::mt19937 gen(23);
+  std::normal_distribution<float> normal(5.0f, 2.0f);
+  const int64_t C = 3;
+  const int c = 1;
+  bool bitwise = true;
+  for (const auto& [M, rows_per_chunk] : std::vector<std::pair<int64_t, int64_t>>{{50, 20}, {64, 8}, {1000, 37},
+                                                                                  {26400, 100}, {1, 1}}) {
+    const int64_t chunks = (M + rows_per_chunk - 1) / rows_per_chunk;
+    std::vector<float> x(static_cast<size_t>(M));
+    for (float& v : x) v = normal(gen);
+    // Partials as the statistics kernel leaves them (float), and a second pair for chunk_sums.
+    std::vector<float> pmean(size_t(chunks * C), 9.0f), pm2(pmean.size(), 9.0f), pa(pmean.size()), pb(pmean.size());
+    for (int64_t g = 0; g < chunks; ++g) {
+      const int64_t n = rows::chunk_rows(M, rows_per_chunk, g);
+      double m = 0, q = 0;
+      for (int64_t i = 0; i < n; ++i) m += x[g * rows_per_chunk + i];
+      m /= double(n);
+      for (int64_t i = 0; i < n; ++i) q += (x[g * rows_per_chunk + i] - m) * (x[g * rows_per_chunk + i] - m);
+      pmean[g * C + c] = float(m);
+      pm2[g * C + c] = float(q);
+      pa[g * C + c] = normal(gen);
+      pb[g * C + c] = normal(gen);
+    }
+    double total = 0;
+    for (int lane = 0; lane < rows::kMergeLanes; ++lane) {
+      const double got = rows::chunk_weighted_means(pmean.data(), C, c, chunks, rows_per_chunk, M, lane);
+      double want = 0;
+      for (int64_t g = lane; g < chunks; g += rows::kMergeLanes)
+        want += double(rows::chunk_rows(M, rows_per_chunk, g)) * double(pmean[g * C + c]);
+      bitwise = bitwise && got == want;
+      total += got;
+    }
+    const double mean = total / double(M);
+    double m2 = 0, sum_a = 0, sum_b = 0;
+    for (int lane = 0; lane < rows::kMergeLanes; ++lane) {
+      const double got = rows::chunk_deviations(pmean.data(), pm2.data(), C, c, chunks, rows_per_chunk, M, lane, mean);
+      double want = 0;
+      for (int64_t g = lane; g < chunks; g += rows::kMergeLanes) {
+        const double d = double(pmean[g * C + c]) - mean;
+        want += double(pm2[g * C + c]) + double(rows::chunk_rows(M, rows_per_chunk, g)) * d * d;
+      }
+      bitwise = bitwise && got == want;
+      m2 += got;
+      double a = 0, b = 0, wa = 0, wb = 0;
+      rows::chunk_sums(&a, &b, pa.data(), pb.data(), C, c, chunks, lane);
+      for (int64_t g = lane; g < chunks; g += rows::kMergeLanes) {
+        wa += double(pa[g * C + c]);
+        wb += double(pb[g * C + c]);
+      }
+      bitwise = bitwise && a == wa && b == wb;
+      sum_a += a;
+      sum_b += b;
+    }
+    double ref_mean = 0, ref_m2 = 0, ref_a = 0, ref_b = 0;
+    for (float v : x) ref_mean += v;
+    ref_mean /= double(M);
+    for (float v : x) ref_m2 += (v - ref_mean) * (v - ref_mean);
+    for (int64_t g = 0; g < chunks; ++g) {
+      ref_a += pa[g * C + c];
+      ref_b += pb[g * C + c];
+    }
+    const std::string what = "M=" + std::to_string(M) + " in " + std::to_string(chunks) + " chunks";
+    const double m2_err = ref_m2 > 0 ? std::fabs(m2 - ref_m2) / ref_m2 : std::fabs(m2);
+    byol_test::expect_true(std::fabs(mean - ref_mean) <= 1e-6 * std::fabs(ref_mean), what + ": mean",
+                           "got " + byol_test::fmt(mean) + ", float64 " + byol_test::fmt(ref_mean));
+    byol_test::expect_true(m2_err <= 1e-6, what + ": sum of squared deviations within 1e-6",
+                           "relative error " + byol_test::fmt(m2_err));
+    byol_test::expect_true(std::fabs(sum_a - ref_a) <= 1e-12 * (1 + std::fabs(ref_a)) &&
+                               std::fabs(sum_b - ref_b) <= 1e-12 * (1 + std::fabs(ref_b)),
+                           what + ": chunk sums");
+  }
+  byol_test::expect_true(bitwise, "every lane's unrolled merge equals its plain loop bit for bit");
 }
 
 }  // namespace

@@ -23,12 +23,6 @@ namespace rows = byol::batchnorm_rows;
 
 constexpr int kRowLanes = 8;  // blockDim.y of the reduction kernels
 
-__device__ __forceinline__ int64_t chunk_rows(int64_t M, int64_t rows_per_chunk, int chunk) {
-  int64_t begin = chunk * rows_per_chunk;
-  int64_t end = begin + rows_per_chunk < M ? begin + rows_per_chunk : M;
-  return end > begin ? end - begin : 0;
-}
-
 // partial_mean/partial_m2 are (chunks, C): mean and sum of squared deviations of the chunk's
 // rows.
 __global__ void batchnorm_stats_kernel(float* partial_mean, float* partial_m2, const float* inp,
@@ -62,23 +56,35 @@ __global__ void batchnorm_stats_kernel(float* partial_mean, float* partial_m2, c
   }
 }
 
+// Merges the chunks' partials of 32 channels: kMergeLanes lanes per channel sum their chunks
+// (batchnorm_rows.h), added in lane order: first the mean (sum of n_g * mean_g), then the sum of
+// squared deviations about it (m2_g + n_g * (mean_g - mean)^2), in double. Block (32, kMergeLanes).
 __global__ void batchnorm_stats_finalize_kernel(float* save_mean, float* save_rstd,
                                                 float* running_mean, float* running_var,
                                                 const float* partial_mean, const float* partial_m2,
                                                 int64_t M, int C, int chunks,
                                                 int64_t rows_per_chunk, float momentum, float eps) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
-  double n = 0.0, mean = 0.0, m2 = 0.0;
-  for (int g = 0; g < chunks; ++g) {
-    double nb = double(chunk_rows(M, rows_per_chunk, g));
-    if (nb == 0.0) continue;
-    double total = n + nb;
-    double delta = double(partial_mean[int64_t(g) * C + c]) - mean;
-    mean += delta * (nb / total);
-    m2 += double(partial_m2[int64_t(g) * C + c]) + delta * delta * (n * nb / total);
-    n = total;
+  __shared__ double s_part[rows::kMergeLanes][33];
+  __shared__ double s_mean[32];
+  const int c = blockIdx.x * 32 + threadIdx.x, lane = threadIdx.y;
+  s_part[lane][threadIdx.x] =
+      c < C ? rows::chunk_weighted_means(partial_mean, C, c, chunks, rows_per_chunk, M, lane) : 0.0;
+  __syncthreads();
+  if (lane == 0) {
+    double total = 0.0;
+    for (int k = 0; k < rows::kMergeLanes; ++k) total += s_part[k][threadIdx.x];
+    s_mean[threadIdx.x] = total / double(M);
   }
+  __syncthreads();
+  const double mean = s_mean[threadIdx.x];
+  const double dev =
+      c < C ? rows::chunk_deviations(partial_mean, partial_m2, C, c, chunks, rows_per_chunk, M, lane, mean) : 0.0;
+  __syncthreads();  // every lane has read its pass-1 value
+  s_part[lane][threadIdx.x] = dev;
+  __syncthreads();
+  if (lane != 0 || c >= C) return;
+  double m2 = 0.0;
+  for (int k = 0; k < rows::kMergeLanes; ++k) m2 += s_part[k][threadIdx.x];
   double var = m2 / double(M);  // biased: what normalizes the batch
   save_mean[c] = float(mean);
   save_rstd[c] = float(1.0 / sqrt(var + double(eps)));
@@ -135,17 +141,25 @@ __global__ void batchnorm_backward_sums_kernel(float* partial_dy, float* partial
 }
 
 // sums (2, C): this call's sum(dy) and sum(dy * xhat), kept apart from dgamma/dbeta because
-// those may already hold the other view's gradient (accumulate).
+// those may already hold the other view's gradient (accumulate). kMergeLanes lanes per channel
+// sum their chunks in double, added in lane order. Block (32, kMergeLanes).
 __global__ void batchnorm_backward_finalize_kernel(float* dgamma, float* dbeta, float* sums,
                                                    const float* partial_dy,
                                                    const float* partial_dyxhat, int C, int chunks,
                                                    bool accumulate) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= C) return;
+  __shared__ double s_a[rows::kMergeLanes][33], s_b[rows::kMergeLanes][33];
+  const int c = blockIdx.x * 32 + threadIdx.x, lane = threadIdx.y;
   double a = 0.0, b = 0.0;
-  for (int g = 0; g < chunks; ++g) {
-    a += partial_dy[int64_t(g) * C + c];
-    b += partial_dyxhat[int64_t(g) * C + c];
+  if (c < C) rows::chunk_sums(&a, &b, partial_dy, partial_dyxhat, C, c, chunks, lane);
+  s_a[lane][threadIdx.x] = a;
+  s_b[lane][threadIdx.x] = b;
+  __syncthreads();
+  if (lane != 0 || c >= C) return;
+  a = 0.0;
+  b = 0.0;
+  for (int k = 0; k < rows::kMergeLanes; ++k) {
+    a += s_a[k][threadIdx.x];
+    b += s_b[k][threadIdx.x];
   }
   sums[c] = float(a);
   sums[C + c] = float(b);
@@ -205,7 +219,7 @@ void batchnorm_forward_train(float* out, float* save_mean, float* save_rstd, flo
   batchnorm_stats_kernel<<<grid, block, 0, stream>>>(partial_mean, partial_m2, inp, M, C,
                                                      split.rows_per_chunk);
   BYOL_CUDA_CHECK_LAUNCH();
-  batchnorm_stats_finalize_kernel<<<static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream>>>(
+  batchnorm_stats_finalize_kernel<<<static_cast<unsigned>(ceil_div(C, 32)), dim3(32, rows::kMergeLanes), 0, stream>>>(
       save_mean, save_rstd, running_mean, running_var, partial_mean, partial_m2, M, C,
       split.chunks, split.rows_per_chunk, momentum, eps);
   BYOL_CUDA_CHECK_LAUNCH();
@@ -236,7 +250,7 @@ void batchnorm_backward(float* dinp, float* dgamma, float* dbeta, float* scratch
   batchnorm_backward_sums_kernel<<<grid, block, 0, stream>>>(
       partial_dy, partial_dyxhat, dout, inp, save_mean, save_rstd, relu_out, M, C, split.rows_per_chunk);
   BYOL_CUDA_CHECK_LAUNCH();
-  batchnorm_backward_finalize_kernel<<<static_cast<unsigned>(ceil_div(C, 128)), 128, 0, stream>>>(
+  batchnorm_backward_finalize_kernel<<<static_cast<unsigned>(ceil_div(C, 32)), dim3(32, rows::kMergeLanes), 0, stream>>>(
       dgamma, dbeta, sums, partial_dy, partial_dyxhat, C, split.chunks, accumulate);
   BYOL_CUDA_CHECK_LAUNCH();
   batchnorm_backward_dx_kernel<<<rows_grid(M, C), block, 0, stream>>>(

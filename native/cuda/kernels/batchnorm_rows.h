@@ -154,5 +154,88 @@ BYOL_HD void grad_input_column(float* dinp, const float* dout, const float* x, c
   }
 }
 
+// ---- merging the chunks' partials (the finalize kernels) ----
+// kMergeLanes threads per channel each take the chunks g = lane, lane + kMergeLanes, ... (their
+// loads kUnroll ahead, independent of the sums) and their sums are added in lane order: the
+// merge that one thread per channel did chunk by chunk, behind a load and a division each,
+// waited out hundreds of memory latencies in a row for a 64-channel layer (264 chunks).
+
+constexpr int kMergeLanes = 8;
+
+// Rows of chunk g of M rows cut into chunks of rows_per_chunk.
+BYOL_HD int64_t chunk_rows(int64_t M, int64_t rows_per_chunk, int64_t g) {
+  const int64_t begin = g * rows_per_chunk;
+  const int64_t end = begin + rows_per_chunk < M ? begin + rows_per_chunk : M;
+  return end > begin ? end - begin : 0;
+}
+
+// Sum over this lane's chunks of n_g * mean_g (pass 1: the mean of all M rows is its total / M).
+BYOL_HD double chunk_weighted_means(const float* partial_mean, int64_t C, int c, int64_t chunks,
+                                    int64_t rows_per_chunk, int64_t M, int lane) {
+  double sum = 0.0;
+  int64_t g = lane;
+  for (; g + (kUnroll - 1) * kMergeLanes < chunks; g += kUnroll * kMergeLanes) {
+    float m[kUnroll];
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) m[k] = partial_mean[(g + k * kMergeLanes) * C + c];
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) sum += double(chunk_rows(M, rows_per_chunk, g + k * kMergeLanes)) * double(m[k]);
+  }
+  for (; g < chunks; g += kMergeLanes) sum += double(chunk_rows(M, rows_per_chunk, g)) * double(partial_mean[g * C + c]);
+  return sum;
+}
+
+// Sum over this lane's chunks of m2_g + n_g * (mean_g - mean)^2 (pass 2: all M rows' sum of
+// squared deviations is its total; exact in exact arithmetic, no cancellation).
+BYOL_HD double chunk_deviations(const float* partial_mean, const float* partial_m2, int64_t C, int c, int64_t chunks,
+                                int64_t rows_per_chunk, int64_t M, int lane, double mean) {
+  double sum = 0.0;
+  int64_t g = lane;
+  for (; g + (kUnroll - 1) * kMergeLanes < chunks; g += kUnroll * kMergeLanes) {
+    float m[kUnroll], q[kUnroll];
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) {
+      m[k] = partial_mean[(g + k * kMergeLanes) * C + c];
+      q[k] = partial_m2[(g + k * kMergeLanes) * C + c];
+    }
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) {
+      const double d = double(m[k]) - mean;
+      sum += double(q[k]) + double(chunk_rows(M, rows_per_chunk, g + k * kMergeLanes)) * d * d;
+    }
+  }
+  for (; g < chunks; g += kMergeLanes) {
+    const double d = double(partial_mean[g * C + c]) - mean;
+    sum += double(partial_m2[g * C + c]) + double(chunk_rows(M, rows_per_chunk, g)) * d * d;
+  }
+  return sum;
+}
+
+// Sums over this lane's chunks of two partials (the backward's sum(dy) and sum(dy * xhat)).
+BYOL_HD void chunk_sums(double* a, double* b, const float* partial_a, const float* partial_b, int64_t C, int c,
+                        int64_t chunks, int lane) {
+  double sa = 0.0, sb = 0.0;
+  int64_t g = lane;
+  for (; g + (kUnroll - 1) * kMergeLanes < chunks; g += kUnroll * kMergeLanes) {
+    float x[kUnroll], y[kUnroll];
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) {
+      x[k] = partial_a[(g + k * kMergeLanes) * C + c];
+      y[k] = partial_b[(g + k * kMergeLanes) * C + c];
+    }
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) {
+      sa += double(x[k]);
+      sb += double(y[k]);
+    }
+  }
+  for (; g < chunks; g += kMergeLanes) {
+    sa += double(partial_a[g * C + c]);
+    sb += double(partial_b[g * C + c]);
+  }
+  *a = sa;
+  *b = sb;
+}
+
 }  // namespace batchnorm_rows
 }  // namespace byol
