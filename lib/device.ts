@@ -4,7 +4,7 @@
 // to the CPU with one console.warn line saying why. Names resolve to 'cpu' or 'cuda:N'.
 import { DeviceError } from './errors';
 import { native, type CudaProbe, type OpTime } from './native';
-import { integer, invalid, oneOf } from './validate';
+import { integer, invalid, isPlainObject, knownKeys, oneOf } from './validate';
 
 export type DeviceName = 'cpu' | 'cuda' | `cuda:${number}` | 'auto';
 
@@ -150,6 +150,8 @@ export function opRate(row: Pick<OpTime, 'flops' | 'bytes' | 'ms'>): string {
 // the order they ran. Waits for the device's queued work (none after an awaited step).
 export function opTimes(device: string, options: OpTimesOptions = {}): OpTime[] {
   const name = resolveDevice(device);
+  if (!isPlainObject(options)) throw invalid('options', 'object', options);
+  knownKeys('options', options, ['reset']);
   const reset = options.reset ?? false;
   if (typeof reset !== 'boolean') throw invalid('reset', 'boolean', reset);
   return native.opTimes(name, reset);

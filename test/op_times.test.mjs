@@ -87,6 +87,8 @@ test('setOpTiming / opTimes: bad arguments name the argument', () => {
   throwsMessage(() => setOpTiming('cpu', 'yes'), ByolOptionError, /^Expected boolean for on but received "yes"/);
   throwsMessage(() => opTimes('cpu', { reset: 1 }), ByolOptionError, /^Expected boolean for reset but received 1/);
   throwsMessage(() => opTimes('tpu'), ByolOptionError, /for device but received "tpu"/);
+  throwsMessage(() => opTimes('cpu', true), ByolOptionError, /^Expected object for options but received true/);
+  throwsMessage(() => opTimes('cpu', { rest: true }), ByolOptionError, /^Unknown option options\.rest; expected one of reset/);
   throwsMessage(() => native.setOpTiming('cpu'), TypeError, /^Expected boolean for on but received undefined/);
   throwsMessage(() => native.opTimes('cpu', 'x'), TypeError, /^Expected boolean for reset but received "x"/);
 });
