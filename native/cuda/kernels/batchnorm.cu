@@ -77,10 +77,9 @@ __global__ void batchnorm_stats_finalize_kernel(float* save_mean, float* save_rs
   }
   __syncthreads();
   const double mean = s_mean[threadIdx.x];
-  const double dev =
+  // s_part's pass-1 values were read (by lane 0) before the barrier above: safe to overwrite.
+  s_part[lane][threadIdx.x] =
       c < C ? rows::chunk_deviations(partial_mean, partial_m2, C, c, chunks, rows_per_chunk, M, lane, mean) : 0.0;
-  __syncthreads();  // every lane has read its pass-1 value
-  s_part[lane][threadIdx.x] = dev;
   __syncthreads();
   if (lane != 0 || c >= C) return;
   double m2 = 0.0;
