@@ -145,9 +145,9 @@ void CpuBackend::batchnorm_forward_train(float* out, float* save_mean, float* sa
                                          const float* inp, const float* gamma, const float* beta,
                                          int M, int C, float momentum, float eps,
                                          const BnEpilogue& epilogue) {
-  OpClock op_clock(this, "batchnorm_forward_train");
-  op_clock.work(batchnorm_forward_work(M, C, true, epilogue.residual != nullptr));
   const char* op = "batchnorm_forward_train";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return batchnorm_forward_work(M, C, true, epilogue.residual != nullptr); });
   check_sizes(op, M, C, 2);
   BYOL_CPU_CHECK_PTR(op, out);
   BYOL_CPU_CHECK_PTR(op, save_mean);
@@ -200,9 +200,9 @@ void CpuBackend::batchnorm_forward_eval(float* out, const float* inp, const floa
                                         const float* beta, const float* running_mean,
                                         const float* running_var, int M, int C, float eps,
                                         const BnEpilogue& epilogue) {
-  OpClock op_clock(this, "batchnorm_forward_eval");
-  op_clock.work(batchnorm_forward_work(M, C, false, epilogue.residual != nullptr));
   const char* op = "batchnorm_forward_eval";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return batchnorm_forward_work(M, C, false, epilogue.residual != nullptr); });
   check_sizes(op, M, C, 1);
   BYOL_CPU_CHECK_PTR(op, out);
   BYOL_CPU_CHECK_PTR(op, inp);
@@ -222,9 +222,9 @@ void CpuBackend::batchnorm_backward(float* dinp, float* dgamma, float* dbeta, co
                                     const float* inp, const float* save_mean,
                                     const float* save_rstd, const float* gamma, int M, int C,
                                     bool accumulate, const float* relu_out) {
-  OpClock op_clock(this, "batchnorm_backward");
-  op_clock.work(batchnorm_backward_work(M, C, relu_out != nullptr));
   const char* op = "batchnorm_backward";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return batchnorm_backward_work(M, C, relu_out != nullptr); });
   check_sizes(op, M, C, 1);
   BYOL_CPU_CHECK_PTR(op, dinp);
   BYOL_CPU_CHECK_PTR(op, dgamma);

@@ -165,9 +165,9 @@ std::string CpuBackend::conv_implementation(PlanOp op, const ConvShape& s) {
 
 void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weight,
                                 const ConvShape& s) {
-  OpClock op_clock(this, "conv2d_forward");
-  op_clock.work(conv_work(s));
   const char* op = "conv2d_forward";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return conv_work(s); });
   check_shape(op, s);
   BYOL_CPU_CHECK_PTR(op, out);
   BYOL_CPU_CHECK_PTR(op, inp);
@@ -194,9 +194,9 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weigh
 
 void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const float* weight,
                                       const ConvShape& s) {
-  OpClock op_clock(this, "conv2d_backward_data");
-  op_clock.work(conv_work(s));
   const char* op = "conv2d_backward_data";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return conv_work(s); });
   check_shape(op, s);
   BYOL_CPU_CHECK_PTR(op, dinp);
   BYOL_CPU_CHECK_PTR(op, dout);
@@ -224,9 +224,9 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
 
 void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
                                         const ConvShape& s, bool accumulate) {
-  OpClock op_clock(this, "conv2d_backward_weight");
-  op_clock.work(conv_work(s));
   const char* op = "conv2d_backward_weight";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return conv_work(s); });
   check_shape(op, s);
   BYOL_CPU_CHECK_PTR(op, dweight);
   BYOL_CPU_CHECK_PTR(op, dout);

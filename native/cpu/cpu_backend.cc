@@ -270,7 +270,7 @@ void CpuBackend::release(void* ptr) { std::free(ptr); }
 
 void CpuBackend::upload(void* dst, const void* host_src, size_t bytes) {
   OpClock op_clock(this, "upload");
-  op_clock.work(OpWork{0, double(bytes)});
+  op_clock.work([&] { return OpWork{0, double(bytes)}; });
   if (bytes == 0) return;
   BYOL_CPU_CHECK_PTR("upload", dst);
   BYOL_CPU_CHECK_PTR("upload", host_src);
@@ -280,7 +280,7 @@ void CpuBackend::upload(void* dst, const void* host_src, size_t bytes) {
 
 void CpuBackend::download(void* host_dst, const void* src, size_t bytes) {
   OpClock op_clock(this, "download");
-  op_clock.work(OpWork{0, double(bytes)});
+  op_clock.work([&] { return OpWork{0, double(bytes)}; });
   if (bytes == 0) return;
   BYOL_CPU_CHECK_PTR("download", host_dst);
   BYOL_CPU_CHECK_PTR("download", src);
@@ -290,7 +290,7 @@ void CpuBackend::download(void* host_dst, const void* src, size_t bytes) {
 
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
   OpClock op_clock(this, "copy");
-  op_clock.work(OpWork{0, 2.0 * double(bytes)});
+  op_clock.work([&] { return OpWork{0, 2.0 * double(bytes)}; });
   if (bytes == 0 || dst == src) return;
   BYOL_CPU_CHECK_PTR("copy", dst);
   BYOL_CPU_CHECK_PTR("copy", src);
@@ -300,7 +300,7 @@ void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
 
 void CpuBackend::fill(float* dst, float value, size_t n) {
   OpClock op_clock(this, "fill");
-  op_clock.work(float_passes(1, double(n)));
+  op_clock.work([&] { return float_passes(1, double(n)); });
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("fill", dst);
   use_threads();
@@ -344,7 +344,7 @@ BYOL_CPU_KERNEL void ema_kernel(float* target, const float* online, float rate, 
 
 void CpuBackend::relu_forward(float* out, const float* inp, size_t n) {
   OpClock op_clock(this, "relu_forward");
-  op_clock.work(float_passes(2, double(n)));
+  op_clock.work([&] { return float_passes(2, double(n)); });
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("relu_forward", out);
   BYOL_CPU_CHECK_PTR("relu_forward", inp);
@@ -355,7 +355,7 @@ void CpuBackend::relu_forward(float* out, const float* inp, size_t n) {
 
 void CpuBackend::relu_backward(float* dinp, const float* dout, const float* out, size_t n) {
   OpClock op_clock(this, "relu_backward");
-  op_clock.work(float_passes(3, double(n)));
+  op_clock.work([&] { return float_passes(3, double(n)); });
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("relu_backward", dinp);
   BYOL_CPU_CHECK_PTR("relu_backward", dout);
@@ -369,7 +369,7 @@ void CpuBackend::relu_backward(float* dinp, const float* dout, const float* out,
 
 void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
   OpClock op_clock(this, "add");
-  op_clock.work(float_passes(3, double(n)));
+  op_clock.work([&] { return float_passes(3, double(n)); });
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("add", out);
   BYOL_CPU_CHECK_PTR("add", a);
@@ -381,7 +381,7 @@ void CpuBackend::add(float* out, const float* a, const float* b, size_t n) {
 
 void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
   OpClock op_clock(this, "accumulate");
-  op_clock.work(float_passes(3, double(n)));
+  op_clock.work([&] { return float_passes(3, double(n)); });
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("accumulate", dst);
   BYOL_CPU_CHECK_PTR("accumulate", src);
@@ -392,7 +392,7 @@ void CpuBackend::accumulate(float* dst, const float* src, size_t n) {
 
 void CpuBackend::ema_update(float* target, const float* online, size_t n, float tau, const float* tau_device) {
   OpClock op_clock(this, "ema_update");
-  op_clock.work(float_passes(3, double(n)));
+  op_clock.work([&] { return float_passes(3, double(n)); });
   if (n == 0) return;
   BYOL_CPU_CHECK_PTR("ema_update", target);
   BYOL_CPU_CHECK_PTR("ema_update", online);
@@ -410,7 +410,7 @@ void CpuBackend::lars_update(float* params, float* momentum, const float* grads,
                              const ParamSegment* segments, int num_segments,
                              const LarsOptions& opt) {
   OpClock op_clock(this, "lars_update");
-  op_clock.work(optimizer_work(7, segments, num_segments));
+  op_clock.work([&] { return optimizer_work(7, segments, num_segments); });
   use_threads();
   cpu::lars_update(params, momentum, grads, segments, num_segments, opt);
 }
@@ -419,7 +419,7 @@ void CpuBackend::sgd_update(float* params, float* momentum, const float* grads,
                             const ParamSegment* segments, int num_segments,
                             const SgdOptions& opt) {
   OpClock op_clock(this, "sgd_update");
-  op_clock.work(optimizer_work(5, segments, num_segments));
+  op_clock.work([&] { return optimizer_work(5, segments, num_segments); });
   use_threads();
   cpu::sgd_update(params, momentum, grads, segments, num_segments, opt);
 }
@@ -428,7 +428,7 @@ void CpuBackend::adamw_update(float* params, float* state, const float* grads,
                               const ParamSegment* segments, int num_segments,
                               const AdamWOptions& opt) {
   OpClock op_clock(this, "adamw_update");
-  op_clock.work(optimizer_work(7, segments, num_segments));
+  op_clock.work([&] { return optimizer_work(7, segments, num_segments); });
   use_threads();
   cpu::adamw_update(params, state, grads, segments, num_segments, opt);
 }

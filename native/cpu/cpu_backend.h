@@ -208,8 +208,12 @@ class OpClock {
   ~OpClock();
   OpClock(const OpClock&) = delete;
   OpClock& operator=(const OpClock&) = delete;
-  // The op's nominal work (op_timer.h), filed with its time.
-  void work(const OpWork& w) { work_ = w; }
+  // The op's nominal work (op_timer.h), filed with its time: `estimate` returns the OpWork and
+  // runs only while the op is timed, so untimed ops pay nothing for it.
+  template <typename Estimate>
+  void work(Estimate&& estimate) {
+    if (timer_) work_ = estimate();
+  }
 
  private:
   OpTimer* timer_ = nullptr;  // null: not timing this op

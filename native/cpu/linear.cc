@@ -73,9 +73,9 @@ LinearPlan& CpuBackend::linear_plan(PlanOp op, int B, int I, int O, bool has_bia
 
 void CpuBackend::linear_forward(float* out, const float* inp, const float* weight,
                                 const float* bias, int B, int I, int O) {
-  OpClock op_clock(this, "linear_forward");
-  op_clock.work(linear_work(B, I, O, false));
   const char* op = "linear_forward";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return linear_work(B, I, O, false); });
   check_sizes(op, B, I, O);
   BYOL_CPU_CHECK_PTR(op, out);
   BYOL_CPU_CHECK_PTR(op, inp);
@@ -107,9 +107,9 @@ void CpuBackend::linear_forward(float* out, const float* inp, const float* weigh
 void CpuBackend::linear_backward(float* dinp, float* dweight, float* dbias, const float* dout,
                                  const float* inp, const float* weight, int B, int I, int O,
                                  bool accumulate) {
-  OpClock op_clock(this, "linear_backward");
-  op_clock.work(linear_work(B, I, O, true));
   const char* op = "linear_backward";
+  OpClock op_clock(this, op);
+  op_clock.work([&] { return linear_work(B, I, O, true); });
   check_sizes(op, B, I, O);
   BYOL_CPU_CHECK_PTR(op, dweight);
   BYOL_CPU_CHECK_PTR(op, dout);

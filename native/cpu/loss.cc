@@ -46,8 +46,8 @@ inline double inv_norm(double squared) { return 1.0 / std::sqrt(std::max(squared
 
 void CpuBackend::byol_loss_forward(float* loss, const float* p, const float* z, int B, int D,
                                    bool accumulate) {
-  const OpClock op_clock(this, "byol_loss_forward");
   const char* op = "byol_loss_forward";
+  const OpClock op_clock(this, op);
   check_loss_sizes(op, B, D, "D");
   BYOL_CPU_CHECK_PTR(op, loss);
   BYOL_CPU_CHECK_PTR(op, p);
@@ -79,8 +79,8 @@ void CpuBackend::byol_loss_forward(float* loss, const float* p, const float* z, 
 
 void CpuBackend::byol_loss_backward(float* dp, const float* p, const float* z, float dloss, int B,
                                     int D) {
-  const OpClock op_clock(this, "byol_loss_backward");
   const char* op = "byol_loss_backward";
+  const OpClock op_clock(this, op);
   check_loss_sizes(op, B, D, "D");
   BYOL_CPU_CHECK_PTR(op, dp);
   BYOL_CPU_CHECK_PTR(op, p);
@@ -110,8 +110,8 @@ void CpuBackend::byol_loss_backward(float* dp, const float* p, const float* z, f
 
 void CpuBackend::cross_entropy_forward(float* loss, float* probs, const float* logits,
                                        const int32_t* labels, int B, int K) {
-  const OpClock op_clock(this, "cross_entropy_forward");
   const char* op = "cross_entropy_forward";
+  const OpClock op_clock(this, op);
   check_loss_sizes(op, B, K, "K (classes)");
   BYOL_CPU_CHECK_PTR(op, loss);
   BYOL_CPU_CHECK_PTR(op, probs);
@@ -145,8 +145,8 @@ void CpuBackend::cross_entropy_forward(float* loss, float* probs, const float* l
 
 void CpuBackend::cross_entropy_backward(float* dlogits, const float* probs, const int32_t* labels,
                                         float dloss, int B, int K) {
-  const OpClock op_clock(this, "cross_entropy_backward");
   const char* op = "cross_entropy_backward";
+  const OpClock op_clock(this, op);
   check_loss_sizes(op, B, K, "K (classes)");
   BYOL_CPU_CHECK_PTR(op, dlogits);
   BYOL_CPU_CHECK_PTR(op, probs);

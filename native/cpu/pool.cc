@@ -87,8 +87,8 @@ BYOL_CPU_KERNEL void avgpool_backward_kernel(float* dinp, const float* dout, int
 
 void CpuBackend::maxpool2d_forward(float* out, int32_t* argmax, const float* inp,
                                    const PoolShape& s) {
-  const OpClock op_clock(this, "maxpool2d_forward");
   const char* op = "maxpool2d_forward";
+  const OpClock op_clock(this, op);
   check_pool(op, s);
   BYOL_CPU_CHECK_PTR(op, out);
   BYOL_CPU_CHECK_PTR(op, argmax);
@@ -109,8 +109,8 @@ void CpuBackend::maxpool2d_forward(float* out, int32_t* argmax, const float* inp
 
 void CpuBackend::maxpool2d_backward(float* dinp, const float* dout, const int32_t* argmax,
                                     const PoolShape& s) {
-  const OpClock op_clock(this, "maxpool2d_backward");
   const char* op = "maxpool2d_backward";
+  const OpClock op_clock(this, op);
   check_pool(op, s);
   BYOL_CPU_CHECK_PTR(op, dinp);
   BYOL_CPU_CHECK_PTR(op, dout);
@@ -148,8 +148,8 @@ void CpuBackend::maxpool2d_backward(float* dinp, const float* dout, const int32_
 }
 
 void CpuBackend::avgpool_forward(float* out, const float* inp, int N, int HW, int C) {
-  const OpClock op_clock(this, "avgpool_forward");
   const char* op = "avgpool_forward";
+  const OpClock op_clock(this, op);
   BYOL_CHECK(N > 0 && HW > 0 && C > 0, op, ": expected N, HW, C > 0 but received N=", N,
              ", HW=", HW, ", C=", C);
   BYOL_CPU_CHECK_PTR(op, out);
@@ -165,8 +165,8 @@ void CpuBackend::avgpool_forward(float* out, const float* inp, int N, int HW, in
 }
 
 void CpuBackend::avgpool_backward(float* dinp, const float* dout, int N, int HW, int C) {
-  const OpClock op_clock(this, "avgpool_backward");
   const char* op = "avgpool_backward";
+  const OpClock op_clock(this, op);
   BYOL_CHECK(N > 0 && HW > 0 && C > 0, op, ": expected N, HW, C > 0 but received N=", N,
              ", HW=", HW, ", C=", C);
   BYOL_CPU_CHECK_PTR(op, dinp);

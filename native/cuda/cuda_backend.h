@@ -92,8 +92,12 @@ class OpEvents {
   ~OpEvents();
   OpEvents(const OpEvents&) = delete;
   OpEvents& operator=(const OpEvents&) = delete;
-  // The op's nominal work (op_timer.h), filed with its time.
-  void work(const OpWork& w) { work_ = w; }
+  // The op's nominal work (op_timer.h), filed with its time: `estimate` returns the OpWork and
+  // runs only while the op is timed.
+  template <typename Estimate>
+  void work(Estimate&& estimate) {
+    if (backend_) work_ = estimate();
+  }
 
  private:
   CudaBackend* backend_ = nullptr;  // null: not timing this op
@@ -112,8 +116,9 @@ class OpEvents {
   activate();                                        \
   ::byol::cuda::OpEvents byol_op_events_(this, name)
 
-// After BYOL_CUDA_OP: the op's nominal work for op timing (OpWork, op_timer.h).
-#define BYOL_CUDA_OP_WORK(...) byol_op_events_.work(__VA_ARGS__)
+// After BYOL_CUDA_OP: the op's nominal work for op timing (OpWork, op_timer.h), evaluated only
+// while the op is timed.
+#define BYOL_CUDA_OP_WORK(...) byol_op_events_.work([&] { return __VA_ARGS__; })
 
 // Device memory from the backend's pool, freed (stream-ordered) when it goes out of scope:
 // scratch space of one op. Move-only.
