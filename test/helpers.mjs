@@ -1,8 +1,10 @@
 // helpers.mjs: what the uvu suites share: assertions that an error of a given type has a
 // message matching a pattern (RegExp) or equal to a string (both return the error for further
-// checks), and the tiny training run of the trainer suites.
+// checks), and the tiny training run of the trainer suites (options and CLI flags).
+import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
 
 const require = createRequire(import.meta.url);
@@ -64,4 +66,19 @@ export async function runCollecting(options) {
   trainer.progressStream = { write: (chunk) => { text += chunk; }, isTTY: false };
   const result = await trainer.run();
   return { result, text, log: await readLog(join(result.runDir, 'log.jsonl')) };
+}
+
+// The CLI (dist/cli/main.js) run in `cwd` with one OpenMP thread; spawnSync's result.
+export function runCli(cwd, args) {
+  const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
+  return spawnSync(process.execPath, [bin, ...args], {
+    cwd, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000,
+  });
+}
+
+// `byol train` flags of a tiny CPU run of `steps` steps (add --out).
+export function tinyTrainArgs(steps) {
+  return ['--data', 'synthetic', '--data-limit', '16', '--data-size', '8', '--width', '0.125',
+    '--projector-hidden', '16', '--projector-out', '8', '--predictor-hidden', '16', '--batch-size', '8',
+    '--steps', String(steps), '--device', 'cpu', '--progress', 'lines'];
 }

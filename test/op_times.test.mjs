@@ -4,22 +4,19 @@
 // same losses as an untimed run, one 'op-times' log record per window with per-step rows, the
 // table it prints and the report's section, a window outside the run or cut short by its end. On a GPU the window also
 // runs its steps eagerly and graphs come back after it.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runCollecting, throwsMessage, tinyRunOptions } from './helpers.mjs';
+import { runCli, runCollecting, throwsMessage, tinyRunOptions, tinyTrainArgs } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Byol, ByolOptionError, Tensor, Trainer, opRate, opTimes, setOpTiming } = require('../dist/index.js');
 const { native } = require('../dist/native.js');
 const { renderReport } = require('../dist/train/report.js');
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const scratch = mkdtempSync(join(tmpdir(), 'byol-optimes-'));
 let runCounter = 0;
 const newRunDir = () => join(scratch, `run${++runCounter}`);
@@ -136,14 +133,9 @@ test('trainer opTimes window: outside the run is said; cut short by the end of t
 });
 
 test('cli: --op-times in the help, checked before any work, prints the table', () => {
-  const bin = join(root, 'dist', 'cli', 'main.js');
-  const byol = (args) => spawnSync(process.execPath, [bin, ...args], {
-    cwd: scratch, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000,
-  });
+  const byol = (args) => runCli(scratch, args);
   assert.match(byol(['train', '--help']).stdout, /--op-times A:B +time every op of steps A\.\.B-1/);
-  const tinyArgs = ['--data', 'synthetic', '--data-limit', '16', '--data-size', '8', '--width', '0.125',
-    '--projector-hidden', '16', '--projector-out', '8', '--predictor-hidden', '16', '--batch-size', '8', '--steps', '3',
-    '--device', 'cpu', '--progress', 'lines'];
+  const tinyArgs = tinyTrainArgs(3);
   const bad = byol(['train', ...tinyArgs, '--out', newRunDir(), '--op-times', '3-4']);
   assert.is(bad.status, 2);
   assert.match(bad.stderr, /Expected steps 'A:B' .* for --op-times but received "3-4"/);

@@ -3,15 +3,13 @@
 // came from), the native profilerStart/profilerStop binding (false on the CPU, the device
 // named on errors), and tiny runs: on the CPU the trainer says once that the window is
 // CUDA-only and trains the same losses; with a GPU the log records the window's steps.
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runCollecting, throwsMessage, tinyRunOptions } from './helpers.mjs';
+import { runCli, runCollecting, throwsMessage, tinyRunOptions, tinyTrainArgs } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Trainer, PROFILE_ENV } = require('../dist/train/trainer.js');
@@ -19,7 +17,6 @@ const { parseProfileSteps, resolveProfile } = require('../dist/train/options.js'
 const { native } = require('../dist/native.js');
 const { ByolOptionError } = require('../dist/validate.js');
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const scratch = mkdtempSync(join(tmpdir(), 'byol-profile-'));
 let runCounter = 0;
 const newRunDir = () => join(scratch, `run${++runCounter}`);
@@ -117,15 +114,10 @@ test('cuda run (GPU machines): the log records the window around steps A..B-1', 
 });
 
 test('cli: --profile-steps is in the help, parsed before any work, and accepted on the CPU', () => {
-  const bin = join(root, 'dist', 'cli', 'main.js');
-  const byol = (args) => spawnSync(process.execPath, [bin, ...args], {
-    cwd: scratch, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000,
-  });
+  const byol = (args) => runCli(scratch, args);
   const help = byol(['train', '--help']);
   assert.match(help.stdout, /--profile-steps A:B +CUDA: capture steps A\.\.B-1 under nsys --capture-range=cudaProfilerApi/);
-  const tinyArgs = ['--data', 'synthetic', '--data-limit', '16', '--data-size', '8', '--width', '0.125',
-    '--projector-hidden', '16', '--projector-out', '8', '--predictor-hidden', '16', '--batch-size', '8', '--steps', '2',
-    '--device', 'cpu', '--progress', 'lines'];
+  const tinyArgs = tinyTrainArgs(2);
   const bad = byol(['train', ...tinyArgs, '--out', newRunDir(), '--profile-steps', '3']);
   assert.is(bad.status, 2);
   assert.match(bad.stderr, /Expected steps 'A:B' .* for --profile-steps but received "3"/);
