@@ -1,11 +1,11 @@
 // batchnorm_rows.h: what one thread of the batch norm kernels (batchnorm.cu) does with its rows
 // of one channel: column c of an (M, C) matrix, rows begin, begin + stride, ... < end, in that
-// order. Each function loads kUnroll rows before it uses any of them, so a thread keeps
-// kUnroll independent loads in flight instead of one: the kernels are memory-bound, and with
-// one load per iteration (the first version: behind a division, in Welford's update) a GPU
-// holds too few bytes in flight to approach its bandwidth. Results are those of the plain loop, bit for bit: the same
-// operations on the same rows in the same order (the C++ runner checks this on the host,
-// batchnorm_rows/unrolled_equals_plain_loop). Compiled by nvcc for the kernels and by the host
+// order. Each function is built on unrolled(), which loads kUnroll rows before it uses any of
+// them, so a thread keeps kUnroll independent loads in flight instead of one: the kernels are
+// memory-bound, and with one load per iteration (the first version: behind a division, in
+// Welford's update) a GPU holds too few bytes in flight to approach its bandwidth. Results are
+// those of the plain loop, bit for bit: the same operations on the same rows in the same order
+// (the C++ runner checks this on the host, batchnorm_rows/unrolled_equals_plain_loop). Compiled by nvcc for the kernels and by the host
 // compiler for that test.
 #pragma once
 #include <cstdint>
@@ -23,6 +23,27 @@ namespace byol {
 namespace batchnorm_rows {
 
 constexpr int kUnroll = 4;
+
+// Calls use(load(i), i) for i = begin, begin + stride, ... < end, in that order, issuing the loads
+// of kUnroll indices before their uses: the one unrolled loop every function below is built on.
+template <typename Load, typename Use>
+BYOL_HD void unrolled(int64_t begin, int64_t end, int64_t stride, Load&& load, Use&& use) {
+  using Value = decltype(load(begin));
+  int64_t i = begin;
+  for (; i + (kUnroll - 1) * stride < end; i += kUnroll * stride) {
+    Value v[kUnroll];
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) v[k] = load(i + k * stride);
+    BYOL_UNROLL
+    for (int k = 0; k < kUnroll; ++k) use(v[k], i + k * stride);
+  }
+  for (; i < end; i += stride) use(load(i), i);
+}
+
+// Two floats loaded together (gradient and input, or two partials).
+struct Pair {
+  float a, b;
+};
 
 // A thread's moments of its rows about a shift, the first value it reads: s1 = sum(x - shift),
 // s2 = sum((x - shift)^2). No division per value: Welford's update divides by the count, and
@@ -55,15 +76,7 @@ struct ShiftedMoments {
 BYOL_HD void moments_column(ShiftedMoments& m, const float* x, int64_t C, int c, int64_t begin, int64_t end,
                             int64_t stride) {
   if (begin < end) m.shift = x[begin * C + c];
-  int64_t r = begin;
-  for (; r + (kUnroll - 1) * stride < end; r += kUnroll * stride) {
-    float v[kUnroll];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) v[k] = x[(r + k * stride) * C + c];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) m.add(v[k]);
-  }
-  for (; r < end; r += stride) m.add(x[r * C + c]);
+  unrolled(begin, end, stride, [&](int64_t r) { return x[r * C + c]; }, [&](float v, int64_t) { m.add(v); });
 }
 
 // dout as the backward sees it: masked by the fused ReLU's output when there is one.
@@ -76,27 +89,16 @@ BYOL_HD void grad_sums_column(float* sum_dy, float* sum_dyxhat, const float* dou
                               const float* relu_out, int64_t C, int c, int64_t begin, int64_t end,
                               int64_t stride, float mu, float rstd) {
   float a = *sum_dy, b = *sum_dyxhat;
-  int64_t r = begin;
-  for (; r + (kUnroll - 1) * stride < end; r += kUnroll * stride) {
-    float dy[kUnroll], xv[kUnroll];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t i = (r + k * stride) * C + c;
-      dy[k] = masked_dy(dout[i], relu_out, i);
-      xv[k] = x[i];
-    }
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      a += dy[k];
-      b = fmaf(dy[k], (xv[k] - mu) * rstd, b);
-    }
-  }
-  for (; r < end; r += stride) {
-    const int64_t i = r * C + c;
-    const float dy = masked_dy(dout[i], relu_out, i);
-    a += dy;
-    b = fmaf(dy, (x[i] - mu) * rstd, b);
-  }
+  unrolled(
+      begin, end, stride,
+      [&](int64_t r) {
+        const int64_t i = r * C + c;
+        return Pair{masked_dy(dout[i], relu_out, i), x[i]};
+      },
+      [&](Pair v, int64_t) {
+        a += v.a;
+        b = fmaf(v.a, (v.b - mu) * rstd, b);
+      });
   *sum_dy = a;
   *sum_dyxhat = b;
 }
@@ -114,44 +116,27 @@ BYOL_HD float bn_epilogue(float x, float mu, float scale, float shift, const flo
 
 BYOL_HD void apply_column(float* out, const float* x, const float* residual, bool relu, int64_t C, int c,
                           int64_t begin, int64_t end, int64_t stride, float mu, float scale, float shift) {
-  int64_t r = begin;
-  for (; r + (kUnroll - 1) * stride < end; r += kUnroll * stride) {
-    float v[kUnroll];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t i = (r + k * stride) * C + c;
-      v[k] = bn_epilogue(x[i], mu, scale, shift, residual, i, relu);
-    }
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) out[(r + k * stride) * C + c] = v[k];
-  }
-  for (; r < end; r += stride) {
-    const int64_t i = r * C + c;
-    out[i] = bn_epilogue(x[i], mu, scale, shift, residual, i, relu);
-  }
+  unrolled(
+      begin, end, stride,
+      [&](int64_t r) {
+        const int64_t i = r * C + c;
+        return bn_epilogue(x[i], mu, scale, shift, residual, i, relu);
+      },
+      [&](float v, int64_t r) { out[r * C + c] = v; });
 }
 
 // dx = k * (dy - mean_dy - xhat * mean_dyxhat), dy masked as above. dinp may alias dout.
 BYOL_HD void grad_input_column(float* dinp, const float* dout, const float* x, const float* relu_out,
                                int64_t C, int c, int64_t begin, int64_t end, int64_t stride, float mu,
                                float rstd, float k_scale, float mean_dy, float mean_dyxhat) {
-  int64_t r = begin;
-  for (; r + (kUnroll - 1) * stride < end; r += kUnroll * stride) {
-    float g[kUnroll];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      const int64_t i = (r + k * stride) * C + c;
-      const float xhat = (x[i] - mu) * rstd;
-      g[k] = k_scale * (masked_dy(dout[i], relu_out, i) - mean_dy - xhat * mean_dyxhat);
-    }
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) dinp[(r + k * stride) * C + c] = g[k];
-  }
-  for (; r < end; r += stride) {
-    const int64_t i = r * C + c;
-    const float xhat = (x[i] - mu) * rstd;
-    dinp[i] = k_scale * (masked_dy(dout[i], relu_out, i) - mean_dy - xhat * mean_dyxhat);
-  }
+  unrolled(
+      begin, end, stride,
+      [&](int64_t r) {
+        const int64_t i = r * C + c;
+        const float xhat = (x[i] - mu) * rstd;
+        return k_scale * (masked_dy(dout[i], relu_out, i) - mean_dy - xhat * mean_dyxhat);
+      },
+      [&](float g, int64_t r) { dinp[r * C + c] = g; });
 }
 
 // ---- merging the chunks' partials (the finalize kernels) ----
@@ -173,15 +158,9 @@ BYOL_HD int64_t chunk_rows(int64_t M, int64_t rows_per_chunk, int64_t g) {
 BYOL_HD double chunk_weighted_means(const float* partial_mean, int64_t C, int c, int64_t chunks,
                                     int64_t rows_per_chunk, int64_t M, int lane) {
   double sum = 0.0;
-  int64_t g = lane;
-  for (; g + (kUnroll - 1) * kMergeLanes < chunks; g += kUnroll * kMergeLanes) {
-    float m[kUnroll];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) m[k] = partial_mean[(g + k * kMergeLanes) * C + c];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) sum += double(chunk_rows(M, rows_per_chunk, g + k * kMergeLanes)) * double(m[k]);
-  }
-  for (; g < chunks; g += kMergeLanes) sum += double(chunk_rows(M, rows_per_chunk, g)) * double(partial_mean[g * C + c]);
+  unrolled(
+      lane, chunks, kMergeLanes, [&](int64_t g) { return partial_mean[g * C + c]; },
+      [&](float m, int64_t g) { sum += double(chunk_rows(M, rows_per_chunk, g)) * double(m); });
   return sum;
 }
 
@@ -190,24 +169,12 @@ BYOL_HD double chunk_weighted_means(const float* partial_mean, int64_t C, int c,
 BYOL_HD double chunk_deviations(const float* partial_mean, const float* partial_m2, int64_t C, int c, int64_t chunks,
                                 int64_t rows_per_chunk, int64_t M, int lane, double mean) {
   double sum = 0.0;
-  int64_t g = lane;
-  for (; g + (kUnroll - 1) * kMergeLanes < chunks; g += kUnroll * kMergeLanes) {
-    float m[kUnroll], q[kUnroll];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      m[k] = partial_mean[(g + k * kMergeLanes) * C + c];
-      q[k] = partial_m2[(g + k * kMergeLanes) * C + c];
-    }
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      const double d = double(m[k]) - mean;
-      sum += double(q[k]) + double(chunk_rows(M, rows_per_chunk, g + k * kMergeLanes)) * d * d;
-    }
-  }
-  for (; g < chunks; g += kMergeLanes) {
-    const double d = double(partial_mean[g * C + c]) - mean;
-    sum += double(partial_m2[g * C + c]) + double(chunk_rows(M, rows_per_chunk, g)) * d * d;
-  }
+  unrolled(
+      lane, chunks, kMergeLanes, [&](int64_t g) { return Pair{partial_mean[g * C + c], partial_m2[g * C + c]}; },
+      [&](Pair v, int64_t g) {
+        const double d = double(v.a) - mean;
+        sum += double(v.b) + double(chunk_rows(M, rows_per_chunk, g)) * d * d;
+      });
   return sum;
 }
 
@@ -215,24 +182,12 @@ BYOL_HD double chunk_deviations(const float* partial_mean, const float* partial_
 BYOL_HD void chunk_sums(double* a, double* b, const float* partial_a, const float* partial_b, int64_t C, int c,
                         int64_t chunks, int lane) {
   double sa = 0.0, sb = 0.0;
-  int64_t g = lane;
-  for (; g + (kUnroll - 1) * kMergeLanes < chunks; g += kUnroll * kMergeLanes) {
-    float x[kUnroll], y[kUnroll];
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      x[k] = partial_a[(g + k * kMergeLanes) * C + c];
-      y[k] = partial_b[(g + k * kMergeLanes) * C + c];
-    }
-    BYOL_UNROLL
-    for (int k = 0; k < kUnroll; ++k) {
-      sa += double(x[k]);
-      sb += double(y[k]);
-    }
-  }
-  for (; g < chunks; g += kMergeLanes) {
-    sa += double(partial_a[g * C + c]);
-    sb += double(partial_b[g * C + c]);
-  }
+  unrolled(
+      lane, chunks, kMergeLanes, [&](int64_t g) { return Pair{partial_a[g * C + c], partial_b[g * C + c]}; },
+      [&](Pair v, int64_t) {
+        sa += double(v.a);
+        sb += double(v.b);
+      });
   *a = sa;
   *b = sb;
 }
