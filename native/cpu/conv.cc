@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <sstream>
+#include <vector>
 
 #include "cpu_backend.h"
 
@@ -25,6 +26,13 @@ std::string shape_text(const ConvShape& s) {
      << s.K << ", C=" << s.C << ", R=" << s.R << ", S=" << s.S << "), stride " << s.stride
      << ", pad " << s.pad;
   return os.str();
+}
+
+// The convolutions whose weight gradient conv2d_backward_weight computes as a GEMM instead of
+// with oneDNN (see there): 1x1, unpadded, strided, fewer than 8 input channels. Their work is
+// tiny (a downsample shortcut of a very narrow network), so the GEMM's extra copy costs nothing.
+bool strided_1x1_with_few_channels(const ConvShape& s) {
+  return s.R == 1 && s.S == 1 && s.pad == 0 && s.stride > 1 && s.C < 8;
 }
 
 void check_shape(const char* op, const ConvShape& s) {
@@ -231,6 +239,22 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
   BYOL_CPU_CHECK_PTR(op, dweight);
   BYOL_CPU_CHECK_PTR(op, dout);
   BYOL_CPU_CHECK_PTR(op, inp);
+  if (strided_1x1_with_few_channels(s)) {
+    // oneDNN 2.6's jit_1x1 backward-weights kernel for a strided 1x1 convolution with fewer
+    // than 8 input channels (padded to its 8-channel block) writes outside its buffers: wrong
+    // gradients that change from call to call (errors of order 1), and heap corruption with
+    // one thread (reproduced for C = 1..7, any K, stride 2 and 3; C >= 8 is exact). Such a
+    // convolution is a GEMM over the strided pixels: dW (K, C) (+)= dout^T (K, NPQ) x (NPQ, C).
+    const int P = s.P(), Q = s.Q();
+    std::vector<float> picked(size_t(s.N) * P * Q * s.C);
+    float* dst = picked.data();
+    for (int n = 0; n < s.N; ++n)
+      for (int p = 0; p < P; ++p)
+        for (int q = 0; q < Q; ++q, dst += s.C)
+          std::copy_n(inp + ((size_t(n) * s.H + size_t(p) * s.stride) * s.W + size_t(q) * s.stride) * s.C, s.C, dst);
+    linear_backward(nullptr, dweight, nullptr, dout, picked.data(), nullptr, s.N * P * Q, s.C, s.K, accumulate);
+    return;
+  }
   // oneDNN 2.6's jit backward-weights convolution corrupts memory when it runs with more
   // threads than images (reproduced: a batch of 8 with OMP_NUM_THREADS >= 9 crashes in the
   // next oneDNN call, 8 threads never do). Its thread count is fixed when the primitive is
