@@ -76,45 +76,22 @@ void CudaBackend::augment(float* out, const uint8_t* images, const AugmentParams
   refuse_in_capture("stages its parameters through reused host memory");
   if (!augment_math::check_augment_args("cuda: ", out, images, params, N, H, W, C, out_h, out_w)) return;
 
-  bool any_jitter = false, any_blur = false;
-  int taps_stride = 0;  // floats of blur taps per sample: the widest blurring sample's
-  for (int n = 0; n < N; ++n) {
-    any_jitter = any_jitter || params[n].jitter;
-    if (params[n].blur) {
-      any_blur = true;
-      taps_stride = std::max(taps_stride, params[n].blur_size_h + params[n].blur_size_w);
-    }
-  }
-  // Device argument block: [N AugmentParams | N * taps_stride blur taps] uploaded, then 3N
-  // floats of channel means the kernels write.
-  const size_t params_bytes = size_t(N) * sizeof(AugmentParams);
-  const size_t staged_bytes = params_bytes + size_t(N) * taps_stride * sizeof(float);
-  DeviceBuffer args(this, staged_bytes + size_t(N) * 3 * sizeof(float));
+  const AugmentArgs layout = augment_args(params, N);
+  DeviceBuffer args(this, layout.total_bytes);
   char* device_args = static_cast<char*>(args.data());
   {
     std::lock_guard<std::mutex> lock(augment_staging_.mutex);
-    AugmentStaging::Slot& slot = augment_staging_.acquire(staged_bytes);
-    char* host = static_cast<char*>(slot.host);
-    std::memcpy(host, params, params_bytes);
-    float* taps = reinterpret_cast<float*>(host + params_bytes);
-    std::memset(taps, 0, staged_bytes - params_bytes);
-    // The taps come from the host's exp, as on the CPU backend: the same floats on both.
-    for (int n = 0; n < N; ++n) {
-      const AugmentParams& p = params[n];
-      if (!p.blur) continue;
-      float* row = taps + size_t(n) * taps_stride;
-      augment_math::gaussian_taps(row, p.blur_size_h, p.blur_sigma);
-      augment_math::gaussian_taps(row + p.blur_size_h, p.blur_size_w, p.blur_sigma);
-    }
-    BYOL_CUDA_CHECK(cudaMemcpyAsync(device_args, host, staged_bytes, cudaMemcpyHostToDevice, stream_));
+    AugmentStaging::Slot& slot = augment_staging_.acquire(layout.staged_bytes);
+    stage_augment_args(slot.host, params, N, layout);
+    BYOL_CUDA_CHECK(cudaMemcpyAsync(device_args, slot.host, layout.staged_bytes, cudaMemcpyHostToDevice, stream_));
     BYOL_CUDA_CHECK(cudaEventRecord(slot.done, stream_));
   }
   DeviceBuffer blur_scratch;
-  if (any_blur) blur_scratch = DeviceBuffer(this, size_t(N) * out_h * out_w * C * sizeof(float));
-  cuda::augment(out, reinterpret_cast<float*>(device_args + staged_bytes), blur_scratch.f32(), images,
+  if (layout.any_blur) blur_scratch = DeviceBuffer(this, size_t(N) * out_h * out_w * C * sizeof(float));
+  cuda::augment(out, reinterpret_cast<float*>(device_args + layout.staged_bytes), blur_scratch.f32(), images,
                 reinterpret_cast<const AugmentParams*>(device_args),
-                reinterpret_cast<const float*>(device_args + params_bytes), taps_stride, N, H, W, C, out_h, out_w,
-                any_jitter, any_blur, stream_);
+                reinterpret_cast<const float*>(device_args + layout.params_bytes), layout.taps_stride, N, H, W, C,
+                out_h, out_w, layout.any_jitter, layout.any_blur, stream_);
 }
 
 }  // namespace cuda

@@ -4,7 +4,6 @@
 // Contract: backend.h. A call with a segment table seen before only enqueues kernels: no
 // upload, no allocation outside the stream-ordered pool, no host synchronization.
 #include <algorithm>
-#include <climits>
 #include <cstring>
 
 #include "cuda_backend.h"
@@ -70,19 +69,8 @@ const CudaBackend::SegmentTable& CudaBackend::segment_table(const ParamSegment* 
   }
 
   std::vector<OptimChunk> chunks;
-  std::vector<OptimSegment> ranges(static_cast<size_t>(num_segments));
-  for (int s = 0; s < num_segments; ++s) {
-    const ParamSegment& seg = segments[s];
-    ranges[s].first_chunk = static_cast<int32_t>(chunks.size());
-    ranges[s].decay = seg.decay ? 1 : 0;
-    for (int64_t begin = seg.offset; begin < seg.offset + seg.size; begin += kOptimChunkFloats) {
-      const int64_t size = std::min(kOptimChunkFloats, seg.offset + seg.size - begin);
-      chunks.push_back({begin, static_cast<int32_t>(size), s});
-    }
-    BYOL_CHECK(chunks.size() <= static_cast<size_t>(INT_MAX), "cuda: ", current_op(), ": the segment table cuts into ",
-               chunks.size(), " chunks of ", kOptimChunkFloats, " floats, more than the kernels index (", INT_MAX, ")");
-    ranges[s].num_chunks = static_cast<int32_t>(chunks.size()) - ranges[s].first_chunk;
-  }
+  std::vector<OptimSegment> ranges;
+  cut_segments(segments, num_segments, &chunks, &ranges);
 
   // Evicts the least recently used table that no graph reads (with every table pinned, the
   // cache grows instead).

@@ -11,6 +11,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace byol {
 namespace cuda {
@@ -144,6 +145,35 @@ void launch_augment(float* out, float* means, float* blur_scratch, const uint8_t
 }
 
 }  // namespace
+
+AugmentArgs augment_args(const AugmentParams* params, int N) {
+  AugmentArgs a;
+  for (int n = 0; n < N; ++n) {
+    a.any_jitter = a.any_jitter || params[n].jitter;
+    if (params[n].blur) {
+      a.any_blur = true;
+      a.taps_stride = std::max(a.taps_stride, params[n].blur_size_h + params[n].blur_size_w);
+    }
+  }
+  a.params_bytes = size_t(N) * sizeof(AugmentParams);
+  a.staged_bytes = a.params_bytes + size_t(N) * a.taps_stride * sizeof(float);
+  a.total_bytes = a.staged_bytes + size_t(N) * 3 * sizeof(float);
+  return a;
+}
+
+void stage_augment_args(void* host, const AugmentParams* params, int N, const AugmentArgs& args) {
+  char* bytes = static_cast<char*>(host);
+  std::memcpy(bytes, params, args.params_bytes);
+  float* taps = reinterpret_cast<float*>(bytes + args.params_bytes);
+  std::memset(taps, 0, args.staged_bytes - args.params_bytes);
+  for (int n = 0; n < N; ++n) {
+    const AugmentParams& p = params[n];
+    if (!p.blur) continue;
+    float* row = taps + size_t(n) * args.taps_stride;
+    am::gaussian_taps(row, p.blur_size_h, p.blur_sigma);
+    am::gaussian_taps(row + p.blur_size_h, p.blur_size_w, p.blur_sigma);
+  }
+}
 
 void augment(float* out, float* means, float* blur_scratch, const uint8_t* images, const AugmentParams* params,
              const float* blur_taps, int taps_stride, int N, int H, int W, int C, int out_h, int out_w,

@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "../../core/optim_math.h"
 
@@ -103,6 +104,10 @@ struct OptimSegment {
   int32_t first_chunk, num_chunks;
   int32_t decay;
 };
+// Host: cuts `segments` into chunks and per-segment chunk ranges (what the kernels read), in
+// segment order. Throws when the chunk count exceeds the kernels' int index.
+void cut_segments(const ParamSegment* segments, int num_segments, std::vector<OptimChunk>* chunks,
+                  std::vector<OptimSegment>* ranges);
 // LARS: chunk sums of squares, then per-segment trust ratios, then the update. `scratch` holds
 // lars_scratch_bytes(num_chunks, num_segments) bytes.
 size_t lars_scratch_bytes(int num_chunks, int num_segments);
@@ -121,6 +126,19 @@ void adamw_update(float* params, float* exp_avg, float* exp_avg_sq, const float*
 // params (N device structs, validated). blur_taps + n * taps_stride holds sample n's Gaussian
 // taps (core/augment_math.h gaussian_taps) along height, then width, for samples with blur.
 // Scratch: means (3N floats), blur_scratch (N*out_h*out_w*C floats; may be null unless any_blur).
+// Host: the device argument block of one augment call: [N AugmentParams | N * taps_stride blur
+// taps] (`staged_bytes`, filled by stage_augment_args from host memory), then 3N floats of
+// channel means the kernels write (`total_bytes` in all). taps_stride is the widest blurring
+// sample's blur_size_h + blur_size_w (0 without blur).
+struct AugmentArgs {
+  bool any_jitter = false, any_blur = false;
+  int taps_stride = 0;
+  size_t params_bytes = 0, staged_bytes = 0, total_bytes = 0;
+};
+AugmentArgs augment_args(const AugmentParams* params, int N);
+// Writes the staged part (params, then each blurring sample's taps from the host's exp, as on
+// the CPU backend, zeros elsewhere) to `host` (staged_bytes bytes).
+void stage_augment_args(void* host, const AugmentParams* params, int N, const AugmentArgs& args);
 void augment(float* out, float* means, float* blur_scratch, const uint8_t* images, const AugmentParams* params,
              const float* blur_taps, int taps_stride, int N, int H, int W, int C, int out_h, int out_w,
              bool any_jitter, bool any_blur, cudaStream_t stream);

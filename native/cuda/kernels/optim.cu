@@ -9,6 +9,7 @@
 #include "kernels.h"
 
 #include <algorithm>
+#include <climits>
 
 namespace byol {
 namespace cuda {
@@ -110,6 +111,25 @@ unsigned blocks_for(int count) {
 }
 
 }  // namespace
+
+void cut_segments(const ParamSegment* segments, int num_segments, std::vector<OptimChunk>* chunks,
+                  std::vector<OptimSegment>* ranges) {
+  chunks->clear();
+  ranges->assign(static_cast<size_t>(num_segments), OptimSegment{});
+  for (int s = 0; s < num_segments; ++s) {
+    const ParamSegment& seg = segments[s];
+    OptimSegment& range = (*ranges)[s];
+    range.first_chunk = static_cast<int32_t>(chunks->size());
+    range.decay = seg.decay ? 1 : 0;
+    for (int64_t begin = seg.offset; begin < seg.offset + seg.size; begin += kOptimChunkFloats) {
+      const int64_t size = std::min(kOptimChunkFloats, seg.offset + seg.size - begin);
+      chunks->push_back({begin, static_cast<int32_t>(size), s});
+    }
+    BYOL_CHECK(chunks->size() <= static_cast<size_t>(INT_MAX), "cuda: ", current_op(), ": the segment table cuts into ",
+               chunks->size(), " chunks of ", kOptimChunkFloats, " floats, more than the kernels index (", INT_MAX, ")");
+    range.num_chunks = static_cast<int32_t>(chunks->size()) - range.first_chunk;
+  }
+}
 
 size_t lars_scratch_bytes(int num_chunks, int num_segments) {
   return size_t(num_chunks) * 2 * sizeof(double) + size_t(num_segments) * sizeof(optim::LarsScale);
