@@ -15,6 +15,7 @@ struct Context {
   std::string fixtures_dir;   // test/fixtures
   byol::Backend* cpu = nullptr;
   byol::Backend* cuda = nullptr;  // null when no GPU/plugin: CUDA cases skip
+  byol::Backend* emu = nullptr;   // the CUDA backend's kernels emulated on the CPU (cuda_emu/)
   std::string filter;
   bool verbose = false;
 };

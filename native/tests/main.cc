@@ -1,7 +1,7 @@
 // main.cc: the C++ test runner. Runs every registered case (BYOL_TEST) and every generated
 // case (one per fixture op case and backend) and prints one line per case, then exactly
 // "N passed, N failed, N skipped". Exit status 1 when any case failed, 2 on bad arguments.
-// Usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--backend cpu|cuda|all] [--verbose] [--list]
+// Usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--backend cpu|cuda|emu|all] [--verbose] [--list]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +13,7 @@
 
 #include "byol/backend.h"
 #include "byol/plugin.h"
+#include "cuda_emu/emu_backend.h"
 #include "runner.h"
 
 #ifndef BYOL_FIXTURES_DIR
@@ -22,10 +23,11 @@
 namespace {
 
 const char* kUsage =
-    "usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--backend cpu|cuda|all] [--verbose] [--list]\n"
+    "usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--backend cpu|cuda|emu|all] [--verbose] [--list]\n"
     "  --fixtures DIR   folder with ops_v1.safetensors (default " BYOL_FIXTURES_DIR ")\n"
     "  --filter SUBSTR  run only cases whose name contains SUBSTR\n"
-    "  --backend B      backends for the op table: cpu, cuda or all (default all)\n"
+    "  --backend B      backends for the op table: cpu, cuda, emu (the CUDA kernels emulated on\n"
+    "                   the CPU) or all (default all)\n"
     "  --verbose        print every check, not only those of failing cases\n"
     "  --list           print the case names and exit\n";
 
@@ -68,8 +70,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (backend_choice != "cpu" && backend_choice != "cuda" && backend_choice != "all") {
-    std::fprintf(stderr, "byol_tests: expected cpu, cuda or all for --backend but received '%s'\n",
+  if (backend_choice != "cpu" && backend_choice != "cuda" && backend_choice != "emu" && backend_choice != "all") {
+    std::fprintf(stderr, "byol_tests: expected cpu, cuda, emu or all for --backend but received '%s'\n",
                  backend_choice.c_str());
     return 2;
   }
@@ -85,9 +87,22 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     cpu_slot.unavailable = std::string("the CPU backend failed to start: ") + e.what();
   }
+  // The CUDA backend's kernels on the CPU (cuda_emu/): always there when the CPU backend is.
+  std::unique_ptr<byol::Backend> emu;
+  BackendSlot emu_slot{"emu", nullptr, "", true};
+  if (cpu) {
+    try {
+      emu = make_emu_backend(cpu.get());
+      emu_slot.backend = emu.get();
+    } catch (const std::exception& e) {
+      emu_slot.unavailable = std::string("the emulated CUDA backend failed to start: ") + e.what();
+    }
+  } else {
+    emu_slot.unavailable = "the emulated CUDA backend needs the CPU backend";
+  }
   BackendSlot cuda_slot{"cuda", nullptr, "", false};
-  if (backend_choice == "cpu") {
-    cuda_slot.unavailable = "not requested (--backend cpu)";
+  if (backend_choice == "cpu" || backend_choice == "emu") {
+    cuda_slot.unavailable = "not requested (--backend " + backend_choice + ")";
   } else if (!list) {
     try {
       // The CUDA cases compare against the CPU backend in full FP32 (the backend's default is
@@ -106,6 +121,7 @@ int main(int argc, char** argv) {
   }
   ctx.cpu = cpu_slot.backend;
   ctx.cuda = cuda_slot.backend;
+  ctx.emu = emu_slot.backend;
 
   if (!list) {
     std::string full_cuda_reason = cuda_slot.unavailable;
@@ -113,7 +129,7 @@ int main(int argc, char** argv) {
                 cpu ? cpu->describe().c_str() : ("cpu: FAILED (" + short_reason(cpu_slot.unavailable) + ")").c_str(),
                 cuda ? cuda->describe().c_str() : ("cuda: none (" + short_reason(full_cuda_reason) + ")").c_str());
     // The full reason once (it lists every path tried); case lines repeat only its summary.
-    if (!cuda && backend_choice != "cpu" && full_cuda_reason.find('\n') != std::string::npos)
+    if (!cuda && (backend_choice == "cuda" || backend_choice == "all") && full_cuda_reason.find('\n') != std::string::npos)
       std::printf("%s\n", full_cuda_reason.c_str());
     if (!cpu) std::printf("%s\n", cpu_slot.unavailable.c_str());
     std::fflush(stdout);
@@ -121,8 +137,9 @@ int main(int argc, char** argv) {
   cpu_slot.unavailable = short_reason(cpu_slot.unavailable);
   cuda_slot.unavailable = short_reason(cuda_slot.unavailable);
   slots.clear();
-  if (backend_choice != "cuda") slots.push_back(cpu_slot);
-  if (backend_choice != "cpu") slots.push_back(cuda_slot);
+  if (backend_choice == "cpu" || backend_choice == "all") slots.push_back(cpu_slot);
+  if (backend_choice == "cuda" || backend_choice == "all") slots.push_back(cuda_slot);
+  if (backend_choice == "emu" || backend_choice == "all") slots.push_back(emu_slot);
 
   std::vector<TestCase> cases = registry();
   for (auto& gen : generators()) {

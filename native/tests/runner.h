@@ -17,7 +17,7 @@ namespace byol_test {
 // `unavailable` then says why, and `fail_if_missing` tells whether that is a failure (the
 // CPU backend must always exist) or a skip (no GPU on this machine).
 struct BackendSlot {
-  std::string name;  // "cpu", "cuda"
+  std::string name;  // "cpu", "cuda", "emu"
   byol::Backend* backend = nullptr;
   std::string unavailable;
   bool fail_if_missing = false;

@@ -588,7 +588,7 @@ BYOL_TEST("augment/backend_vs_cpu_kernel", ctx) {
   std::vector<float> want = run_cpu(imgs, ps, H, W, C, out_h, out_w);
   int ran = 0;
   std::string skipped;
-  for (byol::Backend* backend : {ctx.cpu, ctx.cuda}) {
+  for (byol::Backend* backend : {ctx.cpu, ctx.cuda, ctx.emu}) {
     if (!backend) continue;
     const char* name = byol::device_name(backend->type());
     try {
@@ -756,10 +756,8 @@ BYOL_TEST("augment/stage_functions_vs_cpu_kernel", ctx) {
 // double sums in another order; float(mean) can then differ by one ulp (rarely), which moves an
 // output by at most ~1e-7 before normalization, 1e-6 after the division by std (>= 0.2) and
 // later ops: 1e-5 bounds it, while a wrong tap, op or order moves values by > 1e-3.
-BYOL_TEST("augment/cuda_vs_cpu@cuda", ctx) {
+static void cuda_vs_cpu(byol_test::Context& ctx, byol::Backend* cuda) {
   g_verbose = ctx.verbose;
-  byol::Backend* cuda = ctx.cuda;
-  if (!cuda) byol_test::skip("no CUDA backend on this machine");
   for (const CoverageBatch& b : coverage_batches()) {
     const int N = static_cast<int>(b.params.size());
     const std::vector<float> want = run_cpu(b);
@@ -804,6 +802,16 @@ BYOL_TEST("augment/cuda_vs_cpu@cuda", ctx) {
     byol_test::check("queued call " + std::to_string(k) + " of " + std::to_string(calls),
                      outs[k].to_vector_f32(), run_cpu(b.images, sets[k], b.H, b.W, b.C, b.out_h, b.out_w), 1e-5f, 0);
 }
+
+BYOL_TEST("augment/cuda_vs_cpu@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  cuda_vs_cpu(ctx, ctx.cuda);
+}
+
+// The kernels under the emulator (cuda_emu/): their indexing, the channel-mean reduction and the
+// argument block on any machine (the per-pixel arithmetic is the CPU's here, so this checks the
+// kernels' structure, not nvcc's rounding).
+BYOL_TEST("augment/cuda_vs_cpu@emu", ctx) { cuda_vs_cpu(ctx, ctx.emu); }
 
 // The CUDA backend runs the CPU's checks: the same message with the "cuda: " prefix.
 BYOL_TEST("augment/cuda_errors@cuda", ctx) {

@@ -157,22 +157,22 @@ BYOL_TEST("fused/batchnorm_epilogue@cpu", ctx) {
 }
 
 // The CUDA ops with their epilogues against the CPU's separate ops (FP32; the batch norm
-// reductions differ in order, as in the op table: kReduction-like bounds).
-BYOL_TEST("fused/batchnorm_epilogue@cuda", ctx) {
-  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+// reductions differ in order, as in the op table: kReduction-like bounds). `gpu` is the CUDA
+// backend or its kernels under the emulator (@emu).
+void fused_vs_cpu(byol_test::Context& ctx, byol::Backend* gpu) {
   uint32_t seed = 101;
   for (const Shape& s : kShapes) {
     const Inputs in = make_inputs(s, seed += 10);
     for (int mode = 1; mode < 4; ++mode) {
       const bool residual = mode & 1, relu = mode & 2;
-      const Outputs gpu = run(ctx.cuda, s, in, residual, relu, true);
-      const Outputs gpu_separate = run(ctx.cuda, s, in, residual, relu, false);
+      const Outputs fused = run(gpu, s, in, residual, relu, true);
+      const Outputs separate = run(gpu, s, in, residual, relu, false);
       const Outputs cpu = run(ctx.cpu, s, in, residual, relu, false);
       std::string where;
-      const double vs_separate = worst_of(gpu, gpu_separate, &where);
+      const double vs_separate = worst_of(fused, separate, &where);
       byol_test::expect_true(vs_separate == 0, "cuda fused = cuda separate ops: " + label(s, residual, relu),
                              "max |diff| " + std::to_string(vs_separate) + " in " + where);
-      const double vs_cpu = worst_of(gpu, cpu, &where);
+      const double vs_cpu = worst_of(fused, cpu, &where);
       // dinp/dgamma/dbeta scale with M (sums over rows); 1e-3 absolute covers M = 4096 with
       // float partial sums, as the op table's kReduction bound does per element.
       byol_test::expect_true(vs_cpu <= 1e-3, "cuda fused vs cpu separate ops: " + label(s, residual, relu),
@@ -180,5 +180,12 @@ BYOL_TEST("fused/batchnorm_epilogue@cuda", ctx) {
     }
   }
 }
+
+BYOL_TEST("fused/batchnorm_epilogue@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  fused_vs_cpu(ctx, ctx.cuda);
+}
+
+BYOL_TEST("fused/batchnorm_epilogue@emu", ctx) { fused_vs_cpu(ctx, ctx.emu); }
 
 }  // namespace

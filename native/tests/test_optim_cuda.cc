@@ -243,14 +243,17 @@ Backend* cuda_or_skip(Context& ctx) {
   return ctx.cuda;
 }
 
-BYOL_TEST("optim/cuda_vs_cpu/updates@cuda", ctx) {
-  Backend* cuda = cuda_or_skip(ctx);
+void updates_vs_cpu(Context& ctx, Backend* gpu) {
   for (const Variant& v : variants()) {
     const Problem pr = make_problem(21, v.state_factor);
-    compare(cuda, ctx.cpu, pr, v, v.update, 1);
-    compare(cuda, ctx.cpu, pr, v, v.update, 3);
+    compare(gpu, ctx.cpu, pr, v, v.update, 1);
+    compare(gpu, ctx.cpu, pr, v, v.update, 3);
   }
 }
+
+BYOL_TEST("optim/cuda_vs_cpu/updates@cuda", ctx) { updates_vs_cpu(ctx, cuda_or_skip(ctx)); }
+// The same kernels under the emulator (cuda_emu/): their indexing and chunk tables on any machine.
+BYOL_TEST("optim/cuda_vs_cpu/updates@emu", ctx) { updates_vs_cpu(ctx, ctx.emu); }
 
 // The device caches its copy of a segment table. It must follow the table's content, not the
 // host pointer (the same vector rewritten in place), and survive eviction (more distinct tables

@@ -194,9 +194,12 @@ void check_loss(const std::string& name, float got, const SafeTensorsFile& ref, 
   byol_test::check(name, &got, &want, 1, 0.f, static_cast<float>(rtol));
 }
 
-// The backend a case runs on: the CPU, or the GPU when the runner has one (else skipped).
-byol::Backend* backend_for(Context& ctx, bool cuda) {
-  if (!cuda) return ctx.cpu;
+// The backend a case runs on: the CPU, the GPU when the runner has one (else skipped), or the
+// CUDA backend's kernels under the emulator (cuda_emu/).
+enum class On { cpu, cuda, emu };
+byol::Backend* backend_for(Context& ctx, On on) {
+  if (on == On::cpu) return ctx.cpu;
+  if (on == On::emu) return ctx.emu;
   if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
   return ctx.cuda;
 }
@@ -212,8 +215,8 @@ void or_skip_unsupported(Body&& body) {
 }
 
 // One step from the exact state k-1 of the fixture (the init file for k = 1), for every k.
-void run_teacher_forced(Context& ctx, bool cuda, const std::string& name, const Tolerances& tol) {
-  byol::Backend* be = backend_for(ctx, cuda);
+void run_teacher_forced(Context& ctx, On on, const std::string& name, const Tolerances& tol) {
+  byol::Backend* be = backend_for(ctx, on);
   StepFixture f = load_fixture(ctx, name);
   ByolModel model(be, f.config);
   Tensor v1 = view_of(be, *f.ref, "view1"), v2 = view_of(be, *f.ref, "view2");
@@ -246,8 +249,8 @@ void run_teacher_forced(Context& ctx, bool cuda, const std::string& name, const 
 }
 
 // K free-running steps from the initial weights.
-void run_chain(Context& ctx, bool cuda, const std::string& name, const Tolerances& tol) {
-  byol::Backend* be = backend_for(ctx, cuda);
+void run_chain(Context& ctx, On on, const std::string& name, const Tolerances& tol) {
+  byol::Backend* be = backend_for(ctx, on);
   StepFixture f = load_fixture(ctx, name);
   ByolModel model(be, f.config);
   model.load_weights(f.init_path);
@@ -284,19 +287,27 @@ const Tolerances kR18Forced{1e-5, 5e-5, 5e-4, 1e-5};
 const Tolerances kR18Chain{2e-5, 1e-4, 1e-3, 1e-5};
 const Tolerances kR50Forced{1e-4, 5e-3, 5e-3, 2e-4};
 
-BYOL_TEST("step/r18_cifar/teacher_forced", ctx) { run_teacher_forced(ctx, false, "r18_cifar", kR18Forced); }
-BYOL_TEST("step/r18_cifar/chain", ctx) { run_chain(ctx, false, "r18_cifar", kR18Chain); }
-BYOL_TEST("step/r50_imagenet/teacher_forced", ctx) { run_teacher_forced(ctx, false, "r50_imagenet", kR50Forced); }
+BYOL_TEST("step/r18_cifar/teacher_forced", ctx) { run_teacher_forced(ctx, On::cpu, "r18_cifar", kR18Forced); }
+BYOL_TEST("step/r18_cifar/chain", ctx) { run_chain(ctx, On::cpu, "r18_cifar", kR18Chain); }
+BYOL_TEST("step/r50_imagenet/teacher_forced", ctx) { run_teacher_forced(ctx, On::cpu, "r50_imagenet", kR50Forced); }
 // The same bounds on the GPU: the step is backend-agnostic, so a CUDA backend whose ops pass
 // the op table must pass these too (TF32 math would not: it is ~1e-3 off).
 BYOL_TEST("step/r18_cifar/teacher_forced@cuda", ctx) {
-  or_skip_unsupported([&] { run_teacher_forced(ctx, true, "r18_cifar", kR18Forced); });
+  or_skip_unsupported([&] { run_teacher_forced(ctx, On::cuda, "r18_cifar", kR18Forced); });
 }
 BYOL_TEST("step/r18_cifar/chain@cuda", ctx) {
-  or_skip_unsupported([&] { run_chain(ctx, true, "r18_cifar", kR18Chain); });
+  or_skip_unsupported([&] { run_chain(ctx, On::cuda, "r18_cifar", kR18Chain); });
 }
 BYOL_TEST("step/r50_imagenet/teacher_forced@cuda", ctx) {
-  or_skip_unsupported([&] { run_teacher_forced(ctx, true, "r50_imagenet", kR50Forced); });
+  or_skip_unsupported([&] { run_teacher_forced(ctx, On::cuda, "r50_imagenet", kR50Forced); });
+}
+// The whole step through the CUDA backend's kernels under the emulator (convolutions and GEMMs
+// by the CPU backend): the kernels' share of the step, checked on any machine against the same
+// float64 reference and bounds.
+BYOL_TEST("step/r18_cifar/teacher_forced@emu", ctx) { run_teacher_forced(ctx, On::emu, "r18_cifar", kR18Forced); }
+BYOL_TEST("step/r18_cifar/chain@emu", ctx) { run_chain(ctx, On::emu, "r18_cifar", kR18Chain); }
+BYOL_TEST("step/r50_imagenet/teacher_forced@emu", ctx) {
+  run_teacher_forced(ctx, On::emu, "r50_imagenet", kR50Forced);
 }
 
 }  // namespace

@@ -1,0 +1,101 @@
+// cuda_runtime.h (kernel emulator): what native/cuda/kernels/*.cu use of the CUDA runtime and
+// language, for compiling those kernels with the host compiler and running them on the CPU
+// (emu.h). Only the emulator's build puts this folder on the include path, ahead of any CUDA
+// toolkit, so the kernels' `#include <cuda_runtime.h>` lands here.
+// Contract: __shared__ variables become function statics (blocks run one at a time, all
+// threads of a block on one OS thread, so a static is exactly one block's shared memory);
+// threadIdx/blockIdx/blockDim/gridDim are set by the scheduler before it resumes a thread;
+// __syncthreads and __shfl_xor_sync suspend the calling thread (emu.cc). Device-only math
+// (__CUDA_ARCH__ paths) is not defined here: headers that branch on it take their host path.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+struct uint3 {
+  unsigned x, y, z;
+};
+
+struct dim3 {
+  unsigned x, y, z;
+  constexpr dim3(unsigned vx = 1, unsigned vy = 1, unsigned vz = 1) : x(vx), y(vy), z(vz) {}
+};
+
+typedef struct CUstream_st* cudaStream_t;
+
+// The runtime's numbering for the codes the backend names.
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorNoKernelImageForDevice = 209,
+  cudaErrorIllegalAddress = 700,
+  cudaErrorLaunchFailure = 719,
+};
+
+struct cudaFuncAttributes {
+  int maxThreadsPerBlock = 1024;
+};
+
+cudaError_t cudaGetLastError();
+const char* cudaGetErrorName(cudaError_t status);
+const char* cudaGetErrorString(cudaError_t status);
+template <typename Kernel>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, Kernel) {
+  *attributes = cudaFuncAttributes{};
+  return cudaSuccess;
+}
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __shared__ static
+
+extern thread_local uint3 threadIdx;
+extern thread_local uint3 blockIdx;
+extern thread_local dim3 blockDim;
+extern thread_local dim3 gridDim;
+
+namespace byol_emu {
+void syncthreads();
+// Exchanges 8 bytes with lane (this lane ^ lane_mask) of the calling warp.
+uint64_t shfl_xor_bits(unsigned mask, uint64_t bits, int lane_mask);
+}  // namespace byol_emu
+
+inline void __syncthreads() { byol_emu::syncthreads(); }
+
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T value, int lane_mask) {
+  static_assert(std::is_trivially_copyable<T>::value && sizeof(T) <= 8, "__shfl_xor_sync: 8-byte values at most");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, sizeof(T));
+  bits = byol_emu::shfl_xor_bits(mask, bits, lane_mask);
+  T out;
+  std::memcpy(&out, &bits, sizeof(T));
+  return out;
+}
+
+// CUDA's overloaded min/max of device code.
+inline int min(int a, int b) { return b < a ? b : a; }
+inline int max(int a, int b) { return a < b ? b : a; }
+inline unsigned min(unsigned a, unsigned b) { return b < a ? b : a; }
+inline unsigned max(unsigned a, unsigned b) { return a < b ? b : a; }
+inline long long min(long long a, long long b) { return b < a ? b : a; }
+inline long long max(long long a, long long b) { return a < b ? b : a; }
+inline long min(long a, long b) { return b < a ? b : a; }
+inline long max(long a, long b) { return a < b ? b : a; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+inline double min(double a, double b) { return fmin(a, b); }
+inline double max(double a, double b) { return fmax(a, b); }
+
+// Threads of a block never run at the same time here, so a read-modify-write is atomic.
+inline unsigned atomicOr(unsigned* address, unsigned value) {
+  const unsigned old = *address;
+  *address = old | value;
+  return old;
+}

@@ -1,0 +1,64 @@
+// emu.h: runs the CUDA backend's own kernels (native/cuda/kernels/*.cu) on the CPU, so their
+// indexing, barriers, shuffles and launch sizes are tested on machines without a GPU.
+// How: rewrite.cmake turns each `kernel<<<grid, block, smem, stream>>>(args)` into
+// `byol_emu::Launch("kernel", grid, block, smem, stream).kernel(kernel)(args)` and the host
+// compiler builds the file against the cuda_runtime.h of this folder. A launch runs its blocks
+// one after another; each CUDA thread of a block is a fiber with its own stack, run until it
+// finishes or reaches __syncthreads / __shfl_xor_sync, where it waits for its block / warp.
+// Contract (what a launch checks, throwing byol::Error naming the kernel, block and thread):
+//   - the launch configuration (block of 1..1024 threads, grid y/z <= 65535, static shared
+//     memory is not counted): a bad one is reported like the GPU does, as
+//     cudaErrorInvalidConfiguration from cudaGetLastError();
+//   - __syncthreads reached by every thread of the block (a thread that returned while others
+//     wait at a barrier, or threads waiting at a barrier while others wait in a shuffle, is
+//     the deadlock or undefined behaviour it would be on a GPU);
+//   - __shfl_xor_sync with the full mask, from a complete warp, every lane taking part.
+// Schedules: Order::forward runs blocks and threads in index order, Order::reverse in the
+// opposite order. Threads only switch at barriers and shuffles, so a kernel whose result
+// depends on the order of threads between two barriers (a race), or on the order of blocks,
+// gives different bits under the two orders: tests run both and compare.
+// Not covered: what only a GPU shows (timing, memory coalescing, the __CUDA_ARCH__ paths of
+// shared headers, which take their host path here) and races that the two orders happen to
+// agree on.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace byol_emu {
+
+enum class Order { forward, reverse };
+void set_order(Order order);
+Order order();
+
+struct Stats {
+  uint64_t launches = 0, blocks = 0, threads = 0, barriers = 0, shuffles = 0;
+};
+Stats stats();
+
+class Launch {
+ public:
+  Launch(const char* name, dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_t stream = nullptr)
+      : name_(name), grid_(grid), block_(block), shared_bytes_(shared_bytes) {
+    (void)stream;  // one host thread runs everything in call order: every stream is in order
+  }
+
+  // Returns a callable that runs `kernel` over the grid with the arguments it is given.
+  template <typename... Params>
+  auto kernel(void (*kernel)(Params...)) const {
+    const Launch self = *this;
+    return [self, kernel](auto&&... args) { self.run([&] { kernel(args...); }); };
+  }
+
+  // Runs `thread_body` once per thread of the grid (see the contract above).
+  void run(const std::function<void()>& thread_body) const;
+
+ private:
+  const char* name_;
+  dim3 grid_, block_;
+  size_t shared_bytes_;
+};
+
+}  // namespace byol_emu
