@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "byol/model.h"
+#include "cuda_emu/emu_backend.h"
 #include "harness.h"
 #include "runner.h"
 
@@ -360,6 +361,45 @@ BYOL_TEST("graph/cpu_runs_eagerly", ctx) {
                          "graphs off after the warm-up steps, every step eager");
   byol_test::expect_true(m.graph_error().find("not supported") != std::string::npos, "the reason names the backend",
                          m.graph_error());
+}
+
+// ---- the CUDA kernels under the emulator (cuda_emu/) -------------------------------------------
+
+// Replays through the CUDA backend's kernels: the step scalars they read from memory (lr_device,
+// tau_device, AdamW's bias_device) must carry each step's values into a replay.
+BYOL_TEST("graph/replay_matches_eager@emu", ctx) {
+  for (byol::OptimizerKind kind : {byol::OptimizerKind::lars, byol::OptimizerKind::sgd, byol::OptimizerKind::adamw}) {
+    const std::string name = byol::optimizer_name(kind);
+    GraphEmulator emu(ctx.emu);
+    const ModelConfig c = tiny_config(kind);
+    ByolModel graphed(&emu, c), eager(ctx.emu, c);
+    const double worst = run_pair(graphed, eager, &emu, ctx.emu, kind == byol::OptimizerKind::adamw ? 0.02f : 1.0f);
+    byol_test::expect_true(worst == 0 && graphed.graph_launches() == 5,
+                           name + ": graph replay bit-identical to eager steps, 5 launches",
+                           "max |diff| " + fmt(worst) + ", " + std::to_string(graphed.graph_launches()) + " launches");
+  }
+}
+
+// Every kernel of the step gives the same bits when blocks and threads run in the opposite
+// order (emu.h): no result depends on the order of threads between barriers or of blocks.
+BYOL_TEST("emu/step_same_bits_in_either_schedule", ctx) {
+  const ModelConfig c = tiny_config(byol::OptimizerKind::lars);
+  ByolModel forward(ctx.emu, c), reverse(ctx.emu, c);
+  forward.set_use_graphs(false);
+  reverse.set_use_graphs(false);
+  double worst = 0;
+  for (int i = 0; i < 3; ++i) {
+    Tensor a1 = random_views(ctx.emu, 8, 8, 100 + i), a2 = random_views(ctx.emu, 8, 8, 200 + i);
+    const float la = forward.step(a1, a2, 0.1f, 0.99f);
+    float lb = 0;
+    byol_test::with_reverse_schedule([&] { lb = reverse.step(a1, a2, 0.1f, 0.99f); });
+    worst = std::max(worst, double(std::fabs(la - lb)));
+  }
+  const auto sa = state_of(forward), sb = state_of(reverse);
+  for (size_t k = 0; k < sa.size(); ++k)
+    for (size_t j = 0; j < sa[k].second.size(); ++j)
+      worst = std::max(worst, double(std::fabs(sa[k].second[j] - sb[k].second[j])));
+  byol_test::expect_true(worst == 0, "3 steps: losses and state bit-identical in both schedules", "max |diff| " + fmt(worst));
 }
 
 // ---- on a GPU ----------------------------------------------------------------------------------
