@@ -78,7 +78,13 @@ ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) 
   dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training,
                                            dnnl::algorithm::convolution_direct, fwd_src_md,
                                            any_weights_md, fwd_dst_md, strides, pad_l, pad_r);
-  dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, engine_);
+  // Scratchpads in user mode: oneDNN's default keeps one global scratchpad per thread, sized
+  // when a primitive is created on that thread, so a plan created on one thread and executed
+  // on another (the addon's steps run on whichever libuv worker is free) wrote through a null
+  // scratchpad (a crash at address 0x100 in the gemm-based backward-weights kernel on AVX2).
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, attr, engine_);
 
   auto plan = std::make_unique<ConvPlan>();
   plan->user_weights_md = user_weights_md;
@@ -89,30 +95,33 @@ ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) 
       plan->output_md = dst_md;
       plan->weights_md = fwd_pd.weights_desc();
       plan->impl = fwd_pd.impl_info_str();
+      plan->scratchpad_md = fwd_pd.scratchpad_desc();
       break;
     }
     case PlanOp::conv_backward_data: {
       dnnl::convolution_backward_data::desc desc(dnnl::algorithm::convolution_direct, src_md,
                                                  any_weights_md, fwd_dst_md, strides, pad_l,
                                                  pad_r);
-      dnnl::convolution_backward_data::primitive_desc pd(desc, engine_, fwd_pd);
+      dnnl::convolution_backward_data::primitive_desc pd(desc, attr, engine_, fwd_pd);
       plan->primitive = dnnl::convolution_backward_data(pd);
       plan->input_md = fwd_dst_md;
       plan->output_md = src_md;
       plan->weights_md = pd.weights_desc();
       plan->impl = pd.impl_info_str();
+      plan->scratchpad_md = pd.scratchpad_desc();
       break;
     }
     case PlanOp::conv_backward_weight: {
       dnnl::convolution_backward_weights::desc desc(dnnl::algorithm::convolution_direct, src_md,
                                                     any_weights_md, dst_md, strides, pad_l,
                                                     pad_r);
-      dnnl::convolution_backward_weights::primitive_desc pd(desc, engine_, fwd_pd);
+      dnnl::convolution_backward_weights::primitive_desc pd(desc, attr, engine_, fwd_pd);
       plan->primitive = dnnl::convolution_backward_weights(pd);
       plan->input_md = src_md;
       plan->output_md = dst_md;
       plan->weights_md = pd.diff_weights_desc();
       plan->impl = pd.impl_info_str();
+      plan->scratchpad_md = pd.scratchpad_desc();
       break;
     }
     default:
@@ -192,8 +201,10 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weigh
     }
     memory src = plan_input(plan, inp);
     memory dst(plan.output_md, engine_, out);
-    plan.primitive.execute(stream_,
-                           {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+    plan.primitive.execute(stream_, {{DNNL_ARG_SRC, src},
+                                     {DNNL_ARG_WEIGHTS, weights},
+                                     {DNNL_ARG_DST, dst},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
     stream_.wait();
   } catch (const dnnl::error& e) {
     BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for ", shape_text(s));
@@ -223,11 +234,22 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
     memory diff_src(plan.output_md, engine_, dinp);
     plan.primitive.execute(stream_, {{DNNL_ARG_DIFF_DST, diff_dst},
                                      {DNNL_ARG_WEIGHTS, weights},
-                                     {DNNL_ARG_DIFF_SRC, diff_src}});
+                                     {DNNL_ARG_DIFF_SRC, diff_src},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
     stream_.wait();
   } catch (const dnnl::error& e) {
     BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for ", shape_text(s));
   }
+}
+
+dnnl::memory CpuBackend::scratchpad(const ConvPlan& plan) {
+  const size_t bytes = plan.scratchpad_md.get_size();
+  return dnnl::memory(plan.scratchpad_md, engine_, bytes ? conv_scratchpad_.get(bytes) : nullptr);
+}
+
+dnnl::memory CpuBackend::scratchpad(const LinearPlan& plan) {
+  const size_t bytes = plan.scratchpad_md.get_size();
+  return dnnl::memory(plan.scratchpad_md, engine_, bytes ? conv_scratchpad_.get(bytes) : nullptr);
 }
 
 void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
@@ -263,7 +285,7 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
   const int threads = std::max(1, std::min(threads_, s.N));
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
-  try {
+    try {
     ConvPlan& plan = conv_plan(PlanOp::conv_backward_weight, s, accumulate);
     memory user_dweights(plan.user_weights_md, engine_, dweight);
     memory dweights = user_dweights;
@@ -273,7 +295,8 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
     memory diff_dst(plan.output_md, engine_, const_cast<float*>(dout));
     plan.primitive.execute(stream_, {{DNNL_ARG_SRC, src},
                                      {DNNL_ARG_DIFF_DST, diff_dst},
-                                     {DNNL_ARG_DIFF_WEIGHTS, dweights}});
+                                     {DNNL_ARG_DIFF_WEIGHTS, dweights},
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
     if (plan.via_scratch) plan.weights_reorder.execute(stream_, dweights, user_dweights);
     stream_.wait();
   } catch (const dnnl::error& e) {

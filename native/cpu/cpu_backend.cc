@@ -203,6 +203,13 @@ const char* variant_isa(const std::string& variant) {
 
 }  // namespace
 
+void CpuBackend::set_conv_bf16(bool bf16) {
+  if (bf16 && !cpu_capabilities().bf16_supported)
+    throw NotSupported(std::string("cpu: bf16 convolutions need a CPU with AVX-512 (oneDNN runs ") +
+                       isa_name(dnnl::get_effective_cpu_isa()) + " code here); use float32");
+  conv_bf16_.store(bf16);
+}
+
 CpuCapabilities cpu_capabilities() {
   CpuCapabilities caps;
   const dnnl_version_t* v = dnnl_version();
@@ -211,6 +218,7 @@ CpuCapabilities cpu_capabilities() {
   const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
   caps.onednn_isa = isa_name(isa);
   caps.bf16_native = isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+  caps.bf16_supported = caps.bf16_native || isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni;
   caps.kernels_multiversioned = kKernelsMultiversioned;
   caps.kernel_variant = build_variant();
   caps.kernel_variants = {caps.kernel_variant};

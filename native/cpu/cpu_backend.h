@@ -59,12 +59,16 @@ struct ConvPlan {
   dnnl::memory::desc input_bf16_md;
   dnnl::reorder input_reorder;
   std::string impl;                     // oneDNN's implementation name, for benchmarks
+  // The primitive's scratchpad (user mode): handed in at every execute from the backend's
+  // conv_scratchpad_, never oneDNN's per-thread global one (see conv_plan).
+  dnnl::memory::desc scratchpad_md;
 };
 
 // A matmul for linear layers; transposes are expressed through strides, never copied.
 struct LinearPlan {
   dnnl::primitive primitive;
   dnnl::memory::desc src_md, weights_md, bias_md, dst_md;
+  dnnl::memory::desc scratchpad_md;  // user mode (conv_plan says why)
 };
 
 // 64-byte aligned, grow-only host buffer (oneDNN scratch for reordered weights).
@@ -171,7 +175,9 @@ class CpuBackend final : public Backend {
   // float32 (in bf16 it gains little here and its gradients feed the optimizer directly).
   // About 2x faster convolutions where the CPU has bf16 dot products (AVX512_BF16, AMX);
   // elsewhere oneDNN emulates them, correctly but slowly.
-  void set_conv_bf16(bool bf16) { conv_bf16_.store(bf16); }
+  // Throws byol::NotSupported when asked for bf16 on a CPU whose oneDNN ISA has no bf16
+  // convolutions (below AVX-512: oneDNN 2.6 cannot create the primitives).
+  void set_conv_bf16(bool bf16);
   bool conv_bf16() const { return conv_bf16_.load(); }
 
  private:
@@ -194,6 +200,10 @@ class CpuBackend final : public Backend {
   std::unordered_map<PlanKey, std::unique_ptr<LinearPlan>, PlanKeyHash> linear_plans_;
   ScratchBuffer scratch_;        // reordered weights
   ScratchBuffer input_scratch_;  // bf16 copies of a convolution's input
+  ScratchBuffer conv_scratchpad_;  // the conv and matmul primitives' scratchpads (user mode)
+  // A plan's scratchpad memory over conv_scratchpad_ (call with dnnl_mutex_ held).
+  dnnl::memory scratchpad(const ConvPlan& plan);
+  dnnl::memory scratchpad(const LinearPlan& plan);
   std::atomic<bool> conv_bf16_{false};
   OpTimer op_timer_;
   friend class OpClock;
@@ -233,6 +243,7 @@ struct CpuCapabilities {
   std::vector<std::string> kernel_variants;  // every compiled path, best first
   bool kernels_multiversioned = false;  // false: one path fixed at build time
   bool bf16_native = false;      // oneDNN's ISA has bf16 dot products (set_conv_bf16 pays off)
+  bool bf16_supported = false;   // oneDNN's ISA runs bf16 convolutions at all (AVX-512 and up)
   std::string compiler;          // what built byol.node, e.g. "GCC 12.2.0"
 };
 CpuCapabilities cpu_capabilities();

@@ -30,7 +30,9 @@ LinearPlan& CpuBackend::linear_plan(PlanOp op, int B, int I, int O, bool has_bia
   limit_cache();
 
   auto plan = std::make_unique<LinearPlan>();
+  // User-mode scratchpad, as for the convolutions (conv_plan says why).
   dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   switch (op) {
     case PlanOp::linear_forward:
       // out (B, O) = inp (B, I) x weight^T; weight (O, I) row-major is (I, O) in `ba`.
@@ -64,7 +66,9 @@ LinearPlan& CpuBackend::linear_plan(PlanOp op, int B, int I, int O, bool has_bia
                                 ? dnnl::matmul::desc(plan->src_md, plan->weights_md,
                                                      plan->bias_md, plan->dst_md)
                                 : dnnl::matmul::desc(plan->src_md, plan->weights_md, plan->dst_md);
-  plan->primitive = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine_));
+  const dnnl::matmul::primitive_desc pd(desc, attr, engine_);
+  plan->primitive = dnnl::matmul(pd);
+  plan->scratchpad_md = pd.scratchpad_desc();
 
   LinearPlan& ref = *plan;
   linear_plans_.emplace(key, std::move(plan));
@@ -93,10 +97,10 @@ void CpuBackend::linear_forward(float* out, const float* inp, const float* weigh
       plan.primitive.execute(stream_, {{DNNL_ARG_SRC, src},
                                        {DNNL_ARG_WEIGHTS, weights},
                                        {DNNL_ARG_BIAS, bias_mem},
-                                       {DNNL_ARG_DST, dst}});
+                                       {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
     } else {
       plan.primitive.execute(stream_,
-                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
     }
     stream_.wait();
   } catch (const dnnl::error& e) {
@@ -125,14 +129,14 @@ void CpuBackend::linear_backward(float* dinp, float* dweight, float* dbias, cons
         memory weights(plan.weights_md, engine_, const_cast<float*>(weight));
         memory dst(plan.dst_md, engine_, dinp);
         plan.primitive.execute(
-            stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+            stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
       }
       LinearPlan& plan = linear_plan(PlanOp::linear_backward_weight, B, I, O, false, accumulate);
       memory src(plan.src_md, engine_, const_cast<float*>(dout));
       memory weights(plan.weights_md, engine_, const_cast<float*>(inp));
       memory dst(plan.dst_md, engine_, dweight);
       plan.primitive.execute(stream_,
-                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}});
+                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
       stream_.wait();
     } catch (const dnnl::error& e) {
       BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for B=", B, ", I=", I, ", O=", O);
