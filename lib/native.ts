@@ -58,7 +58,8 @@ export interface NativeBinding {
   // 'x86-64-v3', 'x86-64', or the build's one path) and every path compiled; the compiler.
   cpuInfo(): {
     // bf16Native: the ISA has bf16 dot products (AVX512_BF16 or AMX), where bf16 convolutions pay off.
-    onednn: { version: string; isa: string; bf16Native: boolean };
+    // bf16Supported: oneDNN runs bf16 convolutions at all (AVX-512 and up; setCpuConvPrecision('bf16') throws otherwise).
+    onednn: { version: string; isa: string; bf16Native: boolean; bf16Supported: boolean };
     kernels: { variant: string; isa: string; variants: string[]; multiversioned: boolean };
     compiler: string;
   };

@@ -115,7 +115,7 @@ Napi::Value CudaLibraryCandidates(const Napi::CallbackInfo& info) {
   });
 }
 
-// cpuInfo(): { onednn: { version, isa }, kernels: { variant, isa, variants, multiversioned },
+// cpuInfo(): { onednn: { version, isa, bf16Native, bf16Supported }, kernels: { variant, isa, variants, multiversioned },
 // compiler }. Creates no backend, so `byol info` can report it even if the engine fails.
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   return Guarded(info.Env(), [&]() -> Napi::Value {
@@ -134,6 +134,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
     kernels.Set("multiversioned", caps.kernels_multiversioned);
     Napi::Object out = Napi::Object::New(env);
     onednn.Set("bf16Native", caps.bf16_native);
+    onednn.Set("bf16Supported", caps.bf16_supported);
     out.Set("onednn", onednn);
     out.Set("kernels", kernels);
     out.Set("compiler", caps.compiler);

@@ -204,7 +204,7 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weigh
     plan.primitive.execute(stream_, {{DNNL_ARG_SRC, src},
                                      {DNNL_ARG_WEIGHTS, weights},
                                      {DNNL_ARG_DST, dst},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan.scratchpad_md)}});
     stream_.wait();
   } catch (const dnnl::error& e) {
     BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for ", shape_text(s));
@@ -235,21 +235,16 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
     plan.primitive.execute(stream_, {{DNNL_ARG_DIFF_DST, diff_dst},
                                      {DNNL_ARG_WEIGHTS, weights},
                                      {DNNL_ARG_DIFF_SRC, diff_src},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan.scratchpad_md)}});
     stream_.wait();
   } catch (const dnnl::error& e) {
     BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for ", shape_text(s));
   }
 }
 
-dnnl::memory CpuBackend::scratchpad(const ConvPlan& plan) {
-  const size_t bytes = plan.scratchpad_md.get_size();
-  return dnnl::memory(plan.scratchpad_md, engine_, bytes ? conv_scratchpad_.get(bytes) : nullptr);
-}
-
-dnnl::memory CpuBackend::scratchpad(const LinearPlan& plan) {
-  const size_t bytes = plan.scratchpad_md.get_size();
-  return dnnl::memory(plan.scratchpad_md, engine_, bytes ? conv_scratchpad_.get(bytes) : nullptr);
+dnnl::memory CpuBackend::scratchpad(const dnnl::memory::desc& md) {
+  const size_t bytes = md.get_size();
+  return dnnl::memory(md, engine_, bytes ? primitive_scratchpad_.get(bytes) : nullptr);
 }
 
 void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const float* inp,
@@ -296,7 +291,7 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
     plan.primitive.execute(stream_, {{DNNL_ARG_SRC, src},
                                      {DNNL_ARG_DIFF_DST, diff_dst},
                                      {DNNL_ARG_DIFF_WEIGHTS, dweights},
-                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
+                                     {DNNL_ARG_SCRATCHPAD, scratchpad(plan.scratchpad_md)}});
     if (plan.via_scratch) plan.weights_reorder.execute(stream_, dweights, user_dweights);
     stream_.wait();
   } catch (const dnnl::error& e) {

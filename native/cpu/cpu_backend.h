@@ -60,7 +60,7 @@ struct ConvPlan {
   dnnl::reorder input_reorder;
   std::string impl;                     // oneDNN's implementation name, for benchmarks
   // The primitive's scratchpad (user mode): handed in at every execute from the backend's
-  // conv_scratchpad_, never oneDNN's per-thread global one (see conv_plan).
+  // primitive_scratchpad_, never oneDNN's per-thread global one (see conv_plan).
   dnnl::memory::desc scratchpad_md;
 };
 
@@ -200,10 +200,9 @@ class CpuBackend final : public Backend {
   std::unordered_map<PlanKey, std::unique_ptr<LinearPlan>, PlanKeyHash> linear_plans_;
   ScratchBuffer scratch_;        // reordered weights
   ScratchBuffer input_scratch_;  // bf16 copies of a convolution's input
-  ScratchBuffer conv_scratchpad_;  // the conv and matmul primitives' scratchpads (user mode)
-  // A plan's scratchpad memory over conv_scratchpad_ (call with dnnl_mutex_ held).
-  dnnl::memory scratchpad(const ConvPlan& plan);
-  dnnl::memory scratchpad(const LinearPlan& plan);
+  ScratchBuffer primitive_scratchpad_;  // the conv and matmul primitives' scratchpads (user mode)
+  // A plan's scratchpad (its scratchpad_md) over primitive_scratchpad_ (dnnl_mutex_ held).
+  dnnl::memory scratchpad(const dnnl::memory::desc& md);
   std::atomic<bool> conv_bf16_{false};
   OpTimer op_timer_;
   friend class OpClock;

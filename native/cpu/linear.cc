@@ -97,10 +97,10 @@ void CpuBackend::linear_forward(float* out, const float* inp, const float* weigh
       plan.primitive.execute(stream_, {{DNNL_ARG_SRC, src},
                                        {DNNL_ARG_WEIGHTS, weights},
                                        {DNNL_ARG_BIAS, bias_mem},
-                                       {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
+                                       {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan.scratchpad_md)}});
     } else {
       plan.primitive.execute(stream_,
-                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
+                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan.scratchpad_md)}});
     }
     stream_.wait();
   } catch (const dnnl::error& e) {
@@ -129,14 +129,14 @@ void CpuBackend::linear_backward(float* dinp, float* dweight, float* dbias, cons
         memory weights(plan.weights_md, engine_, const_cast<float*>(weight));
         memory dst(plan.dst_md, engine_, dinp);
         plan.primitive.execute(
-            stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
+            stream_, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan.scratchpad_md)}});
       }
       LinearPlan& plan = linear_plan(PlanOp::linear_backward_weight, B, I, O, false, accumulate);
       memory src(plan.src_md, engine_, const_cast<float*>(dout));
       memory weights(plan.weights_md, engine_, const_cast<float*>(inp));
       memory dst(plan.dst_md, engine_, dweight);
       plan.primitive.execute(stream_,
-                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan)}});
+                             {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad(plan.scratchpad_md)}});
       stream_.wait();
     } catch (const dnnl::error& e) {
       BYOL_FAIL(op, ": oneDNN failed (", e.what(), ") for B=", B, ", I=", I, ", O=", O);

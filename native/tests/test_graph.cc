@@ -268,6 +268,16 @@ std::vector<StepPlan> schedule() {
   return s;
 }
 
+// The largest |difference| between two models' state (parameters, optimizer, BN statistics).
+double state_diff(const ByolModel& a, const ByolModel& b) {
+  double worst = 0;
+  const auto sa = state_of(a), sb = state_of(b);
+  for (size_t k = 0; k < sa.size(); ++k)
+    for (size_t j = 0; j < sa[k].second.size(); ++j)
+      worst = std::max(worst, double(std::fabs(sa[k].second[j] - sb[k].second[j])));
+  return worst;
+}
+
 // Runs the schedule on `graphed` (graphs on) and `eager` (graphs off); returns the largest
 // |difference| over losses and state, 0 when bit-identical.
 double run_pair(ByolModel& graphed, ByolModel& eager, Backend* gb, Backend* eb, float lr_scale) {
@@ -289,11 +299,7 @@ double run_pair(ByolModel& graphed, ByolModel& eager, Backend* gb, Backend* eb, 
     }
     ++i;
   }
-  const auto sa = state_of(graphed), sb = state_of(eager);
-  for (size_t k = 0; k < sa.size(); ++k)
-    for (size_t j = 0; j < sa[k].second.size(); ++j)
-      worst = std::max(worst, double(std::fabs(sa[k].second[j] - sb[k].second[j])));
-  return worst;
+  return std::max(worst, state_diff(graphed, eager));
 }
 
 using byol_test::fmt;
@@ -395,10 +401,7 @@ BYOL_TEST("emu/step_same_bits_in_either_schedule", ctx) {
     byol_test::with_reverse_schedule([&] { lb = reverse.step(a1, a2, 0.1f, 0.99f); });
     worst = std::max(worst, double(std::fabs(la - lb)));
   }
-  const auto sa = state_of(forward), sb = state_of(reverse);
-  for (size_t k = 0; k < sa.size(); ++k)
-    for (size_t j = 0; j < sa[k].second.size(); ++j)
-      worst = std::max(worst, double(std::fabs(sa[k].second[j] - sb[k].second[j])));
+  worst = std::max(worst, state_diff(forward, reverse));
   byol_test::expect_true(worst == 0, "3 steps: losses and state bit-identical in both schedules", "max |diff| " + fmt(worst));
 }
 
