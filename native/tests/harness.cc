@@ -43,6 +43,15 @@ std::vector<Generator>& generators() {
 }
 
 void begin_case() { state() = CaseState{}; }
+std::vector<std::function<std::string()>>& case_probes() {
+  static std::vector<std::function<std::string()>> p;
+  return p;
+}
+
+RunnerSetup& runner_setup() {
+  static RunnerSetup s;
+  return s;
+}
 int case_failures() { return state().failures; }
 const std::string& case_log() { return state().log; }
 void log_line(const std::string& line) { state().log += line + "\n"; }

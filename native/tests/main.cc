@@ -1,7 +1,10 @@
 // main.cc: the C++ test runner. Runs every registered case (BYOL_TEST) and every generated
 // case (one per fixture op case and backend) and prints one line per case, then exactly
 // "N passed, N failed, N skipped". Exit status 1 when any case failed, 2 on bad arguments.
-// Usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--backend cpu|cuda|emu|all] [--verbose] [--list]
+// Usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--skip A,B] [--backend cpu|cuda|emu|all] [--verbose]
+//        [--list]
+// The same source builds byol_tests_race (cuda_emu/emu.h, "Race check"), which runs only the
+// emulator's cases.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +13,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "byol/backend.h"
 #include "byol/plugin.h"
@@ -23,9 +27,11 @@
 namespace {
 
 const char* kUsage =
-    "usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--backend cpu|cuda|emu|all] [--verbose] [--list]\n"
+    "usage: byol_tests [--fixtures DIR] [--filter SUBSTR] [--skip A,B] [--backend cpu|cuda|emu|all] [--verbose]\n"
+    "                  [--list]\n"
     "  --fixtures DIR   folder with ops_v1.safetensors (default " BYOL_FIXTURES_DIR ")\n"
     "  --filter SUBSTR  run only cases whose name contains SUBSTR\n"
+    "  --skip A,B       leave out cases whose name contains A or B (counted in a line of its own)\n"
     "  --backend B      backends for the op table: cpu, cuda, emu (the CUDA kernels emulated on\n"
     "                   the CPU) or all (default all)\n"
     "  --verbose        print every check, not only those of failing cases\n"
@@ -49,16 +55,25 @@ int main(int argc, char** argv) {
   Context ctx;
   ctx.fixtures_dir = BYOL_FIXTURES_DIR;
   std::string backend_choice = "all";
+  std::vector<std::string> skip_parts;
   bool list = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    bool takes_value = a == "--fixtures" || a == "--filter" || a == "--backend";
+    bool takes_value = a == "--fixtures" || a == "--filter" || a == "--skip" || a == "--backend";
     if (takes_value && i + 1 >= argc) {
       std::fprintf(stderr, "byol_tests: %s needs a value\n%s", a.c_str(), kUsage);
       return 2;
     }
     if (a == "--fixtures") ctx.fixtures_dir = argv[++i];
     else if (a == "--filter") ctx.filter = argv[++i];
+    else if (a == "--skip") {
+      const std::string list = argv[++i];
+      for (size_t at = 0; at <= list.size();) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        if (comma > at) skip_parts.push_back(list.substr(at, comma - at));
+        at = comma + 1;
+      }
+    }
     else if (a == "--backend") backend_choice = argv[++i];
     else if (a == "--verbose" || a == "-v") ctx.verbose = true;
     else if (a == "--list") list = true;
@@ -82,7 +97,7 @@ int main(int argc, char** argv) {
   std::vector<BackendSlot> slots;
   BackendSlot cpu_slot{"cpu", nullptr, "", true};
   try {
-    cpu = byol::make_cpu_backend();
+    cpu = byol::make_cpu_backend(runner_setup().cpu_threads);
     cpu_slot.backend = cpu.get();
   } catch (const std::exception& e) {
     cpu_slot.unavailable = std::string("the CPU backend failed to start: ") + e.what();
@@ -132,6 +147,7 @@ int main(int argc, char** argv) {
     if (!cuda && (backend_choice == "cuda" || backend_choice == "all") && full_cuda_reason.find('\n') != std::string::npos)
       std::printf("%s\n", full_cuda_reason.c_str());
     if (!cpu) std::printf("%s\n", cpu_slot.unavailable.c_str());
+    if (!runner_setup().note.empty()) std::printf("%s\n", runner_setup().note.c_str());
     std::fflush(stdout);
   }
   cpu_slot.unavailable = short_reason(cpu_slot.unavailable);
@@ -153,15 +169,27 @@ int main(int argc, char** argv) {
   std::stable_sort(cases.begin(), cases.end(),
                    [](const TestCase& a, const TestCase& b) { return a.name < b.name; });
 
+  auto selected = [&](const std::string& name) {
+    if (!ctx.filter.empty() && name.find(ctx.filter) == std::string::npos) return false;
+    return !runner_setup().only || runner_setup().only(name);
+  };
+  auto skipped_by_flag = [&](const std::string& name) {
+    return std::any_of(skip_parts.begin(), skip_parts.end(),
+                       [&](const std::string& part) { return name.find(part) != std::string::npos; });
+  };
   if (list) {
     for (const auto& c : cases)
-      if (ctx.filter.empty() || c.name.find(ctx.filter) != std::string::npos) std::printf("%s\n", c.name.c_str());
+      if (selected(c.name) && !skipped_by_flag(c.name)) std::printf("%s\n", c.name.c_str());
     return 0;
   }
 
-  int passed = 0, failed = 0, skipped = 0;
+  int passed = 0, failed = 0, skipped = 0, left_out = 0;
   for (const auto& c : cases) {
-    if (!ctx.filter.empty() && c.name.find(ctx.filter) == std::string::npos) continue;
+    if (!selected(c.name)) continue;
+    if (skipped_by_flag(c.name)) {
+      ++left_out;
+      continue;
+    }
     begin_case();
     std::string status, why;
     auto t0 = std::chrono::steady_clock::now();
@@ -181,6 +209,12 @@ int main(int argc, char** argv) {
       why = "threw a non-standard exception";
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    for (auto& probe : case_probes()) {
+      const std::string found = probe();
+      if (found.empty()) continue;
+      status = "FAIL";
+      why = why.empty() ? found : why + "; " + found;
+    }
     // A failed check wins over a later skip: what was compared already disagreed.
     if (case_failures() > 0 && status != "FAIL") {
       why = status == "SKIP" ? "checks failed before: " + why : "";
@@ -197,6 +231,7 @@ int main(int argc, char** argv) {
     if (status == "FAIL" || ctx.verbose) std::fputs(case_log().c_str(), stdout);
     std::fflush(stdout);
   }
+  if (left_out > 0) std::printf("%d cases left out by --skip\n", left_out);
   std::printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
   return failed > 0 ? 1 : 0;
 }

@@ -37,6 +37,17 @@ void begin_case();
 int case_failures();              // failed checks/expectations since begin_case()
 const std::string& case_log();    // lines written since begin_case()
 void log_line(const std::string& line);
+// Run after every case; a non-empty answer fails it with that reason (the race-check
+// runner's: ThreadSanitizer reported a race during the case, cuda_emu/emu.cc).
+std::vector<std::function<std::string()>>& case_probes();
+// What a runner build changes (the race-check build: one CPU thread, emulator cases only),
+// and a line saying so under the backends line.
+struct RunnerSetup {
+  int cpu_threads = 0;  // 0: all cores
+  std::string note;
+  std::function<bool(const std::string& case_name)> only;  // empty: every case (like --filter)
+};
+RunnerSetup& runner_setup();
 
 // Records a named boolean expectation: "  <what>  ok|FAIL[: detail]".
 bool expect_true(bool cond, const std::string& what, const std::string& detail = "");

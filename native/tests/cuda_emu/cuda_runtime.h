@@ -2,8 +2,10 @@
 // language, for compiling those kernels with the host compiler and running them on the CPU
 // (emu.h). Only the emulator's build puts this folder on the include path, ahead of any CUDA
 // toolkit, so the kernels' `#include <cuda_runtime.h>` lands here.
-// Contract: __shared__ variables become function statics (blocks run one at a time, all
-// threads of a block on one OS thread, so a static is exactly one block's shared memory);
+// Contract: rewrite.cmake turns each `__shared__ T a[N];` into a reference to the running
+// block's slot for that declaration (block_shared below; fresh NaN bytes in every block, a
+// guard page right after it), so __shared__ itself is left undefined: a header that used it
+// would not compile here;
 // threadIdx/blockIdx/blockDim/gridDim are set by the scheduler before it resumes a thread;
 // __syncthreads and __shfl_xor_sync suspend the calling thread (emu.cc). Device-only math
 // (__CUDA_ARCH__ paths) is not defined here: headers that branch on it take their host path.
@@ -53,7 +55,6 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, Kernel) {
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ static
 
 extern thread_local uint3 threadIdx;
 extern thread_local uint3 blockIdx;
@@ -64,6 +65,13 @@ namespace byol_emu {
 void syncthreads();
 // Exchanges 8 bytes with lane (this lane ^ lane_mask) of the calling warp.
 uint64_t shfl_xor_bits(unsigned mask, uint64_t bits, int lane_mask);
+// The running block's memory for the __shared__ declaration `site` (one address per
+// declaration and block; filled with 0xFF bytes when the block first asks for it).
+void* shared_slot(const void* site, size_t bytes, size_t align);
+template <typename T>
+T& block_shared(const void* site) {
+  return *static_cast<T*>(shared_slot(site, sizeof(T), alignof(T)));
+}
 }  // namespace byol_emu
 
 inline void __syncthreads() { byol_emu::syncthreads(); }
@@ -93,9 +101,7 @@ inline float max(float a, float b) { return fmaxf(a, b); }
 inline double min(double a, double b) { return fmin(a, b); }
 inline double max(double a, double b) { return fmax(a, b); }
 
-// Threads of a block never run at the same time here, so a read-modify-write is atomic.
+// A real atomic, so the race check (ThreadSanitizer over the fibers, emu.h) sees one.
 inline unsigned atomicOr(unsigned* address, unsigned value) {
-  const unsigned old = *address;
-  *address = old | value;
-  return old;
+  return __atomic_fetch_or(address, value, __ATOMIC_RELAXED);
 }

@@ -17,9 +17,25 @@
 // opposite order. Threads only switch at barriers and shuffles, so a kernel whose result
 // depends on the order of threads between two barriers (a race), or on the order of blocks,
 // gives different bits under the two orders: tests run both and compare.
+// Shared memory: each `__shared__` array (rewrite.cmake) is the running block's own slot,
+// filled with 0xFF bytes (NaN) when the block first reaches it and followed by a page that
+// faults, so reading shared memory no thread of the block wrote, or one element past an
+// array, shows up (wrong numbers, or a crash report naming the thread).
+// Race check (the byol_tests_race runner): the kernels are compiled with -fsanitize=thread and
+// every emulated CUDA thread is a ThreadSanitizer fiber. The scheduler states only the orders
+// CUDA guarantees: the host before a launch's threads, a block's threads across each
+// __syncthreads, all of a launch before the host goes on and before the next launch. Two
+// accesses to one address, at least one a write (not both atomics), not ordered so, are a data
+// race: in shared memory a missing barrier, in global memory two threads or blocks writing
+// one element. Blocks run on two fiber sets in turn, so two blocks that run one after the
+// other are concurrent to it (a kernel that ignores blockIdx is caught) while blocks two apart
+// are ordered (they share stacks and shared memory); every acquire and release costs time in
+// the number of fibers, which is why there are not more sets. Warp
+// shuffles order nothing here (CUDA gives them no memory ordering). A race fails the case that
+// ran it (harness case probe) and prints ThreadSanitizer's report with both stacks.
 // Not covered: what only a GPU shows (timing, memory coalescing, the __CUDA_ARCH__ paths of
-// shared headers, which take their host path here) and races that the two orders happen to
-// agree on.
+// shared headers, which take their host path here); outside the race check, races that the
+// two orders happen to agree on; in it, races between blocks more than one apart.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -37,6 +53,13 @@ struct Stats {
   uint64_t launches = 0, blocks = 0, threads = 0, barriers = 0, shuffles = 0;
 };
 Stats stats();
+
+// Whether this build is the race check (ThreadSanitizer over the fibers, above).
+bool racecheck();
+// Data races ThreadSanitizer reported since the last call (0 outside the race check).
+uint64_t take_races();
+// While on, races are counted but not printed (tests of the race check itself).
+void expect_races(bool on);
 
 class Launch {
  public:
