@@ -294,7 +294,7 @@ void on_fault(int sig, siginfo_t* info, void* uctx) {
     const int n = std::snprintf(line, sizeof(line),
                                 "\ncuda emulator: kernel %s, block (%u, %u, %u), thread (%u, %u, %u): invalid memory "
                                 "access (signal %d) at address %p: outside every buffer of the emulated backend, "
-                                "freed, or past a fiber's stack\n",
+                                "freed, past a __shared__ array or past a fiber's stack\n",
                                 s.kernel, blockIdx.x, blockIdx.y, blockIdx.z, t.x, t.y, t.z, sig, info->si_addr);
     if (n > 0) (void)!write(STDERR_FILENO, line, size_t(std::min(n, int(sizeof(line)))));
   }
