@@ -24,7 +24,9 @@ Fixture contract (one pair of files per case, FORMAT below):
       k = 1..K: "step<k>/loss" (scalar), "step<k>/<name>" for every tensor of the weights file
       and "step<k>/optimizer.momentum" (the flat LARS momentum in the online layout's order:
       encoder, projector, predictor, each tensor in named_parameters() order), so "step<k>/"
-      is a complete state a model can be loaded from; and "eval/y", "eval/z", "eval/z_target":
+      is a complete state a model can be loaded from (a case with the online classifier adds
+      classifier.* to it, "labels" (int32), "step<k>/classifier_loss" and "step<k>/logits", and
+      metadata classifier_correct[] and classifier_min_gap[]); and "eval/y", "eval/z", "eval/z_target":
       the eval-mode encoder output and online / target projections of view1 from the final
       state (what embed() and project() return). Values are the float64 computation from the
       float32 start, rounded to float32 (the exact answer, not PyTorch's fp32 rounding).
@@ -189,16 +191,22 @@ class BYOL(nn.Module):
         self.online = Branch(encoder, MLP(encoder.feature_dim, cfg["projector"]["hidden"], cfg["projector"]["out"]))
         out = cfg["projector"]["out"]
         self.predictor = MLP(out, cfg["predictor"]["hidden"], out) if cfg["predictor"] else None
+        # The online linear classifier (BYOL.md "Evaluation"): nn.Linear on stop_gradient(y) of
+        # view 1, drawn after the predictor (so the other tensors' initialization is unchanged).
+        classes = (cfg.get("classifier") or {}).get("classes", 0)
+        self.classifier = nn.Linear(encoder.feature_dim, classes) if classes else None
         self.target = copy.deepcopy(self.online)
         for p in self.target.parameters():
             p.requires_grad_(False)
 
     def online_params(self):
         """(name, parameter) of the online network in the flat layout's order: encoder,
-        projector, predictor (ByolModel's offsets table)."""
+        projector, predictor, classifier (ByolModel's offsets table)."""
         out = [("online." + n, p) for n, p in self.online.named_parameters()]
         if self.predictor is not None:
             out += [("predictor." + n, p) for n, p in self.predictor.named_parameters()]
+        if self.classifier is not None:
+            out += [("classifier." + n, p) for n, p in self.classifier.named_parameters()]
         return out
 
 
@@ -228,12 +236,24 @@ def lars_update(params, momenta, lr, weight_decay, eta, momentum):
         p.sub_(lr * m)
 
 
-def byol_step(model, v1, v2, lr, tau, momenta, opt):
-    """One training step (BYOL.md "One training step"). Returns the loss (a 0-d tensor)."""
+def byol_step(model, v1, v2, lr, tau, momenta, opt, labels=None):
+    """One training step (BYOL.md "One training step"). Returns the loss (a 0-d tensor). With
+    an online classifier, its cross-entropy on `labels` joins the loss (the reference
+    implementation's total); its gradient stops at y1, and (cross-entropy, logits) of the step
+    go to model.classifier_out."""
     model.train()
     online = lambda x: model.predictor(model.online(x)) if model.predictor is not None else model.online(x)
     # Each view separately: BatchNorm statistics are per view.
-    p1 = online(v1)
+    ce = None
+    if model.classifier is None:
+        p1 = online(v1)
+    else:
+        y1 = model.online.encoder(v1)
+        z1_online = model.online.projector(y1)
+        p1 = model.predictor(z1_online) if model.predictor is not None else z1_online
+        logits = model.classifier(y1.detach())
+        ce = F.cross_entropy(logits, labels)
+        model.classifier_out = (ce.detach(), logits.detach())
     p2 = online(v2)
     with torch.no_grad():  # target in training mode: batch statistics, running stats updated
         z1 = model.target(v1)
@@ -242,7 +262,7 @@ def byol_step(model, v1, v2, lr, tau, momenta, opt):
     params = model.online_params()
     for _, p in params:
         p.grad = None
-    loss.backward()
+    (loss if ce is None else loss + ce).backward()
     lars_update(params, momenta, lr, opt["weightDecay"], opt["trustCoefficient"], opt["momentum"])
     with torch.no_grad():
         for t, o in zip(model.target.parameters(), model.online.parameters()):
@@ -323,6 +343,12 @@ CASES = {
         # Half of native/tests/test_step.cc's bounds for it (kR50Forced).
         scatter=dict(loss=5e-5, params=2.5e-3, momentum=2.5e-3, running=1e-4)),
 }
+# The ResNet-18 case with the online classifier (10 classes, labels from make_labels): its
+# tensors are drawn after all others, so the BYOL trajectory is r18_cifar's to the bit (and as
+# well-conditioned); the fixture adds classifier.*, its momentum, the classifier's loss and
+# logits per step ("step<k>/classifier_loss", "step<k>/logits"), "labels" and "eval/logits".
+CASES["r18_cifar_classifier"] = dict(CASES["r18_cifar"],
+                                     config=dict(CASES["r18_cifar"]["config"], classifier=dict(classes=10)))
 # LARS moves trust-ratio tensors by lr * 1e-3 of their norm per step and BatchNorm/bias
 # tensors by lr * gradient: rates of 0.1-0.2 move every tensor measurably. The taus are small
 # so that the EMA moves the target by a checkable amount (0.99 is a real-run value).
@@ -338,6 +364,15 @@ def make_views(case):
     enc = case["config"]["encoder"]
     shape = (case["batch"], enc["inChannels"], case["size"], case["size"])
     return torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+
+
+def make_labels(case):
+    """The online classifier's labels (int64 class indices), or None for a case without one."""
+    classes = (case["config"].get("classifier") or {}).get("classes", 0)
+    if not classes:
+        return None
+    g = torch.Generator().manual_seed(2000 + case["seed"])
+    return torch.randint(0, classes, (case["batch"],), generator=g)
 
 
 def snapshot(model, momenta):
@@ -399,13 +434,17 @@ def run_chain(case, dtype, start):
     model = make_model(case, dtype)
     momenta = restore(model, start)
     v1, v2 = (v.to(dtype) for v in make_views(case))
+    labels = make_labels(case)
     probe = ReluInputs(model)
     states, losses, relus = [start], [], []
+    model.classifier_steps = []  # per step (cross-entropy, logits) of the online classifier
     for lr, tau in zip(case["lr"], case["tau"]):
         probe.calls = []
-        losses.append(byol_step(model, v1, v2, lr, tau, momenta, case["config"]["optimizer"]).item())
+        losses.append(byol_step(model, v1, v2, lr, tau, momenta, case["config"]["optimizer"], labels).item())
         states.append(snapshot(model, momenta))
         relus.append(probe.calls)
+        if model.classifier is not None:
+            model.classifier_steps.append(model.classifier_out)
     probe.remove()
     return states, losses, relus, model
 
@@ -414,7 +453,11 @@ def exact_run(case):
     """float64 run from the float32 initialization: the exact states S0..SK, the losses, the
     online ReLU inputs per step and the eval-mode outputs of the final state."""
     states, losses, relus, model = run_chain(case, torch.float64, initial_state(case))
-    return states, losses, relus, eval_outputs(model, make_views(case)[0].double())
+    evals = eval_outputs(model, make_views(case)[0].double())
+    for k, (ce, logits) in enumerate(model.classifier_steps, start=1):
+        evals[f"step{k}/classifier_loss"] = ce
+        evals[f"step{k}/logits"] = logits
+    return states, losses, relus, evals
 
 
 def relu_margins(relus):
@@ -429,6 +472,8 @@ def eval_outputs(model, images):
     with torch.no_grad():
         y = model.online.encoder(images)
         out = {"eval/y": y, "eval/z": model.online.projector(y), "eval/z_target": model.target(images)}
+        if model.classifier is not None:
+            out["eval/logits"] = model.classifier(y)
     model.train()
     return out
 
@@ -442,7 +487,7 @@ def fp32_floors(case, states):
     for k, (lr, tau) in enumerate(zip(case["lr"], case["tau"]), start=1):
         model = make_model(case, torch.float32)
         momenta = restore(model, {n: (t.float() if t.is_floating_point() else t) for n, t in states[k - 1].items()})
-        byol_step(model, v1, v2, lr, tau, momenta, opt)
+        byol_step(model, v1, v2, lr, tau, momenta, opt, make_labels(case))
         state_errors(forced, k, snapshot(model, momenta), states[k], momentum_slices(model))
     chain, losses32, _, model = run_chain(case, torch.float32, states[0])
     chained = {}
@@ -519,7 +564,7 @@ def conditioning(case, states, losses, relus):
             note("loss", abs(got_losses[k - 1] - losses[k - 1]) / abs(losses[k - 1]), f"step {k}")
         for slot, (err, name) in worst_by_kind(errors).items():
             k, kind = slot.split("/")
-            note("params" if kind in ("online", "target", "predictor") else kind, err, f"step {k} {name}")
+            note("params" if kind in ("online", "target", "predictor", "classifier") else kind, err, f"step {k} {name}")
     margin = [math.inf, ""]
     for k, calls in enumerate(relus):
         for i, (name, x) in enumerate(calls):
@@ -625,7 +670,23 @@ def generate(out_dir, report, names):
         final = make_model(case, torch.float32)
         restore(final, {n: (t.float() if t.is_floating_point() else t) for n, t in states[-1].items()})
         evals32 = eval_outputs(final, v1)
-        forced.update({f"{len(states) - 1}/{k}": normalized_error(evals32[k], evals[k]) for k in evals})
+        forced.update({f"{len(states) - 1}/{k}": normalized_error(evals32[k], evals[k]) for k in evals32})
+        labels = make_labels(case)
+        classifier = {}
+        if labels is not None:
+            # The test compares its count of right argmax predictions with this one: the top two
+            # logits of every row must be far apart next to float32 noise (~1e-6 here).
+            tensors["labels"] = labels.to(torch.int32)
+            gaps, correct = [], []
+            for k in range(1, len(states)):
+                logits = evals[f"step{k}/logits"]
+                top2 = logits.topk(2, dim=1).values
+                gaps.append((top2[:, 0] - top2[:, 1]).min().item() / logits.abs().max().item())
+                correct.append(int((logits.argmax(1) == labels).sum()))
+            if min(gaps) < 1e-4:
+                sys.exit(f"ref_byol.py: {name}: two logits of a row within {min(gaps):.1e} of each other "
+                         "(relative); the hit count would depend on rounding: change the case's seed")
+            classifier = dict(classifier_correct=correct, classifier_min_gap=gaps)
         for k in range(1, len(states)):
             tensors[f"step{k}/loss"] = torch.tensor(losses[k - 1], dtype=torch.float32)
             for key, ref in states[k].items():
@@ -636,7 +697,7 @@ def generate(out_dir, report, names):
                     loss=losses, loss_fp32_chain=losses32, relu_margin=margins,
                     conditioning=dict(runs=cond["runs"], margin=cond["margin"], scatter=cond["scatter"],
                                       min_margin=MIN_NOISE_MARGIN, scatter_limit=case["scatter"]),
-                    floor_forced=worst_by_kind(forced), floor_chained=worst_by_kind(chained))
+                    floor_forced=worst_by_kind(forced), floor_chained=worst_by_kind(chained), **classifier)
         os.makedirs(out_dir, exist_ok=True)
         init_path = os.path.join(out_dir, f"step_{name}_init.safetensors")
         ref_path = os.path.join(out_dir, f"step_{name}_ref.safetensors")

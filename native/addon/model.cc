@@ -1,7 +1,8 @@
 // model.cc (addon): the BYOL model bindings (byol/model.h) behind lib/byol.ts.
 //   createModel(options, device) -> Promise<NativeModel>   (allocation + init off the main thread)
-//   NativeModel: step(view1, view2, lr, tau) -> Promise<number>; embed(images) / project(images,
-//     target) -> Promise<NativeTensor>; saveWeights(path, optimizer) / loadWeights(path) ->
+//   NativeModel: step(view1, view2, lr, tau, labels?: Int32Array) -> Promise<{loss, classifier:
+//     null | {loss, correct, count}}>; embed(images) / project(images, target) / classify(images)
+//     -> Promise<NativeTensor>; saveWeights(path, optimizer) / loadWeights(path) ->
 //     Promise<boolean (file had optimizer state)>; saveEncoder(path); dispose(); info();
 //     setUseGraphs(on): applied by the next step (CUDA graph replay, byol/model.h).
 //   learningRate(step, baseLr, batchSize, warmupSteps, totalSteps), emaTau(step, tauBase, totalSteps).
@@ -129,6 +130,7 @@ byol::ModelConfig ParseConfig(const Napi::Object& o) {
   wrap([&] { c.target_init = byol::parse_target_init(GetString(o, "initTarget"), "initTarget"); });
   c.bn_momentum = static_cast<float>(GetNumber(o, "bnMomentum", 0, 1));
   c.bn_eps = static_cast<float>(GetNumber(o, "bnEps", 1e-12, 1));
+  c.classifier_classes = GetInt(o, "classifier.classes", 0, 65536);
   wrap([&] { byol::validate_model_config(c); });
   return c;
 }
@@ -189,8 +191,10 @@ class ModelWorker : public Napi::AsyncWorker {
 
 class StepWorker : public ModelWorker {
  public:
-  StepWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, byol::Tensor v1, byol::Tensor v2, float lr, float tau)
-      : ModelWorker(env, "byol:Byol.step", std::move(slot)), v1_(std::move(v1)), v2_(std::move(v2)), lr_(lr), tau_(tau) {}
+  StepWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, byol::Tensor v1, byol::Tensor v2, float lr, float tau,
+             std::optional<std::vector<int32_t>> labels)
+      : ModelWorker(env, "byol:Byol.step", std::move(slot)), v1_(std::move(v1)), v2_(std::move(v2)), lr_(lr), tau_(tau),
+        labels_(std::move(labels)) {}
   void Run(byol::ByolModel& model, ModelSlot& slot) override {
     std::optional<bool> request;
     {
@@ -200,14 +204,29 @@ class StepWorker : public ModelWorker {
     if (request) model.set_use_graphs(*request);
     // Refreshed when the step throws too: the graph state may have changed before the failure.
     try {
-      loss_ = model.step(v1_, v2_, lr_, tau_);
+      loss_ = model.step(v1_, v2_, lr_, tau_, labels_ ? labels_->data() : nullptr);
     } catch (...) {
       RefreshGraphs(model, slot);
       throw;
     }
     RefreshGraphs(model, slot);
+    classifier_ = model.last_classifier();
   }
-  void OnOK() override { deferred_.Resolve(Napi::Number::New(Env(), loss_)); }
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Object result = Napi::Object::New(env);
+    result.Set("loss", loss_);
+    if (labels_) {
+      Napi::Object c = Napi::Object::New(env);
+      c.Set("loss", classifier_.loss);
+      c.Set("correct", static_cast<double>(classifier_.correct));
+      c.Set("count", static_cast<double>(classifier_.count));
+      result.Set("classifier", c);
+    } else {
+      result.Set("classifier", env.Null());
+    }
+    deferred_.Resolve(result);
+  }
 
  private:
   static void RefreshGraphs(const byol::ByolModel& model, ModelSlot& slot) {
@@ -220,15 +239,21 @@ class StepWorker : public ModelWorker {
 
   byol::Tensor v1_, v2_;
   float lr_, tau_, loss_ = 0;
+  std::optional<std::vector<int32_t>> labels_;
+  byol::ByolModel::ClassifierStats classifier_;
 };
 
 class ForwardWorker : public ModelWorker {
  public:
-  enum class Kind { embed, project_online, project_target };
+  enum class Kind { embed, project_online, project_target, classify };
   ForwardWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, byol::Tensor images, Kind kind)
       : ModelWorker(env, "byol:Byol.embed", std::move(slot)), images_(std::move(images)), kind_(kind) {}
   void Run(byol::ByolModel& model, ModelSlot&) override {
-    out_ = kind_ == Kind::embed ? model.embed(images_) : model.project(images_, kind_ == Kind::project_target);
+    switch (kind_) {
+      case Kind::embed: out_ = model.embed(images_); break;
+      case Kind::classify: out_ = model.classify(images_); break;
+      default: out_ = model.project(images_, kind_ == Kind::project_target);
+    }
   }
   void OnOK() override { deferred_.Resolve(WrapTensor(Env(), std::move(out_))); }
 
@@ -268,6 +293,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod<&NativeModel::Step>("step"),
                            InstanceMethod<&NativeModel::Embed>("embed"),
                            InstanceMethod<&NativeModel::Project>("project"),
+                           InstanceMethod<&NativeModel::Classify>("classify"),
                            InstanceMethod<&NativeModel::SaveWeights>("saveWeights"),
                            InstanceMethod<&NativeModel::LoadWeights>("loadWeights"),
                            InstanceMethod<&NativeModel::SaveEncoder>("saveEncoder"),
@@ -299,7 +325,20 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     byol::Tensor v2 = UnwrapTensor(info.Length() > 1 ? info[1] : env.Undefined(), "view2");
     const float lr = static_cast<float>(ArgNumber(info, 2, "lr", 0, 1e6));
     const float tau = static_cast<float>(ArgNumber(info, 3, "tau", 0, 1));
-    auto* worker = new StepWorker(env, slot, std::move(v1), std::move(v2), lr, tau);
+    // Copied: the step runs on a worker thread while JavaScript may reuse the array.
+    std::optional<std::vector<int32_t>> labels;
+    if (info.Length() > 4 && !info[4].IsUndefined()) {
+      if (!info[4].IsTypedArray() || info[4].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+        ThrowExpected(env, "labels", "Int32Array", info[4]);
+      Napi::Int32Array a = info[4].As<Napi::Int32Array>();
+      labels.emplace(a.Data(), a.Data() + a.ElementLength());
+      if (labels->size() != static_cast<size_t>(v1.ndim() == 4 ? v1.dim(0) : -1)) {
+        std::ostringstream expected;
+        expected << "Int32Array of " << (v1.ndim() == 4 ? v1.dim(0) : 0) << " labels (one per image of view1)";
+        ThrowExpected(env, "labels", expected.str(), info[4]);
+      }
+    }
+    auto* worker = new StepWorker(env, slot, std::move(v1), std::move(v2), lr, tau, std::move(labels));
     Napi::Promise promise = worker->Promise();
     worker->Queue();
     return promise;
@@ -315,6 +354,9 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     return promise;
   }
   Napi::Value Embed(const Napi::CallbackInfo& info) { return Forward(info, ForwardWorker::Kind::embed, "embed()"); }
+  Napi::Value Classify(const Napi::CallbackInfo& info) {
+    return Forward(info, ForwardWorker::Kind::classify, "classify()");
+  }
   Napi::Value Project(const Napi::CallbackInfo& info) {
     const bool target = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
     return Forward(info, target ? ForwardWorker::Kind::project_target : ForwardWorker::Kind::project_online,
@@ -353,6 +395,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
     o.Set("outputDim", m.output_dim());
     o.Set("numParams", static_cast<double>(m.num_params()));
     o.Set("numTargetParams", static_cast<double>(m.num_target_params()));
+    o.Set("classifierClasses", m.classifier_classes());
     o.Set("device", slot->device);
     o.Set("config", byol::model_config_json(m.config()));
     GraphSnapshot snapshot;

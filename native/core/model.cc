@@ -9,7 +9,8 @@
 // Profiler ranges (Backend::range_push): "byol step" holds the phases "target forward",
 // "online forward", "loss", "backward", "optimizer", "ema", "loss readback"; the networks
 // inside push their own (nets.h). embed/project push "embed"/"project"; the weights files
-// "save weights", "save encoder", "load weights" (their downloads and uploads).
+// "save weights", "save encoder", "load weights" (their downloads and uploads); classify
+// pushes "classify", and a step with the online classifier holds a "classifier" phase.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -30,6 +31,8 @@ struct ModelNets {
   nets::Mlp projector;
   nets::Mlp predictor;
   bool has_predictor = false;
+  nets::Linear classifier;  // the online classifier (ModelConfig::classifier_classes)
+  bool has_classifier = false;
   std::vector<nets::InitSpec> inits;
   size_t num_target_param_tensors = 0;
 };
@@ -44,7 +47,11 @@ struct ModelPlan {
   float* p = nullptr;         // online prediction (N, out)
   float *z1 = nullptr, *z2 = nullptr;  // target projections of view 1 / view 2
   float *dp = nullptr, *dz = nullptr, *dfeatures = nullptr;
-  float* loss = nullptr;
+  float* loss = nullptr;  // [0] the BYOL loss, [1] the online classifier's cross-entropy
+  // The online classifier (training plans of a model that has one): labels (uploaded by each
+  // step before its ops), logits and softmax of view 1, and the logits' gradient.
+  int32_t* labels = nullptr;
+  float *logits = nullptr, *probs = nullptr, *dlogits = nullptr;
   // Graph replay (training plans on a backend that captures): the step's ops as one graph,
   // recorded after kGraphWarmupSteps eager steps of this shape, reading the views from
   // `inputs` (view 1, then view 2), where each step copies them first.
@@ -79,6 +86,19 @@ ByolModel::ByolModel(Backend* backend, const ModelConfig& config)
   if (config_.predictor) {
     nets_->predictor = nets::build_mlp(layout, "predictor", config_.projector_out, config_.predictor_hidden,
                                        config_.projector_out);
+  }
+  if (config_.classifier_classes > 0) {
+    // nn.Linear(feature_dim, classes) with PyTorch's default initialization, after the
+    // predictor in the layout: it changes neither the other tensors' offsets nor their draws.
+    nets::Linear& c = nets_->classifier;
+    c.name = "classifier";
+    c.range = nets::RangeNames(c.name);
+    c.in = nets_->encoder.feature_dim;
+    c.out = config_.classifier_classes;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(c.in));
+    c.weight = layout.add_param("classifier.weight", {c.out, c.in}, true, {nets::InitKind::uniform, bound});
+    c.bias = layout.add_param("classifier.bias", {c.out}, false, {nets::InitKind::uniform, bound});
+    nets_->has_classifier = true;
   }
   num_params_ = layout.num_params;
   num_stats_ = layout.num_stats;
@@ -155,7 +175,14 @@ void carve_plan(const ModelNets& nets, const ModelConfig& config, int N, int H, 
   carver.request(&plan->z2, out);
   carver.request(&plan->dp, out);
   carver.request(&plan->dfeatures, static_cast<int64_t>(N) * nets.encoder.feature_dim);
-  carver.request(&plan->loss, 1);
+  carver.request(&plan->loss, 2);
+  if (nets.has_classifier) {
+    const int64_t logits = static_cast<int64_t>(N) * nets.classifier.out;
+    carver.request(&plan->labels, N);
+    carver.request(&plan->logits, logits);
+    carver.request(&plan->probs, logits);
+    carver.request(&plan->dlogits, logits);
+  }
 }
 
 // Re-plans `slot` for (N, H, W) when the shape changed. The old allocation is kept when the
@@ -281,6 +308,17 @@ void ByolModel::step_ops(ModelPlan& plan, const float* x1, const float* x2, floa
   target_forward(x2, plan.z2);
 
   const float* p1 = online_forward(x1);
+  if (nets.has_classifier) {
+    // On stop_gradient(y1): its gradient goes to the classifier's tensors only (=), and the
+    // encoder's backward below never sees it.
+    const Range range(be, nets.classifier.range.forward.c_str());
+    const nets::Linear& c = nets.classifier;
+    be->linear_forward(plan.logits, plan.enc.features, online + c.weight, online + c.bias, N, c.in, c.out);
+    be->cross_entropy_forward(plan.loss + 1, plan.probs, plan.logits, plan.labels, N, c.out);
+    be->cross_entropy_backward(plan.dlogits, plan.probs, plan.labels, 1.0f, N, c.out);
+    be->linear_backward(nullptr, grads + c.weight, grads + c.bias, plan.dlogits, plan.enc.features, online + c.weight,
+                        N, c.in, c.out, false);
+  }
   loss(p1, plan.z2, false);
   online_backward(x1, false);
 
@@ -330,7 +368,7 @@ void ByolModel::capture_step(ModelPlan& plan, float lr, float tau, int64_t optim
   }
 }
 
-float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float tau) {
+float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float tau, const int32_t* labels) {
   const Range step_range(backend_, "byol step");
   check_images(view1, "view1", 2);
   check_images(view2, "view2", 2);
@@ -340,6 +378,16 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
   BYOL_CHECK(std::isfinite(tau) && tau >= 0 && tau <= 1, "expected tau in [0, 1] but received ", tau);
   const int N = static_cast<int>(view1.dim(0)), H = static_cast<int>(view1.dim(1)),
             W = static_cast<int>(view1.dim(2));
+  const int classes = config_.classifier_classes;
+  if (classes > 0) {
+    BYOL_CHECK(labels != nullptr, "expected labels (", N, " class indices) for the online classifier (classifier.classes ",
+               classes, ") but received none");
+    for (int i = 0; i < N; ++i)
+      BYOL_CHECK(labels[i] >= 0 && labels[i] < classes, "expected labels in [0, ", classes,
+                 ") (classifier.classes) but labels[", i, "] is ", labels[i]);
+  } else {
+    BYOL_CHECK(labels == nullptr, "received labels but the model has no online classifier (set classifier.classes)");
+  }
   ModelPlan& plan = train_plan(N, H, W);
   Backend* be = backend_;
   const int64_t optimizer_step = optimizer_steps_ + 1;
@@ -352,6 +400,7 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
     scalars[kScalarAdamBias2Sqrt] = bias.bias2_sqrt;
   }
   be->upload(step_scalars_.raw(), scalars, sizeof(scalars));
+  if (classes > 0) be->upload(plan.labels, labels, static_cast<size_t>(N) * sizeof(int32_t));
 
   const int64_t view_floats = view1.numel();
   if (use_graphs_ && !plan.graph && plan.eager_steps >= kGraphWarmupSteps)
@@ -373,9 +422,21 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
 
   // The step's one host synchronization: on a GPU this range is the wait for the queue.
   const Range range(be, "loss readback");
-  float value = 0;
-  be->download(&value, plan.loss, sizeof(float));
-  return value;
+  float values[2] = {0, 0};
+  be->download(values, plan.loss, classes > 0 ? sizeof(values) : sizeof(float));
+  last_classifier_ = ClassifierStats();
+  if (classes > 0) {
+    // The argmax of each row of view 1's logits (the first of equal maxima) against its label.
+    std::vector<float> logits(static_cast<size_t>(N) * classes);
+    be->download(logits.data(), plan.logits, logits.size() * sizeof(float));
+    int64_t correct = 0;
+    for (int i = 0; i < N; ++i) {
+      const float* row = logits.data() + static_cast<size_t>(i) * classes;
+      correct += std::max_element(row, row + classes) - row == labels[i];
+    }
+    last_classifier_ = {values[1], correct, N};
+  }
+  return values[0];
 }
 
 Tensor ByolModel::embed(const Tensor& images) {
@@ -389,6 +450,22 @@ Tensor ByolModel::embed(const Tensor& images) {
   Tensor y(backend_, {images.dim(0), nets_->encoder.feature_dim}, DType::f32);
   backend_->copy(y.raw(), plan.enc.features, y.nbytes());
   return y;
+}
+
+Tensor ByolModel::classify(const Tensor& images) {
+  const Range range(backend_, "classify");
+  BYOL_CHECK(nets_->has_classifier, "classify: the model has no online classifier (set classifier.classes)");
+  check_images(images, "images", 1);
+  ModelPlan& plan = eval_plan(static_cast<int>(images.dim(0)), static_cast<int>(images.dim(1)),
+                              static_cast<int>(images.dim(2)));
+  const nets::BnMode mode{false, config_.bn_momentum, config_.bn_eps};
+  const float* online = online_params_.f32();
+  nets::resnet_forward(backend_, nets_->encoder, plan.enc, images.f32(), online, online_stats_.f32(), mode);
+  const nets::Linear& c = nets_->classifier;
+  Tensor logits(backend_, {images.dim(0), c.out}, DType::f32);
+  backend_->linear_forward(logits.f32(), plan.enc.features, online + c.weight, online + c.bias,
+                           static_cast<int>(images.dim(0)), c.in, c.out);
+  return logits;
 }
 
 Tensor ByolModel::project(const Tensor& images, bool target) {
@@ -434,8 +511,8 @@ struct Entry {
 
 std::string file_name(const std::string& internal, bool target) {
   if (target) return "target." + internal;
-  // BYOL.md: the predictor has no network prefix.
-  if (internal.compare(0, 10, "predictor.") == 0) return internal;
+  // BYOL.md: the predictor has no network prefix; nor has the online classifier (online only too).
+  if (internal.compare(0, 10, "predictor.") == 0 || internal.compare(0, 11, "classifier.") == 0) return internal;
   return "online." + internal;
 }
 

@@ -108,6 +108,7 @@ void validate_model_config(const ModelConfig& c) {
     BYOL_CHECK(o.adam_eps > 0, "expected optimizer.adamEps > 0 for adamw but received ", o.adam_eps);
   check_range("bnMomentum", c.bn_momentum, 0, 1);
   check_range("bnEps", c.bn_eps, 1e-12, 1);
+  if (c.classifier_classes != 0) check_range("classifier.classes", c.classifier_classes, 2, 65536);
 }
 
 std::string model_config_json(const ModelConfig& c) {
@@ -126,7 +127,10 @@ std::string model_config_json(const ModelConfig& c) {
      << ",\"nesterov\":" << (o.nesterov ? "true" : "false") << ",\"beta1\":" << o.beta1
      << ",\"beta2\":" << o.beta2 << ",\"adamEps\":" << o.adam_eps << "},\"seed\":" << c.seed
      << ",\"initTarget\":\"" << target_init_name(c.target_init) << "\",\"bnMomentum\":" << c.bn_momentum
-     << ",\"bnEps\":" << c.bn_eps << "}";
+     << ",\"bnEps\":" << c.bn_eps << ",\"classifier\":";
+  if (c.classifier_classes > 0) os << "{\"classes\":" << c.classifier_classes << "}";
+  else os << "false";
+  os << "}";
   return os.str();
 }
 

@@ -231,7 +231,16 @@ ModelConfig tiny_config(byol::OptimizerKind kind) {
   c.seed = 11;
   c.optimizer.kind = kind;
   if (kind == byol::OptimizerKind::adamw) c.optimizer.weight_decay = 0.05f;
+  // With the online classifier: a replay must read each step's labels, not the capture's.
+  c.classifier_classes = 5;
   return c;
+}
+
+// Labels of step `i` for a batch of n: they change every step.
+std::vector<int32_t> step_labels(int n, int i) {
+  std::vector<int32_t> labels(static_cast<size_t>(n));
+  for (int j = 0; j < n; ++j) labels[j] = (j * 3 + i * 2) % 5;
+  return labels;
 }
 
 Tensor random_views(Backend* b, int N, int HW, uint32_t seed) {
@@ -287,9 +296,12 @@ double run_pair(ByolModel& graphed, ByolModel& eager, Backend* gb, Backend* eb, 
   for (const StepPlan& s : schedule()) {
     Tensor a1 = random_views(gb, s.batch, s.hw, 100 + i), a2 = random_views(gb, s.batch, s.hw, 200 + i);
     Tensor b1 = random_views(eb, s.batch, s.hw, 100 + i), b2 = random_views(eb, s.batch, s.hw, 200 + i);
-    const float la = graphed.step(a1, a2, s.lr * lr_scale, s.tau);
-    const float lb = eager.step(b1, b2, s.lr * lr_scale, s.tau);
+    const std::vector<int32_t> labels = step_labels(s.batch, i);
+    const float la = graphed.step(a1, a2, s.lr * lr_scale, s.tau, labels.data());
+    const float lb = eager.step(b1, b2, s.lr * lr_scale, s.tau, labels.data());
     worst = std::max(worst, double(std::fabs(la - lb)));
+    worst = std::max(worst, double(std::fabs(graphed.last_classifier().loss - eager.last_classifier().loss)));
+    if (graphed.last_classifier().correct != eager.last_classifier().correct) worst = std::max(worst, 1.0);
     if (i == 3) {
       // An evaluation forward of larger images between replays: on a GPU its convolutions grow
       // the shared cuDNN workspace, which the captured graph must survive (graph.cc pins it).
@@ -361,7 +373,7 @@ BYOL_TEST("graph/cpu_runs_eagerly", ctx) {
   ByolModel m(ctx.cpu, c);
   for (int i = 0; i < 3; ++i) {
     Tensor v1 = random_views(ctx.cpu, 4, 8, 1 + i), v2 = random_views(ctx.cpu, 4, 8, 9 + i);
-    m.step(v1, v2, 0.1f, 0.99f);
+    m.step(v1, v2, 0.1f, 0.99f, step_labels(4, i).data());
   }
   byol_test::expect_true(!m.use_graphs() && m.graph_launches() == 0 && m.optimizer_steps() == 3,
                          "graphs off after the warm-up steps, every step eager");
@@ -396,9 +408,10 @@ BYOL_TEST("emu/step_same_bits_in_either_schedule", ctx) {
   double worst = 0;
   for (int i = 0; i < 3; ++i) {
     Tensor a1 = random_views(ctx.emu, 8, 8, 100 + i), a2 = random_views(ctx.emu, 8, 8, 200 + i);
-    const float la = forward.step(a1, a2, 0.1f, 0.99f);
+    const std::vector<int32_t> labels = step_labels(8, i);
+    const float la = forward.step(a1, a2, 0.1f, 0.99f, labels.data());
     float lb = 0;
-    byol_test::with_reverse_schedule([&] { lb = reverse.step(a1, a2, 0.1f, 0.99f); });
+    byol_test::with_reverse_schedule([&] { lb = reverse.step(a1, a2, 0.1f, 0.99f, labels.data()); });
     worst = std::max(worst, double(std::fabs(la - lb)));
   }
   worst = std::max(worst, state_diff(forward, reverse));
@@ -470,10 +483,11 @@ BYOL_TEST("graph/step_time@cuda", ctx) {
     ByolModel m(ctx.cuda, c);
     m.set_use_graphs(graphs);
     Tensor v1 = random_views(ctx.cuda, 32, 16, 1), v2 = random_views(ctx.cuda, 32, 16, 2);
-    for (int i = 0; i < 5; ++i) m.step(v1, v2, 0.1f, 0.99f);
+    const std::vector<int32_t> labels = step_labels(32, 0);
+    for (int i = 0; i < 5; ++i) m.step(v1, v2, 0.1f, 0.99f, labels.data());
     const auto t0 = std::chrono::steady_clock::now();
     const int steps = 50;
-    for (int i = 0; i < steps; ++i) m.step(v1, v2, 0.1f, 0.99f);
+    for (int i = 0; i < steps; ++i) m.step(v1, v2, 0.1f, 0.99f, labels.data());
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / steps;
     byol_test::log_line(std::string("  r18 w1/16 batch 32 16x16: ") + (graphs ? "graph" : "eager") + " " + fmt(ms) +
                         " ms/step" + (graphs ? " (" + std::to_string(m.graph_launches()) + " launches)" : ""));

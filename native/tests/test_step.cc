@@ -1,7 +1,8 @@
 // test_step.cc: the BYOL training step (byol/model.h) against tools/ref_byol.py: loss and
 // every tensor (online, predictor, target, BN running stats and counters, LARS momentum)
-// after each step, plus the model's layout, weights files, schedules, the optimizer kernels
-// of native/cpu/optim_cpu.h, input validation, and the no-predictor collapse ablation.
+// after each step (with the online classifier also its tensors, loss, hits and logits), plus
+// the model's layout, weights files, schedules, the optimizer kernels of
+// native/cpu/optim_cpu.h, input validation, and the no-predictor collapse ablation.
 //
 // Error metric (the "normalized error"): max|got - ref| / max|ref| per tensor, ref being the
 // float64 computation rounded to float32. Tolerances are per kind of tensor and justified by
@@ -62,6 +63,9 @@ ModelConfig config_from_json(const byol::JsonValue& c) {
   m.optimizer.momentum = static_cast<float>(opt.at("momentum", "optimizer").as_double("momentum"));
   m.optimizer.trust_coefficient =
       static_cast<float>(opt.at("trustCoefficient", "optimizer").as_double("trustCoefficient"));
+  const byol::JsonValue* classifier = c.find("classifier");
+  if (classifier && !classifier->is_bool())
+    m.classifier_classes = classifier->at("classes", "classifier").as_int("classifier.classes");
   return m;
 }
 
@@ -71,6 +75,10 @@ struct StepFixture {
   byol::JsonValue meta;
   ModelConfig config;
   std::vector<double> lr, tau;
+  std::vector<int32_t> labels;  // the online classifier's (empty without one)
+  // Per step: the classifier's cross-entropy is "step<k>/classifier_loss"; its right argmax
+  // predictions (of the exact logits, "step<k>/logits") are the metadata's classifier_correct.
+  const int32_t* label_data() const { return labels.empty() ? nullptr : labels.data(); }
 };
 
 StepFixture load_fixture(const Context& ctx, const std::string& name) {
@@ -83,6 +91,7 @@ StepFixture load_fixture(const Context& ctx, const std::string& name) {
   f.config = config_from_json(f.meta.at("config", "fixture"));
   for (const auto& v : f.meta.at("lr", "fixture").elements("lr")) f.lr.push_back(v.as_double("lr"));
   for (const auto& v : f.meta.at("tau", "fixture").elements("tau")) f.tau.push_back(v.as_double("tau"));
+  if (f.config.classifier_classes > 0) f.labels = f.ref->at("labels").to_i32();
   return f;
 }
 
@@ -117,6 +126,7 @@ const char* kind_of(const std::string& name) {
   if (name.find(".running_") != std::string::npos) return "running";
   if (name.compare(0, 7, "target.") == 0) return "target";
   if (name.compare(0, 10, "predictor.") == 0) return "predictor";
+  if (name.compare(0, 11, "classifier.") == 0) return "classifier";
   return "online";
 }
 
@@ -194,6 +204,21 @@ void check_loss(const std::string& name, float got, const SafeTensorsFile& ref, 
   byol_test::check(name, &got, &want, 1, 0.f, static_cast<float>(rtol));
 }
 
+// The online classifier's loss and hit count of step k (fixtures with a classifier). The
+// cross-entropy is as well-conditioned as the BYOL loss (same relative bound); the fixture's
+// logits keep every row's top two at >= 1e-4 of their scale apart (ref_byol.py), so the count
+// of right argmax predictions must be exact.
+void check_classifier(const std::string& prefix, const ByolModel& model, const StepFixture& f, int step, double rtol) {
+  if (f.labels.empty()) return;
+  const ByolModel::ClassifierStats& c = model.last_classifier();
+  const float want = f.ref->at("step" + std::to_string(step) + "/classifier_loss").to_f32()[0];
+  byol_test::check(prefix + "classifier_loss", &c.loss, &want, 1, 0.f, static_cast<float>(rtol));
+  const int64_t correct = f.meta.at("classifier_correct", "fixture").elements("classifier_correct")[step - 1].as_int("correct");
+  byol_test::expect_true(c.correct == correct && c.count == static_cast<int64_t>(f.labels.size()),
+                         prefix + "classifier hits", std::to_string(c.correct) + " of " + std::to_string(c.count) +
+                             ", want " + std::to_string(correct));
+}
+
 // The backend a case runs on: the CPU, the GPU when the runner has one (else skipped), or the
 // CUDA backend's kernels under the emulator (cuda_emu/).
 enum class On { cpu, cuda, emu };
@@ -227,9 +252,11 @@ void run_teacher_forced(Context& ctx, On on, const std::string& name, const Tole
       byol_test::expect_true(model.load_state(*f.ref, "step" + std::to_string(k - 1) + "/", false),
                              "state " + std::to_string(k - 1) + " has optimizer state");
     }
-    const float loss = model.step(v1, v2, static_cast<float>(f.lr[k - 1]), static_cast<float>(f.tau[k - 1]));
+    const float loss =
+        model.step(v1, v2, static_cast<float>(f.lr[k - 1]), static_cast<float>(f.tau[k - 1]), f.label_data());
     const std::string prefix = "step" + std::to_string(k) + "/";
     check_loss(prefix + "loss", loss, *f.ref, static_cast<int>(k), tol.loss);
+    check_classifier(prefix, model, f, static_cast<int>(k), tol.loss);
     log_summary("step " + std::to_string(k) + " (from the exact state " + std::to_string(k - 1) + ")",
                 compare_state(model, *f.ref, prefix, tol), f.meta, "floor_forced", static_cast<int>(k));
   }
@@ -239,8 +266,12 @@ void run_teacher_forced(Context& ctx, On on, const std::string& name, const Tole
   const struct {
     const char* name;
     Tensor got;
-  } outputs[] = {{"eval/y", model.embed(v1)}, {"eval/z", model.project(v1)}, {"eval/z_target", model.project(v1, true)}};
+  } outputs[] = {{"eval/y", model.embed(v1)},
+                 {"eval/z", model.project(v1)},
+                 {"eval/z_target", model.project(v1, true)},
+                 {"eval/logits", f.labels.empty() ? Tensor() : model.classify(v1)}};
   for (const auto& o : outputs) {
+    if (!o.got.defined()) continue;
     const std::vector<float> got = o.got.to_vector_f32(), want = f.ref->at(o.name).to_f32();
     double scale = 0;
     for (float v : want) scale = std::max(scale, std::fabs(double(v)));
@@ -256,9 +287,11 @@ void run_chain(Context& ctx, On on, const std::string& name, const Tolerances& t
   model.load_weights(f.init_path);
   Tensor v1 = view_of(be, *f.ref, "view1"), v2 = view_of(be, *f.ref, "view2");
   for (size_t k = 1; k <= f.lr.size(); ++k) {
-    const float loss = model.step(v1, v2, static_cast<float>(f.lr[k - 1]), static_cast<float>(f.tau[k - 1]));
+    const float loss =
+        model.step(v1, v2, static_cast<float>(f.lr[k - 1]), static_cast<float>(f.tau[k - 1]), f.label_data());
     const std::string prefix = "step" + std::to_string(k) + "/";
     check_loss(prefix + "loss", loss, *f.ref, static_cast<int>(k), tol.loss);
+    check_classifier(prefix, model, f, static_cast<int>(k), tol.loss);
     log_summary("step " + std::to_string(k) + " (chained)", compare_state(model, *f.ref, prefix, tol), f.meta,
                 "floor_chained", static_cast<int>(k));
   }
@@ -308,6 +341,83 @@ BYOL_TEST("step/r18_cifar/teacher_forced@emu", ctx) { run_teacher_forced(ctx, On
 BYOL_TEST("step/r18_cifar/chain@emu", ctx) { run_chain(ctx, On::emu, "r18_cifar", kR18Chain); }
 BYOL_TEST("step/r50_imagenet/teacher_forced@emu", ctx) {
   run_teacher_forced(ctx, On::emu, "r50_imagenet", kR50Forced);
+}
+
+// The ResNet-18 case with the online classifier (BYOL.md "Evaluation"): the same BYOL
+// trajectory plus classifier.* and its momentum, the classifier's loss and hits per step, and
+// classify() from the final state. Measured (CPU, 3 free steps; ours | PyTorch float32):
+// classifier tensors 6e-8 | 7e-8, their momentum inside the momentum bound with the rest.
+BYOL_TEST("step/r18_cifar_classifier/teacher_forced", ctx) {
+  run_teacher_forced(ctx, On::cpu, "r18_cifar_classifier", kR18Forced);
+}
+BYOL_TEST("step/r18_cifar_classifier/chain", ctx) { run_chain(ctx, On::cpu, "r18_cifar_classifier", kR18Chain); }
+BYOL_TEST("step/r18_cifar_classifier/chain@cuda", ctx) {
+  or_skip_unsupported([&] { run_chain(ctx, On::cuda, "r18_cifar_classifier", kR18Chain); });
+}
+BYOL_TEST("step/r18_cifar_classifier/chain@emu", ctx) { run_chain(ctx, On::emu, "r18_cifar_classifier", kR18Chain); }
+
+// The classifier takes nothing from BYOL: a model with it and one without, from the same seed
+// and views, end with the same bits in every tensor they share (the classifier's gradient stops
+// at y; its tensors come last in the layout and in the initializer's draws).
+BYOL_TEST("step/classifier_leaves_byol_unchanged", ctx) {
+  ModelConfig c = byol_test::small_model_config();
+  ByolModel plain(ctx.cpu, c);
+  c.classifier_classes = 7;
+  ByolModel with(ctx.cpu, c);
+  byol_test::expect_true(with.num_params() == plain.num_params() + 7 * (with.feature_dim() + 1) &&
+                             with.num_target_params() == plain.num_target_params(),
+                         "the classifier adds 7 x (feature_dim + 1) online parameters and no target ones");
+  std::mt19937 gen(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int k = 0; k < 2; ++k) {
+    std::vector<float> a(8 * 16 * 16 * 3), b(a.size());
+    for (float& x : a) x = normal(gen);
+    for (float& x : b) x = normal(gen);
+    Tensor v1 = Tensor::from_host(ctx.cpu, a.data(), {8, 16, 16, 3}, byol::DType::f32);
+    Tensor v2 = Tensor::from_host(ctx.cpu, b.data(), {8, 16, 16, 3}, byol::DType::f32);
+    const std::vector<int32_t> labels = {0, 1, 2, 3, 4, 5, 6, 0};
+    const float lp = plain.step(v1, v2, 0.2f, 0.9f);
+    const float lw = with.step(v1, v2, 0.2f, 0.9f, labels.data());
+    byol_test::expect_true(lp == lw, "step " + std::to_string(k + 1) + ": same BYOL loss");
+    const ByolModel::ClassifierStats& s = with.last_classifier();
+    byol_test::expect_true(s.count == 8 && s.correct >= 0 && s.correct <= 8 && std::isfinite(s.loss) && s.loss > 0,
+                           "classifier stats of 8 images", std::to_string(s.correct) + " of " + std::to_string(s.count));
+    byol_test::expect_true(plain.last_classifier().count == 0, "no classifier stats without a classifier");
+  }
+  const size_t n = static_cast<size_t>(plain.num_params());
+  auto prefix_equal = [&](const Tensor& a, const Tensor& b, size_t count) {
+    const std::vector<float> x = a.to_vector_f32(), y = b.to_vector_f32();
+    return std::equal(x.begin(), x.begin() + count, y.begin());
+  };
+  byol_test::expect_true(prefix_equal(plain.online_params(), with.online_params(), n), "online parameters equal");
+  byol_test::expect_true(prefix_equal(plain.optimizer_state(), with.optimizer_state(), n), "momentum equal");
+  byol_test::expect_true(prefix_equal(plain.target_params(), with.target_params(),
+                                      static_cast<size_t>(plain.num_target_params())), "target equal");
+  byol_test::expect_true(prefix_equal(plain.online_stats(), with.online_stats(), static_cast<size_t>(plain.num_stats())) &&
+                             prefix_equal(plain.target_stats(), with.target_stats(),
+                                          static_cast<size_t>(plain.num_target_stats())),
+                         "BatchNorm statistics equal");
+  const std::vector<float> grads = with.grads().to_vector_f32();
+  bool moved = false;
+  for (size_t i = n; i < grads.size(); ++i) moved = moved || grads[i] != 0;
+  byol_test::expect_true(moved, "the classifier has a gradient");
+
+  // Labels are checked before anything runs; the messages name them.
+  Tensor v = Tensor::zeros(ctx.cpu, {4, 16, 16, 3});
+  const int32_t bad[4] = {0, 1, 7, 2}, negative[4] = {0, -1, 0, 0}, good[4] = {0, 1, 2, 3};
+  byol_test::expect_error("no labels", [&] { with.step(v, v, 0.1f, 0.9f); }, {"labels", "classifier.classes 7"});
+  byol_test::expect_error("label 7 of 7 classes", [&] { with.step(v, v, 0.1f, 0.9f, bad); },
+                          {"labels[2] is 7", "[0, 7)"});
+  byol_test::expect_error("negative label", [&] { with.step(v, v, 0.1f, 0.9f, negative); }, {"labels[1] is -1"});
+  byol_test::expect_error("labels without a classifier", [&] { plain.step(v, v, 0.1f, 0.9f, good); },
+                          {"labels", "no online classifier"});
+  byol_test::expect_error("classify without a classifier", [&] { plain.classify(v); }, {"no online classifier"});
+  byol_test::expect_true(with.optimizer_steps() == 2, "refused steps did not count");
+  const Tensor logits = with.classify(v);
+  byol_test::expect_true(logits.ndim() == 2 && logits.dim(0) == 4 && logits.dim(1) == 7, "classify gives (N, classes)");
+  ModelConfig one = c;
+  one.classifier_classes = 1;
+  byol_test::expect_error("one class", [&] { byol::validate_model_config(one); }, {"classifier.classes"});
 }
 
 }  // namespace

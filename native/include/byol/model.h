@@ -65,6 +65,11 @@ struct ModelConfig {
   TargetInit target_init = TargetInit::copy;
   float bn_momentum = 0.1f;  // PyTorch sense
   float bn_eps = 1e-5f;
+  // The online linear classifier of the reference implementation (BYOL.md "Evaluation"):
+  // Linear(feature_dim, classes, bias) on stop_gradient(y) of view 1, trained with softmax
+  // cross-entropy on the step's labels by the same optimizer step. It adds nothing to the
+  // BYOL update (no gradient reaches the encoder) and has no target copy. 0: none.
+  int classifier_classes = 0;
 };
 
 // Throws byol::Error naming the first invalid field (e.g. "encoder.width").
@@ -133,11 +138,26 @@ class ByolModel {
   Backend* backend() const { return backend_; }
   int feature_dim() const;  // y: 512*width (resnet18/34), 2048*width (resnet50)
   int output_dim() const { return config_.projector_out; }
+  int classifier_classes() const { return config_.classifier_classes; }
 
   // One BYOL step (BYOL.md "One training step") on two augmented views of the same batch,
   // each NHWC float32 (N, H, W, in_channels) on this backend, N >= 2. Returns the loss
   // L = loss(p1, z2) + loss(p2, z1) computed before the update.
-  float step(const Tensor& view1, const Tensor& view2, float lr, float tau);
+  // labels: a HOST array of N class indices in [0, classifier_classes), required when the
+  // model has the online classifier and refused when it has none; its loss and hits are read
+  // back with the step's loss (last_classifier()).
+  float step(const Tensor& view1, const Tensor& view2, float lr, float tau, const int32_t* labels = nullptr);
+  // The online classifier's result of the last step (count 0 before the first, or without one):
+  // its cross-entropy (mean over the batch, before the update) and how many of the batch's
+  // argmax predictions were right.
+  struct ClassifierStats {
+    float loss = 0;
+    int64_t correct = 0, count = 0;
+  };
+  const ClassifierStats& last_classifier() const { return last_classifier_; }
+  // Online classifier logits (N, classifier_classes) of the encoder in eval mode (running
+  // statistics). Throws when the model has no classifier.
+  Tensor classify(const Tensor& images);
   // Encoder output y (N, feature_dim) with BatchNorm in eval mode (running statistics).
   Tensor embed(const Tensor& images);
   // Projections z (N, output_dim) of the online (or target) encoder + projector, BatchNorm
@@ -229,6 +249,7 @@ class ByolModel {
   Tensor online_stats_, target_stats_;
   std::vector<int64_t> online_tracked_, target_tracked_;
   int64_t optimizer_steps_ = 0;
+  ClassifierStats last_classifier_;
 
   Tensor step_scalars_;  // float[kNumStepScalars] on the backend: this step's lr, tau, ...
   bool use_graphs_ = true;
