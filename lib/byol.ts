@@ -32,6 +32,13 @@ export interface ProjectorOptions {
 export interface PredictorOptions {
   hidden?: number; // default 4096
 }
+// The online linear classifier of the reference implementation (BYOL.md "Evaluation"): a
+// Linear(featureDim, classes) on stop_gradient(y) of view 1, trained with softmax
+// cross-entropy on each step's labels by the same optimizer step. A cheap progress signal: it
+// changes nothing in the BYOL update. Its weights are saved as classifier.weight / .bias.
+export interface ClassifierOptions {
+  classes: number; // 2..65536
+}
 export interface OptimizerOptions {
   name?: OptimizerName; // default 'lars'
   weightDecay?: number; // default 1.5e-6 (lars), 0 (sgd), 0.01 (adamw)
@@ -58,6 +65,8 @@ export interface ByolOptions {
   initTarget?: InitTarget;
   bnMomentum?: number; // BatchNorm running-stat momentum (PyTorch sense); default 0.1
   bnEps?: number; // default 1e-5
+  // The online classifier (default false: none); step() then needs labels.
+  classifier?: ClassifierOptions | false;
 }
 
 // The options after defaults, as the model uses them.
@@ -71,15 +80,26 @@ export interface ResolvedByolOptions {
   initTarget: InitTarget;
   bnMomentum: number;
   bnEps: number;
+  classifier: ClassifierOptions | false;
 }
 
 export interface StepOptions {
   lr: number; // this step's learning rate (see learningRate())
   tau: number; // this step's EMA decay in [0, 1] (see emaTau())
+  // The class of each image (view1's batch order), integers in [0, classifier.classes):
+  // required by a model with the online classifier, refused by one without.
+  labels?: Int32Array | readonly number[];
+}
+export interface ClassifierStepResult {
+  loss: number; // softmax cross-entropy of view 1's logits, mean over the batch, before the update
+  correct: number; // images whose largest logit is their label
+  count: number; // images in the batch
 }
 export interface StepResult {
   // L = loss(p1, z2) + loss(p2, z1) (each 2 - 2 cos, mean over the batch), before the update.
   loss: number;
+  // The online classifier's result (models created with classifier only).
+  classifier?: ClassifierStepResult;
 }
 export interface SaveWeightsOptions {
   // Also store the optimizer state (momentum or Adam moments, step count) so that loading
@@ -102,14 +122,17 @@ export interface GraphStatus {
 
 // The native side (native/addon/model.cc). Declared here until lib/native.ts carries it.
 interface NativeModel {
-  step(view1: NativeTensor, view2: NativeTensor, lr: number, tau: number): Promise<number>;
+  step(view1: NativeTensor, view2: NativeTensor, lr: number, tau: number, labels?: Int32Array):
+    Promise<{ loss: number; classifier: ClassifierStepResult | null }>;
   embed(images: NativeTensor): Promise<NativeTensor>;
+  classify(images: NativeTensor): Promise<NativeTensor>;
   project(images: NativeTensor, target: boolean): Promise<NativeTensor>;
   saveWeights(path: string, optimizer: boolean): Promise<boolean>;
   loadWeights(path: string): Promise<boolean>;
   saveEncoder(path: string): Promise<boolean>;
   info(): {
     featureDim: number; outputDim: number; numParams: number; numTargetParams: number; device: string; config: string;
+    classifierClasses: number;
     graphs: GraphStatus;
   };
   setUseGraphs(on: boolean): void;
@@ -139,7 +162,8 @@ function section(name: string, prefix: string, value: unknown, known: readonly s
 // Applies the defaults and checks every option, naming it ("encoder.width", ...).
 export function resolveByolOptions(options: unknown): ResolvedByolOptions {
   const o = section('options', '', options,
-    ['encoder', 'projector', 'predictor', 'optimizer', 'device', 'seed', 'initTarget', 'bnMomentum', 'bnEps']);
+    ['encoder', 'projector', 'predictor', 'optimizer', 'device', 'seed', 'initTarget', 'bnMomentum', 'bnEps',
+      'classifier']);
   const e = section('encoder', 'encoder', o.encoder, ['arch', 'stem', 'inChannels', 'width']);
   const arch = withDefault<Arch>(e.arch, 'resnet50', (v) => oneOf('encoder.arch', v, ['resnet18', 'resnet34', 'resnet50'] as const));
   const stem = withDefault<Stem>(e.stem, 'imagenet', (v) => oneOf('encoder.stem', v, ['cifar', 'imagenet'] as const));
@@ -192,8 +216,15 @@ export function resolveByolOptions(options: unknown): ResolvedByolOptions {
   const initTarget = withDefault<InitTarget>(o.initTarget, 'copy', (v) => oneOf('initTarget', v, ['copy', 'random'] as const));
   const bnMomentum = withDefault(o.bnMomentum, 0.1, (v) => number('bnMomentum', v, 0, 1));
   const bnEps = withDefault(o.bnEps, 1e-5, (v) => number('bnEps', v, 1e-12, 1));
+  let classifier: ClassifierOptions | false = false;
+  if (o.classifier !== undefined && o.classifier !== false) {
+    if (!isPlainObject(o.classifier)) throw invalid('classifier', 'object { classes } or false', o.classifier);
+    const c = section('classifier', 'classifier', o.classifier, ['classes']);
+    classifier = { classes: integer('classifier.classes', c.classes, 2, MAX_SIZE) };
+  }
   return {
     encoder: { arch, stem, inChannels, width }, projector, predictor, optimizer, device, seed, initTarget, bnMomentum, bnEps,
+    classifier,
   };
 }
 
@@ -222,6 +253,7 @@ function nativeOptions(r: ResolvedByolOptions): Record<string, unknown> {
     initTarget: r.initTarget,
     bnMomentum: r.bnMomentum,
     bnEps: r.bnEps,
+    'classifier.classes': r.classifier === false ? 0 : r.classifier.classes,
   };
 }
 
@@ -255,6 +287,8 @@ export class Byol implements Disposable {
   readonly numParams: number;
   readonly numTargetParams: number;
   readonly device: string;
+  // Classes of the online classifier (0: the model has none).
+  readonly classifierClasses: number;
   #native: NativeModel | null;
   // Calls run one after another in call order (the native mutex would serialize them too,
   // but not necessarily in order).
@@ -269,6 +303,7 @@ export class Byol implements Disposable {
     this.numParams = info.numParams;
     this.numTargetParams = info.numTargetParams;
     this.device = info.device;
+    this.classifierClasses = info.classifierClasses;
   }
 
   // Builds and initializes the networks (off the main thread). Rejects with a
@@ -295,11 +330,23 @@ export class Byol implements Disposable {
           `Expected view2 to have the shape of view1 ${formatShape(view1.shape)} but received ${formatShape(view2.shape)}`);
       }
       if (!isPlainObject(options)) throw invalid('options', 'object with lr and tau', options);
-      knownKeys('options', options, ['lr', 'tau']);
+      knownKeys('options', options, ['lr', 'tau', 'labels']);
       const lr = number('options.lr', options.lr, 0, 1e6);
       const tau = number('options.tau', options.tau, 0, 1);
+      const labels = this.#checkLabels(options.labels, view1.shape[0]);
       // A non-finite loss is returned as is: the caller (lib/train) decides what to keep.
-      return m.step(a, b, lr, tau).then((loss) => ({ loss }));
+      return m.step(a, b, lr, tau, labels).then((r) => (r.classifier ? { loss: r.loss, classifier: r.classifier } : { loss: r.loss }));
+    });
+  }
+
+  // Logits [N, classifier.classes] of the online classifier on the encoder's output, BatchNorm
+  // in eval mode (models created with classifier only).
+  classify(images: Tensor): Promise<Tensor<'float32'>> {
+    return this.#call('classify()', (m) => {
+      if (this.classifierClasses === 0) {
+        throw new ByolOptionError('classify() needs the online classifier: create the model with classifier: { classes }');
+      }
+      return m.classify(this.#checkImages(images, 'images', 1)).then((h) => wrapNativeTensor<'float32'>(h));
     });
   }
 
@@ -384,6 +431,29 @@ export class Byol implements Disposable {
   toString(): string {
     const e = this.options.encoder;
     return `Byol(${e.arch} ${e.stem} x${e.width}, ${this.numParams} parameters, ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+
+  #checkLabels(labels: unknown, n: number): Int32Array | undefined {
+    const classes = this.classifierClasses;
+    if (classes === 0) {
+      if (labels === undefined) return undefined;
+      throw new ByolOptionError('Received options.labels but the model has no online classifier ' +
+        '(create it with classifier: { classes })');
+    }
+    const what = `Int32Array or array of ${n} class indices in [0, ${classes}) (one per image of view1; classifier.classes ${classes})`;
+    if (!(labels instanceof Int32Array) && !Array.isArray(labels)) throw invalid('options.labels', what, labels);
+    const list = labels as ArrayLike<unknown>;
+    if (list.length !== n) {
+      throw new ByolOptionError(`Expected options.labels with ${n} entries (one per image of view1) but received ${list.length}`);
+    }
+    for (let i = 0; i < n; i++) {
+      const v = list[i];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v >= classes) {
+        throw new ByolOptionError(`Expected options.labels in [0, ${classes}) (classifier.classes) but ` +
+          `options.labels[${i}] is ${String(v)}`);
+      }
+    }
+    return labels instanceof Int32Array ? labels : Int32Array.from(labels as number[]);
   }
 
   #checkImages(images: unknown, name: string, minBatch: number): NativeTensor {

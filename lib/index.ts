@@ -14,7 +14,8 @@ export { ByolOptionError } from './validate';
 // The BYOL model and its step.
 export { Byol, emaTau, learningRate, resolveByolOptions } from './byol';
 export type {
-  Arch, ByolOptions, EmaTauOptions, EncoderOptions, GraphStatus, InitTarget, LearningRateOptions, LoadWeightsResult,
+  Arch, ByolOptions, ClassifierOptions, ClassifierStepResult, EmaTauOptions, EncoderOptions, GraphStatus, InitTarget,
+  LearningRateOptions, LoadWeightsResult,
   OptimizerName, OptimizerOptions, PredictorOptions, ProjectorOptions, ResolvedByolOptions,
   SaveWeightsOptions, StepOptions, StepResult, Stem,
 } from './byol';

@@ -1,8 +1,8 @@
 // byol.test.mjs: the Byol model through the public TypeScript API: the native step against
 // the PyTorch reference (tools/ref_byol.py fixtures: loss and every tensor after each step,
-// read back through saveWeights), weights files, option and argument validation (messages
-// name the option), schedules, call ordering, dispose, the free event loop, and the CUDA
-// graph switch and status (on the CPU: eager, with the reason).
+// read back through saveWeights; the online classifier's too), weights files, option and
+// argument validation (messages name the option), schedules, call ordering, dispose, the free
+// event loop, and the CUDA graph switch and status (on the CPU: eager, with the reason).
 // Run with the suite (`npm test`) or alone: `npx uvu test byol.test.mjs`.
 // Tolerances and their measurement: native/tests/test_step.cc (same metric, same bounds).
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,7 +36,7 @@ const fixtures = new URL('./fixtures/', import.meta.url);
 const scratch = mkdtempSync(join(tmpdir(), 'byol-test-'));
 process.on('exit', () => rmSync(scratch, { recursive: true, force: true }));
 
-// ---- a minimal safetensors reader / writer (F32, I64), independent of the native one ----
+// ---- a minimal safetensors reader / writer (F32, I64, I32), independent of the native one ----
 function readSafetensors(path) {
   const bytes = readFileSync(path);
   const headerLength = Number(bytes.readBigUInt64LE(0));
@@ -48,7 +48,8 @@ function readSafetensors(path) {
     const [begin, end] = info.data_offsets;
     const raw = bytes.subarray(base + begin, base + end);
     const copy = new Uint8Array(raw); // aligned copy
-    const data = info.dtype === 'F32' ? new Float32Array(copy.buffer) : info.dtype === 'I64' ? new BigInt64Array(copy.buffer) : null;
+    const data = info.dtype === 'F32' ? new Float32Array(copy.buffer) : info.dtype === 'I64' ? new BigInt64Array(copy.buffer)
+      : info.dtype === 'I32' ? new Int32Array(copy.buffer) : null;
     tensors.set(name, { dtype: info.dtype, shape: info.shape, data });
   }
   return { tensors, metadata: header.__metadata__ ?? {} };
@@ -83,7 +84,10 @@ function loadFixture(name) {
 
 function modelOptions(meta) {
   const c = meta.config;
-  return { encoder: c.encoder, projector: c.projector, predictor: c.predictor, optimizer: c.optimizer, device: 'cpu' };
+  return {
+    encoder: c.encoder, projector: c.projector, predictor: c.predictor, optimizer: c.optimizer, device: 'cpu',
+    ...(c.classifier ? { classifier: c.classifier } : {}),
+  };
 }
 
 // Max |got - want| / scale, where scale = max|want| (or the floor given).
@@ -212,6 +216,50 @@ test('step matches PyTorch: ResNet-50 imagenet stem, one channel, every tensor',
   const { saved, offsets } = await savedState(model, join(scratch, 'r50.safetensors'));
   compareState(saved, f.ref, 1, offsets, R50_FORCED);
   model.dispose();
+});
+
+test('online classifier matches PyTorch: 3 free steps with labels, its loss and hits, classify()', async () => {
+  const f = loadFixture('r18_cifar_classifier');
+  const model = await Byol.create(modelOptions(f.meta));
+  assert.is(model.classifierClasses, 10);
+  await model.loadWeights(f.initPath);
+  const labels = f.ref.tensors.get('labels');
+  assert.is(labels.dtype, 'I32');
+  const labelArray = Array.from(labels.data);
+  const file = join(scratch, 'r18_classifier.safetensors');
+  for (let k = 1; k <= f.meta.lr.length; k++) {
+    // A plain array of labels is accepted as well as an Int32Array.
+    const given = k === 2 ? labelArray : Int32Array.from(labelArray);
+    const r = await model.step(f.view1, f.view2, { lr: f.meta.lr[k - 1], tau: f.meta.tau[k - 1], labels: given });
+    checkLoss(r.loss, f.ref, k, R18_CHAIN.loss);
+    const ce = f.ref.tensors.get(`step${k}/classifier_loss`).data[0];
+    assert.ok(Math.abs(r.classifier.loss - ce) <= R18_CHAIN.loss * ce, `step ${k} classifier loss ${r.classifier.loss} vs ${ce}`);
+    assert.equal({ correct: r.classifier.correct, count: r.classifier.count },
+      { correct: f.meta.classifier_correct[k - 1], count: 8 });
+    const { saved, offsets } = await savedState(model, file);
+    assert.ok(saved.tensors.has('classifier.weight') && saved.tensors.has('classifier.bias'), 'classifier.* saved');
+    const { worst } = compareState(saved, f.ref, k, offsets, R18_CHAIN);
+    assert.ok('classifier' in worst, 'the classifier tensors were compared');
+  }
+  const logits = await model.classify(f.view1);
+  assert.equal(logits.shape, [8, 10]);
+  model.dispose();
+
+  // A model without the classifier cannot load this file (its names are named), and takes no labels.
+  const plain = await Byol.create({ ...modelOptions(f.meta), classifier: false });
+  await rejects(() => plain.loadWeights(file), /classifier\.weight/);
+  await rejects(() => plain.step(f.view1, f.view2, { lr: 0.1, tau: 0.9, labels: labelArray }), /no online classifier/);
+  await rejects(() => plain.classify(f.view1), /classify\(\) needs the online classifier/);
+  plain.dispose();
+  const withIt = await Byol.create(modelOptions(f.meta));
+  await rejects(() => withIt.step(f.view1, f.view2, { lr: 0.1, tau: 0.9 }), /options\.labels/);
+  await rejects(() => withIt.step(f.view1, f.view2, { lr: 0.1, tau: 0.9, labels: [1, 2] }), /8 entries/);
+  await rejects(() => withIt.step(f.view1, f.view2, { lr: 0.1, tau: 0.9, labels: [0, 0, 0, 0, 0, 0, 0, 10] }),
+    /options\.labels\[7\] is 10/);
+  await rejects(() => withIt.step(f.view1, f.view2, { lr: 0.1, tau: 0.9, labels: new Float32Array(8) }), /Int32Array/);
+  await rejects(() => Byol.create({ classifier: { classes: 1 } }), /classifier\.classes but received 1/);
+  await rejects(() => Byol.create({ classifier: 10 }), /object \{ classes \} or false for classifier/);
+  withIt.dispose();
 });
 
 test('weights files: PyTorch names, exact resume, encoder with torchvision names', async () => {

@@ -117,6 +117,40 @@ test('train (config + flags) -> eval -> embed -> report', () => {
     assert.ok(report.results[name].linear.top1 >= 0 && report.results[name].linear.top1 <= 1);
     assert.is(report.results[name].knn.k, 20);
   }
+  // The run had the online classifier (synthetic data has labels): eval scores it on the test
+  // split's features with the checkpoint's classifier.weight / .bias, only for the trained encoder.
+  assert.match(evaluation.out, /\nonline classifier \(trained during BYOL\): top-1 \d+\.\d\d%  top-5 \d+\.\d\d%\n/);
+  const online = report.results.byol.online;
+  assert.ok(online.top1 >= 0 && online.top1 <= online.top5 && online.top5 === 1, JSON.stringify(online)); // 4 classes
+  assert.ok(!('online' in report.results.random) && !('online' in report.results.pixels));
+  {
+    const bytes = readFileSync(join(run, `features-${state.weights.sha256.slice(0, 16)}-test.bin`));
+    const header = JSON.parse(bytes.toString('utf8', 16, 16 + bytes.readUInt32LE(8)));
+    const start = 16 + bytes.readUInt32LE(8);
+    const features = new Float32Array(new Uint8Array(bytes.subarray(start, start + header.n * header.dim * 4)).buffer);
+    const labels = new Int32Array(new Uint8Array(bytes.subarray(start + header.n * header.dim * 4)).buffer);
+    const ckpt = readFileSync(join(run, 'checkpoint.safetensors'));
+    const h = JSON.parse(ckpt.toString('utf8', 8, 8 + Number(ckpt.readBigUInt64LE(0))));
+    const tensor = (name) => {
+      const [b, e] = h[name].data_offsets;
+      const base = 8 + Number(ckpt.readBigUInt64LE(0));
+      return new Float32Array(new Uint8Array(ckpt.subarray(base + b, base + e)).buffer);
+    };
+    const w = tensor('classifier.weight');
+    const bias = tensor('classifier.bias');
+    let right = 0;
+    for (let i = 0; i < header.n; i++) {
+      let best = -1;
+      let bestValue = -Infinity;
+      for (let c = 0; c < 4; c++) {
+        let v = bias[c];
+        for (let d = 0; d < header.dim; d++) v += w[c * header.dim + d] * features[i * header.dim + d];
+        if (v > bestValue) { bestValue = v; best = c; }
+      }
+      if (best === labels[i]) right++;
+    }
+    assert.ok(Math.abs(right / header.n - online.top1) <= 1 / header.n, `recomputed ${right / header.n} vs ${online.top1}`);
+  }
   // Synthetic classes differ in color and stripes: raw pixels separate them well.
   assert.ok(report.results.pixels.linear.top1 > 0.6, `pixels linear ${report.results.pixels.linear.top1}`);
   assert.ok(existsSync(join(run, `features-${state.weights.sha256.slice(0, 16)}-train.bin`)));
@@ -134,7 +168,10 @@ test('train (config + flags) -> eval -> embed -> report', () => {
   assert.is(st.code, 0, st.err);
   const html = byol(['report', run]);
   assert.is(html.code, 0, html.err);
-  assert.match(readFileSync(join(run, 'report.html'), 'utf8'), /<svg [^>]*aria-label="BYOL loss"/);
+  const page = readFileSync(join(run, 'report.html'), 'utf8');
+  assert.match(page, /<svg [^>]*aria-label="BYOL loss"/);
+  assert.match(page, /<svg [^>]*aria-label="online classifier top-1 \(%\)"/);
+  assert.match(page, /Online classifier \(trained during BYOL on stop-gradient features\): top-1 \d+\.\d\d%/);
   assert.match(byol(['embed', run, '--out', join(scratch, 'x.bin')]).err, /Cannot tell the format of --out/);
 });
 

@@ -134,8 +134,11 @@ test('run: log.jsonl of every step, checkpoint + state.json, events and encoder 
   const steps = records.filter((r) => !('event' in r));
   assert.is(steps.length, 6);
   for (const r of steps) {
-    assert.equal(Object.keys(r).sort(), ['elapsed', 'epoch', 'imagesPerSec', 'loss', 'lr', 'step', 'tau']);
+    // The synthetic data has labels: the online classifier is on by default.
+    assert.equal(Object.keys(r).sort(), ['classifierLoss', 'elapsed', 'epoch', 'imagesPerSec', 'loss', 'lr', 'step', 'tau', 'top1']);
     assert.ok(Number.isFinite(r.loss) && r.loss >= 0 && r.loss <= 8, `loss ${r.loss}`);
+    assert.ok(r.classifierLoss > 0 && Number.isFinite(r.classifierLoss) && r.top1 >= 0 && r.top1 <= 1 &&
+      Number.isInteger(r.top1 * 8), `classifier ${r.classifierLoss} ${r.top1}`);
   }
   assert.equal(steps.map((r) => r.epoch), [0, 0, 0, 0, 1, 1]); // 32 images / batch 8 = 4 steps per epoch
   assert.is(steps[0].lr, 0); // warmup starts at 0
@@ -150,6 +153,7 @@ test('run: log.jsonl of every step, checkpoint + state.json, events and encoder 
   assert.is(state.plan.stepsPerEpoch, 4);
   assert.is(state.plan.inChannels, 3);
   assert.is(state.plan.featureDim, 64);
+  assert.is(state.plan.classifierClasses, 4);
   assert.is(state.weights.sha256, await sha256File(join(options.out, 'checkpoint.safetensors')));
   assert.is(state.weights.bytes, statSync(join(options.out, 'checkpoint.safetensors')).size);
   assert.ok(existsSync(join(options.out, 'encoder.safetensors')));
@@ -183,6 +187,48 @@ test('resume: 3 steps + resume 3 steps gives exactly the losses of 6 straight st
   assert.equal(events, ['start', 'checkpoint', 'interrupted', 'resume', 'checkpoint', 'end']);
   throwsMessage(() => new Trainer({ resume: split.out, batchSize: 16 }), ByolOptionError,
     /configuration in its state\.json; remove batchSize/);
+});
+
+test('onlineClassifier: off by option, required labels, runs from before it resume without it', async () => {
+  const { syntheticDataset } = require('../dist/data/index.js');
+  const { readSafetensorsF32 } = require('../dist/eval/embed.js');
+  const off = tiny({ onlineClassifier: false, steps: 3 });
+  await new Trainer(off).run();
+  const steps = (await readLog(join(off.out, 'log.jsonl'))).filter((r) => !('event' in r));
+  assert.ok(steps.every((r) => !('top1' in r) && !('classifierLoss' in r)), 'no classifier fields');
+  assert.is((await readRunState(off.out)).plan.classifierClasses, 0);
+  await rejects(readSafetensorsF32(join(off.out, 'checkpoint.safetensors'), ['classifier.weight']),
+    Error, /checkpoint\.safetensors: has no tensor classifier\.weight/);
+
+  // Explicitly on, with data that has no labels: refused before any step, naming the option.
+  const unlabeled = syntheticDataset({ n: 32, height: 8, width: 8, channels: 3, classes: 4, seed: 1 });
+  delete unlabeled.labels;
+  const noLabels = tiny({ data: unlabeled, onlineClassifier: true });
+  await rejects(new Trainer(noLabels).run(), ByolOptionError, /onlineClassifier needs a dataset with labels/);
+  // By default such data simply trains without one.
+  const quiet = tiny({ data: unlabeled, steps: 2 });
+  await new Trainer(quiet).run();
+  assert.is((await readRunState(quiet.out)).plan.classifierClasses, 0);
+  throwsMessage(() => new Trainer(tiny({ onlineClassifier: 'yes' })), ByolOptionError,
+    /^Expected boolean for onlineClassifier but received "yes"/);
+
+  // A run made before the classifier existed (state.json without the option or plan entry)
+  // resumes as it was: without one, although its data has labels.
+  const old = tiny({ onlineClassifier: false, steps: 4, checkpointEvery: 2, out: newRunDir() });
+  const controller = new AbortController();
+  const first = new Trainer({ ...old, signal: controller.signal });
+  first.on('step', (m) => { if (m.step === 2) controller.abort(); });
+  await first.run();
+  const stateFile = join(old.out, 'state.json');
+  const state = JSON.parse(readFileSync(stateFile, 'utf8'));
+  delete state.config.onlineClassifier;
+  delete state.plan.classifierClasses;
+  writeFileSync(stateFile, JSON.stringify(state));
+  const resumed = await new Trainer({ resume: old.out, progress: 'none' }).run();
+  assert.is(resumed.status, 'completed');
+  assert.is(resumed.step, 4);
+  const after = (await readLog(join(old.out, 'log.jsonl'))).filter((r) => !('event' in r));
+  assert.ok(after.every((r) => !('top1' in r)), 'resumed without the classifier');
 });
 
 test('convPrecision bf16: a CPU run in bf16 convolutions, logged, the setting restored after', async () => {
@@ -315,15 +361,16 @@ test('metrics(): async iterator over steps; batch larger than the data is an opt
   await rejects(new Trainer(tiny({ batchSize: 64 })).run(), ByolOptionError, /batchSize at most the dataset size 32/);
 });
 
-test('report: self-contained HTML with SVG charts of loss, lr and tau', async () => {
+test('report: self-contained HTML with SVG charts of loss, lr, tau and the online classifier', async () => {
   const options = tiny();
   await new Trainer(options).run();
   writeFileSync(join(options.out, 'eval.json'), JSON.stringify({ step: 6, sha256: 'x', dataset: { train: 'a', test: 'b' },
     results: { byol: { linear: { top1: 0.5, top5: 0.9 }, knn: { top1: 0.25, top5: 0.75 } } } }));
   const html = await renderReport(options.out);
   assert.match(html, /^<!DOCTYPE html>/);
-  assert.is((html.match(/<svg /g) ?? []).length, 4);
-  for (const title of ['BYOL loss', 'learning rate', 'EMA tau']) assert.ok(html.includes(title), title);
+  // Loss, lr, tau, throughput, and the online classifier's top-1 (the synthetic data has labels).
+  assert.is((html.match(/<svg /g) ?? []).length, 5);
+  for (const title of ['BYOL loss', 'learning rate', 'EMA tau', 'online classifier top-1 (%)']) assert.ok(html.includes(title), title);
   assert.ok(html.includes('50.00%') && html.includes('25.00%'), 'eval results table');
   assert.not.match(html, /<script|<link|src=|url\(|@import/);
   assert.not.match(html.replace(/xmlns="http:\/\/www\.w3\.org\/2000\/svg"/g, ''), /https?:/);

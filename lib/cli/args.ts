@@ -184,6 +184,8 @@ export const TRAIN_FLAGS: FlagSpec[] = [
     help: 'CPU convolutions: fp32 | bf16 | auto (bf16 where the CPU has bf16 dot products) (fp32)' },
   { flag: '--no-cuda-graphs', type: 'boolean', path: 'cudaGraphs', value: false,
     help: 'CUDA: run every step eagerly instead of replaying it as a CUDA graph' },
+  { flag: '--no-online-classifier', type: 'boolean', path: 'onlineClassifier', value: false,
+    help: 'no online linear classifier (default: one on the labels, when the data has them)' },
   { flag: '--out', type: 'string', path: 'out', metavar: 'DIR', help: 'run directory (runs/<time>)' },
   { flag: '--checkpoint-every', type: 'int', path: 'checkpointEvery', metavar: 'N',
     help: 'checkpoint every N steps, 0 = only at the end (1 epoch)' },

@@ -105,6 +105,8 @@ export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStre
       `${(r.linear ? pct(r.linear.top5) : '-').padStart(9)}${(r.knn ? pct(r.knn.top1) : '-').padStart(12)}` +
       `${(r.knn ? pct(r.knn.top5) : '-').padStart(9)}\n`);
   }
+  const online = report.results.byol?.online;
+  if (online) io.out.write(`online classifier (trained during BYOL): top-1 ${pct(online.top1)}  top-5 ${pct(online.top5)}\n`);
   io.out.write(`results in ${path.join(runDir, 'eval.json')}\n`);
   return 0;
 }

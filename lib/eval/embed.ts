@@ -132,6 +132,7 @@ function specOf(state: RunState, device: string) {
     optimizer: modelOptimizer(c),
     device,
     seed: c.seed,
+    classifier: state.plan.classifierClasses ? { classes: state.plan.classifierClasses } : false as const,
   };
 }
 
@@ -253,6 +254,37 @@ export async function writeNpy(file: string, array: NpyArray, shape: number[]): 
   const count = shape.reduce((a, b) => a * b, 1);
   if (count !== array.length) throw new Error(`writeNpy: shape [${shape.join(', ')}] holds ${count} values, array ${array.length}`);
   await writeFileAtomic(file, npyBytes(array, shape));
+}
+
+// Reads float32 tensors `names` of a safetensors file; errors name the file and the tensor.
+export async function readSafetensorsF32(file: string, names: string[]):
+  Promise<Record<string, { data: Float32Array; shape: number[] }>> {
+  const bytes = await fs.readFile(file);
+  const bad = (problem: string) => new Error(`${file}: ${problem}`);
+  if (bytes.length < 8) throw bad('not a safetensors file (shorter than its 8-byte header length)');
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  if (headerLength > bytes.length - 8) throw bad(`header length ${headerLength} past the end of the file`);
+  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  try {
+    header = JSON.parse(bytes.toString('utf8', 8, 8 + headerLength));
+  } catch (error) {
+    throw bad(`header is not JSON: ${(error as Error).message}`);
+  }
+  const out: Record<string, { data: Float32Array; shape: number[] }> = {};
+  for (const name of names) {
+    const entry = header[name];
+    if (!entry) throw bad(`has no tensor ${name}`);
+    if (entry.dtype !== 'F32') throw bad(`tensor ${name} is ${entry.dtype}, expected F32`);
+    const [begin, end] = entry.data_offsets;
+    const count = entry.shape.reduce((a, b) => a * b, 1);
+    if (end - begin !== 4 * count || 8 + headerLength + end > bytes.length) {
+      throw bad(`tensor ${name} of shape [${entry.shape.join(', ')}] has a bad data range`);
+    }
+    const data = new Float32Array(count);
+    new Uint8Array(data.buffer).set(bytes.subarray(8 + headerLength + begin, 8 + headerLength + end));
+    out[name] = { data, shape: entry.shape };
+  }
+  return out;
 }
 
 // Writes named arrays as safetensors (little-endian, header padded to 8 bytes).

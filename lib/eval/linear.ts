@@ -217,7 +217,9 @@ function rankOfLabel(logits: Float64Array, offset: number, classes: number, labe
   return rank;
 }
 
-function accuracy(x: Float32Array, labels: Int32Array, weights: Float64Array, bias: Float64Array, dim: number,
+// Top-1 / top-5 of the linear classifier (weights [classes, dim] row-major, as PyTorch's
+// Linear.weight) on features x [n, dim].
+export function accuracy(x: Float32Array, labels: Int32Array, weights: Float64Array, bias: Float64Array, dim: number,
   classes: number): { top1: number; top5: number } {
   const n = labels.length;
   if (n === 0) return { top1: 0, top5: 0 };

@@ -8,13 +8,15 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { type Dataset } from '../data';
-import { writeFileAtomic } from '../train/checkpoint';
+import { CHECKPOINT_FILE, writeFileAtomic } from '../train/checkpoint';
 import { loadDatasetSpec } from '../train/data';
 import { type DataOptions } from '../train/options';
 import { ByolOptionError, boolean, invalid, isPlainObject, knownKeys, withDefault } from '../validate';
-import { type Embeddings, type RunModel, cachedFeatures, embedDataset, evalView, loadRunModel, pixelFeatures } from './embed';
+import {
+  type Embeddings, type RunModel, cachedFeatures, embedDataset, evalView, loadRunModel, pixelFeatures, readSafetensorsF32,
+} from './embed';
 import { type KnnOptions, type KnnResult, evaluateKnn } from './knn';
-import { type LinearProbeOptions, type LinearProbeResult, evaluateLinear } from './linear';
+import { type LinearProbeOptions, type LinearProbeResult, accuracy, evaluateLinear } from './linear';
 
 export const EVAL_FILE = 'eval.json';
 
@@ -33,6 +35,9 @@ export interface EvaluateRunOptions {
 export interface ProbeResults {
   linear?: LinearProbeResult;
   knn?: KnnResult;
+  // The online classifier trained during BYOL (runs that had one; trained encoder only),
+  // scored on the test split's features.
+  online?: { top1: number; top5: number };
 }
 
 export interface EvalReport {
@@ -130,6 +135,15 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
         };
         const out: ProbeResults = {};
         const label = SOURCE_LABELS[entry.name] ?? entry.name;
+        const classes = state.plan.classifierClasses ?? 0;
+        if (entry.name === 'byol' && classes > 0 && classes === train.classes) {
+          // The checkpoint's classifier on the same eval-mode features (what Byol.classify computes).
+          const file = path.join(runDir, CHECKPOINT_FILE);
+          const w = await readSafetensorsF32(file, ['classifier.weight', 'classifier.bias']);
+          out.online = accuracy(testFeatures.features, test.labels!, Float64Array.from(w['classifier.weight'].data),
+            Float64Array.from(w['classifier.bias'].data), data.dim, classes);
+          say(`${label}: online classifier (trained with BYOL) top-1 ${percent(out.online.top1)}  top-5 ${percent(out.online.top5)}`);
+        }
         if (knnOptions) {
           say(`${label}: kNN (k ${knnOptions.k ?? 200}, T ${knnOptions.temperature ?? 0.1}) on ${data.dim}-d features`);
           out.knn = await evaluateKnn(data, knnOptions);

@@ -39,6 +39,8 @@ export interface RunPlan {
   warmupSteps: number;
   checkpointEvery: number;
   featureDim: number;
+  // Classes of the online classifier (0: none; absent in runs made before it existed).
+  classifierClasses?: number;
 }
 
 export interface RunState {

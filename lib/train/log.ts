@@ -14,6 +14,10 @@ export interface StepRecord {
   tau: number;
   imagesPerSec: number;
   elapsed: number; // seconds of training since the run began (across resumes)
+  // With the online classifier: its cross-entropy and top-1 accuracy on this step's batch
+  // (view 1), before the update.
+  classifierLoss?: number;
+  top1?: number;
 }
 
 export interface EventRecord {

@@ -13,6 +13,14 @@ export interface ModelSpec {
     variant: 'reference' | 'solo-learn' };
   device: string;
   seed: number;
+  classifier?: { classes: number } | false; // the online classifier (default none)
+}
+
+// What one step gives back: the BYOL loss, and the online classifier's cross-entropy, hits
+// and batch size when the model has one.
+export interface StepOutcome {
+  loss: number;
+  classifier: { loss: number; correct: number; count: number } | null;
 }
 
 export interface TrainableModel {
@@ -20,8 +28,10 @@ export interface TrainableModel {
   readonly featureDim: number;
   readonly device: string;
   // One BYOL step on two normalized views [N, C, H, W] (float32 on the model's device);
-  // resolves to the loss computed before the update.
-  step(view1: Tensor<'float32'>, view2: Tensor<'float32'>, lr: number, tau: number): Promise<number>;
+  // resolves to the loss computed before the update. `labels`: the batch's classes, for a
+  // model with the online classifier.
+  step(view1: Tensor<'float32'>, view2: Tensor<'float32'>, lr: number, tau: number, labels?: Int32Array):
+    Promise<StepOutcome>;
   // Encoder output y, BatchNorm in eval mode: [N, featureDim] row-major.
   embed(images: Tensor<'float32'>): Promise<Float32Array>;
   // Weights of both networks plus the optimizer state (BYOL.md "Weights").
@@ -49,8 +59,10 @@ class ByolAdapter implements TrainableModel {
     this.featureDim = featureDim;
   }
 
-  async step(view1: Tensor<'float32'>, view2: Tensor<'float32'>, lr: number, tau: number): Promise<number> {
-    return (await this.#model.step(view1, view2, { lr, tau })).loss;
+  async step(view1: Tensor<'float32'>, view2: Tensor<'float32'>, lr: number, tau: number, labels?: Int32Array):
+    Promise<StepOutcome> {
+    const r = await this.#model.step(view1, view2, labels ? { lr, tau, labels } : { lr, tau });
+    return { loss: r.loss, classifier: r.classifier ?? null };
   }
 
   async embed(images: Tensor<'float32'>): Promise<Float32Array> {
@@ -96,6 +108,7 @@ export function createByol(spec: ModelSpec): Promise<Byol> {
     optimizer: { ...spec.optimizer },
     device: spec.device,
     seed: spec.seed,
+    classifier: spec.classifier ?? false,
   });
 }
 

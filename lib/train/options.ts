@@ -110,6 +110,12 @@ export interface TrainerOptions {
   // false runs every step eagerly (same results; a profile then shows every layer's range).
   // No effect on the CPU, which always runs eagerly.
   cudaGraphs?: boolean;
+  // The online linear classifier of the reference implementation (BYOL.md "Evaluation"): a
+  // linear head on stop_gradient(y) of view 1 trained on the labels in each step (it changes
+  // nothing in the BYOL update). Its loss and top-1 on the training batches go to log.jsonl
+  // (classifierLoss, top1) and the progress line; `byol eval` scores it on the test split.
+  // Default: on when the training data has labels (and at least 2 classes).
+  onlineClassifier?: boolean;
   // Run directory (log.jsonl, checkpoint.safetensors, state.json ...). Default runs/<time>.
   out?: string;
   // Checkpoint every N steps (0: only at the end). Default: once per epoch.
@@ -152,6 +158,7 @@ export interface TrainConfig {
   threads: number | null;
   convPrecision: ConvPrecision;
   cudaGraphs: boolean;
+  onlineClassifier: boolean | null; // null: on when the data has labels
   out: string;
   checkpointEvery: number | null;
   printEvery: number;
@@ -161,7 +168,8 @@ export interface TrainConfig {
 export const FASHION_MNIST_PATH = '/usr/share/datasets/fashion-mnist';
 
 const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchSize', 'epochs', 'steps', 'optimizer',
-  'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'cudaGraphs', 'out', 'checkpointEvery',
+  'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'cudaGraphs', 'onlineClassifier', 'out',
+  'checkpointEvery',
   'printEvery', 'progress', 'resume', 'signal', 'profile', 'opTimes', 'faultInjection'] as const;
 const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
@@ -348,6 +356,7 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
     (v) => oneOf('convPrecision', v, CONV_PRECISIONS));
   // A state.json written before this option existed lacks it: the default applies.
   const cudaGraphs = withDefault(o.cudaGraphs, true, (v) => boolean('cudaGraphs', v));
+  const onlineClassifier = withDefault<boolean | null>(o.onlineClassifier, null, (v) => boolean('onlineClassifier', v));
   const out = withDefault(o.out, defaultRunDir(), (v) => string('out', v));
   const checkpointEvery = withDefault<number | null>(o.checkpointEvery, null,
     (v) => integer('checkpointEvery', v, 0, MAX_STEPS));
@@ -366,7 +375,7 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
     preset: presetName, data, encoder, projector, predictor, batchSize,
     epochs, steps,
     optimizer, tauBase, augment: augment as TrainConfig['augment'], device, seed, threads, convPrecision, cudaGraphs,
-    out, checkpointEvery, printEvery, progress,
+    onlineClassifier, out, checkpointEvery, printEvery, progress,
   };
 }
 

@@ -14,6 +14,8 @@ export interface ProgressUpdate {
   imagesPerSec: number;
   // Seconds left, or null before the rate is known.
   eta: number | null;
+  // Smoothed top-1 of the online classifier on the training batches (null or absent: none).
+  top1?: number | null;
 }
 
 export interface ProgressStream {
@@ -54,14 +56,15 @@ export class Progress {
     if (this.mode === 'none') return;
     const epochs = Math.max(1, Math.ceil(u.epochs));
     const eta = u.eta === null ? '--:--' : formatDuration(u.eta);
-    const fields = `step ${u.step}/${u.totalSteps}  loss ${formatLoss(u.loss)}  lr ${u.lr.toPrecision(3)}  ` +
+    const top1 = u.top1 === undefined || u.top1 === null ? '' : `  top-1 ${(100 * u.top1).toFixed(1)}%`;
+    const fields = `step ${u.step}/${u.totalSteps}  loss ${formatLoss(u.loss)}${top1}  lr ${u.lr.toPrecision(3)}  ` +
       `${u.imagesPerSec.toFixed(0)} img/s  ETA ${eta}`;
     if (this.mode === 'bar') {
       // What matters most comes first; the rest is added while the terminal has room.
       const columns = Math.max(20, this.#stream.columns ?? 100) - 1;
       const head = `epoch ${u.epoch + 1}/${epochs}`;
       const essential = [head, `step ${u.step}/${u.totalSteps}`, `loss ${formatLoss(u.loss)}`,
-        `${u.imagesPerSec.toFixed(0)} img/s`, `ETA ${eta}`];
+        ...(top1 ? [top1.trim()] : []), `${u.imagesPerSec.toFixed(0)} img/s`, `ETA ${eta}`];
       let line = essential.join('  ');
       const withLr = `${line}  lr ${u.lr.toPrecision(3)}`;
       if (withLr.length <= columns) line = withLr;

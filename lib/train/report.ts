@@ -167,7 +167,8 @@ interface EvalFile {
   step?: number;
   sha256?: string;
   dataset?: { train: string; test: string };
-  results?: Record<string, { linear?: { top1: number; top5: number; epochs?: number }; knn?: { top1: number; top5: number; k?: number } }>;
+  results?: Record<string, { linear?: { top1: number; top5: number; epochs?: number }; knn?: { top1: number; top5: number; k?: number };
+    online?: { top1: number; top5: number } }>;
 }
 
 function evalTable(evalResults: EvalFile): string {
@@ -180,8 +181,13 @@ function evalTable(evalResults: EvalFile): string {
     ? `fit on ${escapeHtml(evalResults.dataset.train)}, tested on ${escapeHtml(evalResults.dataset.test)}` +
       (evalResults.step !== undefined ? `, weights of step ${evalResults.step}` : '')
     : '';
+  const online = evalResults.results?.byol?.online;
+  const onlineLine = online
+    ? `<p>Online classifier (trained during BYOL on stop-gradient features): top-1 ${pct(online.top1)}, ` +
+      `top-5 ${pct(online.top5)}.</p>`
+    : '';
   return `<table class="results"><caption>${caption}</caption><tr><th></th><th>linear top-1</th><th>linear top-5</th>` +
-    `<th>kNN top-1</th><th>kNN top-5</th></tr>${rows.join('')}</table>`;
+    `<th>kNN top-1</th><th>kNN top-5</th></tr>${rows.join('')}</table>${onlineLine}`;
 }
 
 interface OpTimesRecord {
@@ -234,6 +240,17 @@ export async function renderReport(runDir: string): Promise<string> {
     lineChart('EMA tau', [{ name: 'tau', color: '#2ca02c', points: at((s) => s.tau) }]),
     lineChart('throughput (images/s)', [{ name: 'images/s', color: '#9467bd', points: at((s) => s.imagesPerSec) }]),
   ];
+  // Runs with the online classifier: its top-1 on the training batches (view 1, before each update).
+  const classified = steps.filter((s) => typeof s.top1 === 'number');
+  if (classified.length > 0) {
+    const top1 = smooth(classified.map((s) => 100 * s.top1!));
+    charts.push(lineChart('online classifier top-1 (%)', [
+      { name: 'batch top-1', color: '#ff7f0e', points: classified.map((s) => [s.step, 100 * s.top1!] as [number, number]),
+        width: 1, opacity: 0.35 },
+      { name: 'smoothed (EMA 0.95)', color: '#ff7f0e', points: classified.map((s, i) => [s.step, top1[i]] as [number, number]),
+        width: 2 },
+    ]));
+  }
   const last = steps[steps.length - 1];
   const opTimes = (records as unknown[]).filter(isOpTimes).pop();
   const events = records.filter((r) => !isStepRecord(r)) as { event: string; step: number }[];

@@ -24,7 +24,7 @@ import {
 } from './checkpoint';
 import { defaultAugmentPreset, defaultStem, loadDatasetSpec } from './data';
 import { type LogRecord, RunLog, type StepRecord } from './log';
-import { type ModelSpec, type TrainableModel, createModel, emaTau, learningRate } from './model';
+import { type ModelSpec, type StepOutcome, type TrainableModel, createModel, emaTau, learningRate } from './model';
 import {
   type DataOptions, type ProfileOptions, RESUME_OVERRIDABLE, type TrainConfig, type TrainerOptions, isDatasetObject,
   mergeOptions, parseProfileSteps, resolveProfile, resolveTrainConfig,
@@ -77,6 +77,7 @@ export class NonFiniteLossError extends Error {
 interface PreparedBatch {
   step: number;
   views: [import('../tensor').Tensor<'float32'>, import('../tensor').Tensor<'float32'>];
+  labels?: Int32Array; // the batch's classes (labeled data)
 }
 
 // Batches by global step (epoch = step / stepsPerEpoch): the shuffling of DataLoader.order()
@@ -131,7 +132,8 @@ class BatchSource {
       for (const t of made) t.dispose();
       throw error;
     }
-    return { step, views: [made[0], made[1]] };
+    const labels = this.#dataset.labels;
+    return { step, views: [made[0], made[1]], ...(labels ? { labels: Int32Array.from(indices, (i) => labels[i]) } : {}) };
   }
 }
 
@@ -316,6 +318,8 @@ export class Trainer extends EventEmitter {
       this.#resumeState = state;
       // Validate the stored configuration again (it may have been edited) with the overrides.
       const stored = withoutNulls({ ...state.config, preset: undefined }) as Record<string, unknown>;
+      // Runs from before the online classifier have none (their checkpoints lack its tensors).
+      if (!('onlineClassifier' in state.config)) stored.onlineClassifier = false;
       const overrides: Record<string, unknown> = {};
       for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile', 'opTimes',
         'faultInjection'] as const) {
@@ -422,6 +426,7 @@ export class Trainer extends EventEmitter {
       optimizer: modelOptimizer(config),
       device,
       seed: config.seed,
+      classifier: plan.classifierClasses ? { classes: plan.classifierClasses } : false,
     };
     const model = await createModel(spec);
     plan.featureDim = model.featureDim;
@@ -460,7 +465,8 @@ export class Trainer extends EventEmitter {
         plan, config: config as unknown as Record<string, unknown> } as LogRecord);
       this.emit('start', start);
       progress.message(`byol: ${resume ? `resuming at step ${step} of` : 'training'} ${plan.totalSteps} steps ` +
-        `(${plan.stepsPerEpoch} per epoch) on ${device}${convPrecision === 'bf16' ? ' (bf16 convolutions)' : ''}; ` +
+        `(${plan.stepsPerEpoch} per epoch) on ${device}${convPrecision === 'bf16' ? ' (bf16 convolutions)' : ''}` +
+        `${plan.classifierClasses ? `, online classifier on ${plan.classifierClasses} classes` : ''}; ` +
         `run directory ${runDir}`);
 
       if (this.#profile) {
@@ -481,6 +487,7 @@ export class Trainer extends EventEmitter {
       let lastTick = startedAt;
       let lastLoss: number | null = resume?.lastLoss ?? null;
       let rate: number | null = null; // smoothed images/s for the ETA
+      let top1: number | null = null; // smoothed online-classifier top-1 of the training batches
       const stateAt = (at: number, status: RunState['status']) => ({
         status,
         step: at,
@@ -524,8 +531,10 @@ export class Trainer extends EventEmitter {
         const lr = learningRate(k, config.optimizer.lr, config.batchSize, plan.warmupSteps, plan.totalSteps);
         const tau = emaTau(k, config.tauBase, plan.totalSteps);
         let loss: number;
+        let classifier: StepOutcome['classifier'] = null;
         try {
-          loss = await model.step(batch.views[0], batch.views[1], lr, tau);
+          ({ loss, classifier } = await model.step(batch.views[0], batch.views[1], lr, tau,
+            plan.classifierClasses ? batch.labels : undefined));
         } finally {
           disposeBatch(batch);
         }
@@ -544,6 +553,7 @@ export class Trainer extends EventEmitter {
         const record: StepRecord = {
           step, epoch: Math.floor(k / plan.stepsPerEpoch), loss, lr, tau, imagesPerSec,
           elapsed: elapsedBefore + (now - startedAt) / 1000,
+          ...(classifier ? { classifierLoss: classifier.loss, top1: classifier.correct / classifier.count } : {}),
         };
         await log.write(record);
         if (!Number.isFinite(loss)) {
@@ -553,9 +563,11 @@ export class Trainer extends EventEmitter {
         }
         lastLoss = loss;
         rate = rate === null ? imagesPerSec : 0.9 * rate + 0.1 * imagesPerSec;
+        if (record.top1 !== undefined) top1 = top1 === null ? record.top1 : 0.95 * top1 + 0.05 * record.top1;
         progress.update({
           step, totalSteps: plan.totalSteps, epoch: record.epoch, epochs: plan.totalSteps / plan.stepsPerEpoch,
           loss, lr, imagesPerSec: rate, eta: step > 1 ? ((plan.totalSteps - step) * config.batchSize) / rate : null,
+          top1,
         });
         this.emit('step', record);
         if (step === plan.totalSteps) break;
@@ -627,6 +639,7 @@ export class Trainer extends EventEmitter {
       datasetName: dataset.name, datasetSize: dataset.n, inChannels: dataset.channels, imageSize,
       stem: config.encoder.stem ?? defaultStem(Math.max(...imageSize)), stepsPerEpoch, totalSteps, warmupSteps,
       checkpointEvery: config.checkpointEvery ?? stepsPerEpoch, featureDim: 0,
+      classifierClasses: classifierClasses(config.onlineClassifier, dataset),
     };
   }
 
@@ -651,10 +664,23 @@ export function modelOptimizer(config: TrainConfig): ModelSpec['optimizer'] {
     variant: o.variant };
 }
 
+// Classes of the online classifier for a run on `dataset`: config true needs labels of >= 2
+// classes; null (the default) uses them when there are.
+function classifierClasses(option: boolean | null, dataset: Dataset): number {
+  if (option === false) return 0;
+  const classes = dataset.labels ? dataset.classes ?? 0 : 0;
+  if (classes >= 2) return classes;
+  if (option === true) {
+    throw new ByolOptionError(`Option onlineClassifier needs a dataset with labels of at least 2 classes, but ` +
+      `${dataset.name} has ${dataset.labels ? `${classes} class${classes === 1 ? '' : 'es'}` : 'no labels'}`);
+  }
+  return 0;
+}
+
 function checkPlan(state: RunState, plan: RunPlan, file: string): void {
-  const keys = ['datasetSize', 'inChannels', 'stepsPerEpoch', 'totalSteps', 'warmupSteps'] as const;
+  const keys = ['datasetSize', 'inChannels', 'stepsPerEpoch', 'totalSteps', 'warmupSteps', 'classifierClasses'] as const;
   for (const key of keys) {
-    if (state.plan[key] !== plan[key]) {
+    if ((state.plan[key] ?? 0) !== (plan[key] ?? 0)) {
       throw new CheckpointError(file, `the run was planned with ${key} ${state.plan[key]} but the data now gives ` +
         `${plan[key]} (dataset ${plan.datasetName}); resuming would not continue the same run`);
     }
