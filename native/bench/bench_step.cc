@@ -35,7 +35,7 @@ const char* kUsage =
     "                       [--stem cifar|imagenet] [--width W] [--channels C] [--size S] [--batch N]\n"
     "                       [--hidden H] [--out D] [--pred-hidden H] [--optimizer lars|sgd|adamw]\n"
     "                       [--warmup K] [--steps K] [--max-seconds T] [--threads T] [--seed S]\n"
-    "                       [--graphs on|off] [--op-times K]\n"
+    "                       [--graphs on|off] [--op-times K] [--classes K]\n"
     "  --device       where the step runs (default cpu); cuda loads libbyol_cuda.so ($BYOL_CUDA_LIBRARY)\n"
     "  --variant      fp32 (default); tf32 (cuda: sets BYOL_CUDA_TF32=1); bf16 (cpu: bf16 convolutions)\n"
     "  --warmup       untimed steps first (default 3: cuDNN algorithm search, pool growth)\n"
@@ -44,6 +44,7 @@ const char* kUsage =
     "  --threads      CPU backend threads, 0 = all cores (default 0)\n"
     "  --graphs       on (default): steps after the first two replay as a CUDA graph where the\n"
     "                 backend captures (ByolModel::set_use_graphs); off: every step eager\n"
+    "  --classes      K > 0: with the online classifier on K classes (labels i mod K); default 0\n"
     "  --op-times     K > 0: after the timed steps, K more eager steps with op timing on\n"
     "                 (Backend::set_op_timing): JSON field op_times, and a table on stderr of\n"
     "                 the time per step by phase and op (default 0: none)\n"
@@ -118,6 +119,7 @@ Options parse_args(int argc, char** argv) {
     else if (flag == "--threads") o.threads = parse_int(flag, v, 0, 4096);
     else if (flag == "--seed") o.model.seed = static_cast<uint64_t>(parse_int(flag, v, 0, 1 << 30));
     else if (flag == "--op-times") o.op_times = parse_int(flag, v, 0, 1000);
+    else if (flag == "--classes") o.model.classifier_classes = parse_int(flag, v, 0, 65536);
     else if (flag == "--graphs") {
       if (v != "on" && v != "off") throw UsageError{"expected on or off for --graphs but received '" + v + "'"};
       o.graphs = v == "on";
@@ -239,13 +241,13 @@ std::string op_rate(double flops, double bytes, double ms) {
 // the op_times field ({"steps", "ms_per_step", "rows": [{phase, op, calls, ms, flops, bytes}]},
 // all per step) or null, and prints the rows as a table on stderr, longest first.
 std::string profile_ops(byol::Backend* backend, byol::ByolModel& model, const byol::Tensor& view1,
-                        const byol::Tensor& view2, int steps) {
+                        const byol::Tensor& view2, const int32_t* labels, int steps) {
   if (steps <= 0) return "null";
   if (!backend->set_op_timing(true)) return "null";
   model.set_use_graphs(false);  // op by op: a graph replay would be one op
   backend->op_times(true);      // drop anything timed before
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < steps; ++i) model.step(view1, view2, 0.1f, 0.99f);
+  for (int i = 0; i < steps; ++i) model.step(view1, view2, 0.1f, 0.99f, labels);
   std::vector<byol::OpTime> rows = backend->op_times(true);
   const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   backend->set_op_timing(false);
@@ -314,11 +316,15 @@ int run(const Options& o) {
     byol::Tensor view1 = synthetic_view(backend.get(), o, gen);
     byol::Tensor view2 = synthetic_view(backend.get(), o, gen);
     const float lr = 0.1f, tau = 0.99f;
+    // With --classes: the online classifier's labels, the same every step.
+    std::vector<int32_t> label_values(static_cast<size_t>(o.batch));
+    for (int i = 0; i < o.batch; ++i) label_values[i] = o.model.classifier_classes > 0 ? i % o.model.classifier_classes : 0;
+    const int32_t* labels = o.model.classifier_classes > 0 ? label_values.data() : nullptr;
 
     phase = "warm-up";
     float loss = NAN;
     const Clock::time_point warm_start = Clock::now();
-    for (int i = 0; i < o.warmup; ++i) loss = model.step(view1, view2, lr, tau);
+    for (int i = 0; i < o.warmup; ++i) loss = model.step(view1, view2, lr, tau, labels);
     backend->synchronize();
     const double warmup_seconds = std::chrono::duration<double>(Clock::now() - warm_start).count();
 
@@ -329,7 +335,7 @@ int run(const Options& o) {
     const Clock::time_point start = Clock::now();
     for (int i = 0; i < o.steps; ++i) {
       const Clock::time_point t0 = Clock::now();
-      loss = model.step(view1, view2, lr, tau);
+      loss = model.step(view1, view2, lr, tau, labels);
       step_seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
       if (step_seconds.size() >= 2 && std::chrono::duration<double>(Clock::now() - start).count() >= o.max_seconds)
         break;
@@ -339,7 +345,7 @@ int run(const Options& o) {
     const double used_after = probe ? probe->used_bytes() : -1;
 
     phase = "op times";
-    const std::string op_times = profile_ops(backend.get(), model, view1, view2, o.op_times);
+    const std::string op_times = profile_ops(backend.get(), model, view1, view2, labels, o.op_times);
 
     std::vector<double> sorted = step_seconds;
     std::sort(sorted.begin(), sorted.end());
