@@ -256,6 +256,8 @@ test('SIGINT / SIGTERM: finish the step, write a checkpoint, exit 130 / 143; --r
   const firstExit = await first.exited;
   assert.equal(firstExit, { code: 130, signal: null }, first.state.stderr);
   assert.match(first.state.stderr, /SIGINT: finishing the current step and writing a checkpoint/);
+  // The synthetic data has labels: the progress line shows the online classifier's smoothed top-1.
+  assert.match(first.state.stderr, /step 3\/400  loss \d+\.\d{4}  top-1 \d+\.\d%  lr /);
   assert.match(first.state.stderr, /interrupted after step \d+; checkpoint written to .*; continue with --resume/);
   const state = JSON.parse(readFileSync(join(run, 'state.json'), 'utf8'));
   assert.is(state.status, 'interrupted');
@@ -274,6 +276,7 @@ test('SIGINT / SIGTERM: finish the step, write a checkpoint, exit 130 / 143; --r
   const last = byol(['train', '--resume', run, '--json']);
   assert.is(last.code, 0, last.err);
   assert.is(JSON.parse(last.out).status, 'completed');
+  assert.match(last.err, /byol: finished 400 steps in .*; online classifier top-1 \d+\.\d% on the last training batches/);
   const steps = loggedSteps(run).map((l) => JSON.parse(l).step);
   assert.equal(steps, Array.from({ length: total }, (_, i) => i + 1), 'one log line per step, in order, no repeats');
 });

@@ -590,7 +590,9 @@ export class Trainer extends EventEmitter {
         ...(device !== 'cpu' ? { graphs: model.graphStatus() } : {}) });
       progress.finish();
       progress.message(status === 'completed'
-        ? `byol: finished ${step} steps in ${elapsed.toFixed(1)} s; checkpoint ${lastCheckpoint}`
+        ? `byol: finished ${step} steps in ${elapsed.toFixed(1)} s; checkpoint ${lastCheckpoint}` +
+          (top1 !== null ? `; online classifier top-1 ${(100 * top1).toFixed(1)}% on the last training batches ` +
+            '(smoothed; byol eval scores it on the test split)' : '')
         : `byol: interrupted after step ${step}; checkpoint written to ${lastCheckpoint}; ` +
           `continue with --resume ${runDir}`);
       const result: TrainResult = {
