@@ -48,10 +48,12 @@ export { evaluateLinear } from './eval/linear';
 export type { LinearProbeOptions, LinearProbeResult, ProbeData, FeatureSet } from './eval/linear';
 export { evaluateKnn } from './eval/knn';
 export type { KnnOptions, KnnResult } from './eval/knn';
-export { embedDataset, loadRunModel, pixelFeatures, evalView, writeNpy, writeSafetensors } from './eval/embed';
+export {
+  embedDataset, loadRunModel, pixelFeatures, evalView, readSafetensorsF32, writeNpy, writeSafetensors,
+} from './eval/embed';
 export type { EmbedOptions, Embeddings } from './eval/embed';
 export { evaluateRun } from './eval/run';
-export type { EvaluateRunOptions, EvalReport } from './eval/run';
+export type { EvaluateRunOptions, EvalReport, ProbeResults } from './eval/run';
 
 // The package version, read from package.json so that it cannot drift.
 // eslint-disable-next-line @typescript-eslint/no-var-requires

@@ -2,7 +2,7 @@
 // labels stay near chance, determinism, worker = inline, option messages), the weighted kNN
 // against a brute-force reference, the .npy / .safetensors writers read back byte by byte,
 // and embedDataset + the feature cache with a real (tiny) model.
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,8 +13,10 @@ import { rejectsMessage as rejects } from './helpers.mjs';
 const require = createRequire(import.meta.url);
 const { evaluateLinear, featureStats } = require('../dist/eval/linear.js');
 const { evaluateKnn, normalizeRows } = require('../dist/eval/knn.js');
-const { writeNpy, writeSafetensors, embedDataset, cachedFeatures, featureCacheFile, pixelFeatures, deterministicView } =
-  require('../dist/eval/embed.js');
+const {
+  writeNpy, writeSafetensors, readSafetensorsF32, embedDataset, cachedFeatures, featureCacheFile, pixelFeatures,
+  deterministicView,
+} = require('../dist/eval/embed.js');
 const { Byol } = require('../dist/byol.js');
 const { syntheticDataset } = require('../dist/data/index.js');
 const { augmentConfig } = require('../dist/augment.js');
@@ -189,6 +191,21 @@ test('writeSafetensors: header, offsets and data', async () => {
     assert.is(body.length, 24);
     assert.is(body.readFloatLE(12), 4);
     assert.is(body.readInt32LE(20), 6);
+    // readSafetensorsF32 (how eval reads the online classifier) round-trips it and names the
+    // file and the tensor in every refusal.
+    const back = await readSafetensorsF32(file, ['features']);
+    assert.equal(back.features.shape, [2, 2]);
+    assert.equal(Array.from(back.features.data), [1, 2, 3, 4]);
+    await rejects(readSafetensorsF32(file, ['labels']), Error, /f\.safetensors: tensor labels is I32, expected F32/);
+    await rejects(readSafetensorsF32(file, ['weights']), Error, /f\.safetensors: has no tensor weights/);
+    const cut = join(dir, 'cut.safetensors');
+    writeFileSync(cut, buf.subarray(0, buf.length - 16)); // a truncated copy: 8 of features' 16 bytes
+    await rejects(readSafetensorsF32(cut, ['features']), Error, /cut\.safetensors: tensor features of shape \[2, 2\] has a bad data range/);
+    const garbage = join(dir, 'garbage.safetensors');
+    writeFileSync(garbage, Buffer.concat([buf.subarray(0, 8), Buffer.from('{not json'.padEnd(Number(length), ' ')), body]));
+    await rejects(readSafetensorsF32(garbage, ['features']), Error, /garbage\.safetensors: header is not JSON/);
+    writeFileSync(garbage, Buffer.from([1, 2, 3]));
+    await rejects(readSafetensorsF32(garbage, ['features']), Error, /garbage\.safetensors: not a safetensors file/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
