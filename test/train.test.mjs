@@ -209,6 +209,17 @@ test('onlineClassifier: off by option, required labels, runs from before it resu
   const quiet = tiny({ data: unlabeled, steps: 2 });
   await new Trainer(quiet).run();
   assert.is((await readRunState(quiet.out)).plan.classifierClasses, 0);
+  // An in-memory dataset with labels but no class count: the largest label + 1.
+  const uncounted = syntheticDataset({ n: 32, height: 8, width: 8, channels: 3, classes: 4, seed: 1 });
+  delete uncounted.classes;
+  const counted = tiny({ data: uncounted, steps: 2 });
+  await new Trainer(counted).run();
+  assert.is((await readRunState(counted.out)).plan.classifierClasses, Math.max(...uncounted.labels) + 1);
+  // A label outside [0, classes) is named before any step.
+  const broken = syntheticDataset({ n: 32, height: 8, width: 8, channels: 3, classes: 4, seed: 1 });
+  broken.labels[5] = 4;
+  await rejects(new Trainer(tiny({ data: broken })).run(), ByolOptionError,
+    /labels in \[0, 4\) but .* has label 4 at sample 5 \(classes 4\); fix the labels or set onlineClassifier: false/);
   throwsMessage(() => new Trainer(tiny({ onlineClassifier: 'yes' })), ByolOptionError,
     /^Expected boolean for onlineClassifier but received "yes"/);
 

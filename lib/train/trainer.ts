@@ -667,10 +667,25 @@ export function modelOptimizer(config: TrainConfig): ModelSpec['optimizer'] {
 }
 
 // Classes of the online classifier for a run on `dataset`: config true needs labels of >= 2
-// classes; null (the default) uses them when there are.
+// classes; null (the default) uses them when there are. The count is dataset.classes, or the
+// largest label + 1 for a dataset that does not say; every label is checked against it here,
+// before any step, so a bad one is named with its sample rather than failing a step.
 function classifierClasses(option: boolean | null, dataset: Dataset): number {
   if (option === false) return 0;
-  const classes = dataset.labels ? dataset.classes ?? 0 : 0;
+  let classes = 0;
+  if (dataset.labels && dataset.n > 0) {
+    let max = -1;
+    for (const label of dataset.labels) if (label > max) max = label;
+    classes = dataset.classes ?? max + 1;
+    for (let i = 0; i < dataset.n; i++) {
+      const label = dataset.labels[i];
+      if (label < 0 || label >= classes) {
+        throw new ByolOptionError(`The online classifier needs labels in [0, ${classes}) but ${dataset.name} has ` +
+          `label ${label} at sample ${i}${dataset.classes === undefined ? '' : ` (classes ${dataset.classes})`}; ` +
+          'fix the labels or set onlineClassifier: false (--no-online-classifier)');
+      }
+    }
+  }
   if (classes >= 2) return classes;
   if (option === true) {
     throw new ByolOptionError(`Option onlineClassifier needs a dataset with labels of at least 2 classes, but ` +
