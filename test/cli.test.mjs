@@ -87,6 +87,9 @@ test('--no-cuda-graphs sets cudaGraphs false (help, parsed options, a run\'s sta
     /--no-cuda-graphs +CUDA: run every step eagerly instead of replaying it as a CUDA graph \[cudaGraphs = false\]/);
   assert.equal(optionsFromFlags(parseArgs(['--no-cuda-graphs'], TRAIN_FLAGS, 'train'), TRAIN_FLAGS), { cudaGraphs: false });
   assert.equal(optionsFromFlags(parseArgs([], TRAIN_FLAGS, 'train'), TRAIN_FLAGS), {});
+  assert.equal(optionsFromFlags(parseArgs(['--knn-monitor', '50', '--no-online-classifier'], TRAIN_FLAGS, 'train'), TRAIN_FLAGS),
+    { knnMonitor: { every: 50 }, onlineClassifier: false });
+  assert.match(byol(['train', '--help']).out, /--knn-monitor N +every N steps \(and after the last\) score a kNN .*\[knnMonitor\.every\]/);
   assert.match(byol(['train', '--no-cuda-graphs=1']).err, /Option --no-cuda-graphs takes no value/);
   const run = join(scratch, 'eager');
   const train = byol(['train', ...TINY, '--steps', '2', '--no-cuda-graphs', '--out', run]);

@@ -2,7 +2,8 @@
 // (ResNet-18 cifar stem at width 0.125, 8x8 synthetic images, batch 8) checking log.jsonl,
 // checkpoints, exact resume (6 straight steps vs 3 + resume 3: identical losses), abort via
 // AbortSignal, NaN stop keeping the last good checkpoint, refusal of corrupted checkpoints,
-// the metrics iterator, the HTML report, and the cudaGraphs option (logged; changeable on resume).
+// the metrics iterator, the HTML report, the cudaGraphs option (logged; changeable on resume),
+// the online classifier and the kNN monitor.
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -33,6 +34,8 @@ function tiny(extra = {}) {
   });
 }
 
+const syntheticDatasetFor = () => require('../dist/data/index.js').syntheticDataset(
+  { n: 32, height: 8, width: 8, channels: 3, classes: 4, seed: 1 });
 const stepLosses = async (dir) => (await readLog(join(dir, 'log.jsonl'))).filter((r) => !('event' in r)).map((r) => r.loss);
 
 test('options: sharp-style messages naming the option, before any work', () => {
@@ -240,6 +243,36 @@ test('onlineClassifier: off by option, required labels, runs from before it resu
   assert.is(resumed.step, 4);
   const after = (await readLog(join(old.out, 'log.jsonl'))).filter((r) => !('event' in r));
   assert.ok(after.every((r) => !('top1' in r)), 'resumed without the classifier');
+});
+
+test('knnMonitor: kNN checks every N steps and after the last, logged; the steps compute the same', async () => {
+  const data = { kind: 'synthetic', limit: 32, size: 8, channels: 3, classes: 4, testLimit: 24 };
+  const plain = tiny({ data, steps: 7 });
+  await new Trainer(plain).run();
+  const watched = tiny({ data, steps: 7, knnMonitor: { every: 3, bankSize: 16 } });
+  const trainer = new Trainer(watched);
+  const seen = [];
+  trainer.on('monitor', (r) => seen.push(r));
+  await trainer.run();
+  assert.equal(await stepLosses(watched.out), await stepLosses(plain.out)); // exact: checks change nothing
+  const events = (await readLog(join(watched.out, 'log.jsonl'))).filter((r) => r.event === 'knn-monitor');
+  assert.equal(events.map((e) => e.step), [3, 6, 7]);
+  for (const e of events) {
+    assert.equal([e.k, e.bank, e.test], [16, 16, 24]); // k capped at the bank
+    assert.ok(e.top1 >= 0 && e.top1 <= e.top5 && e.top5 <= 1, JSON.stringify(e));
+  }
+  assert.equal(seen.map((r) => r.top1), events.map((e) => e.top1));
+  assert.equal(resolveTrainConfig({ data, knnMonitor: { every: 5 } }).knnMonitor,
+    { every: 5, k: 200, temperature: 0.1, bankSize: 10000, testSize: 10000 });
+  throwsMessage(() => new Trainer(tiny({ knnMonitor: {} })), ByolOptionError,
+    /^Expected integer between 1 and \d+ for knnMonitor\.every but received undefined/);
+  throwsMessage(() => new Trainer(tiny({ knnMonitor: { every: 2, kk: 3 } })), ByolOptionError, /Unknown option knnMonitor\.kk/);
+  const memory = syntheticDatasetFor();
+  await rejects(new Trainer(tiny({ data: memory, knnMonitor: { every: 2 } })).run(), ByolOptionError,
+    /knnMonitor needs a test split, but the run trains on an in-memory dataset/);
+  // It may be added when resuming (it changes nothing computed).
+  const resumed = await new Trainer({ resume: plain.out, knnMonitor: { every: 100 }, progress: 'none' }).run();
+  assert.is(resumed.status, 'completed');
 });
 
 test('convPrecision bf16: a CPU run in bf16 convolutions, logged, the setting restored after', async () => {

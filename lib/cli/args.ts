@@ -184,6 +184,8 @@ export const TRAIN_FLAGS: FlagSpec[] = [
     help: 'CPU convolutions: fp32 | bf16 | auto (bf16 where the CPU has bf16 dot products) (fp32)' },
   { flag: '--no-cuda-graphs', type: 'boolean', path: 'cudaGraphs', value: false,
     help: 'CUDA: run every step eagerly instead of replaying it as a CUDA graph' },
+  { flag: '--knn-monitor', type: 'int', path: 'knnMonitor.every', metavar: 'N',
+    help: 'every N steps (and after the last) score a kNN of test images against training images (off)' },
   { flag: '--no-online-classifier', type: 'boolean', path: 'onlineClassifier', value: false,
     help: 'no online linear classifier (default: one on the labels, when the data has them)' },
   { flag: '--out', type: 'string', path: 'out', metavar: 'DIR', help: 'run directory (runs/<time>)' },

@@ -76,6 +76,19 @@ export interface ProfileOptions {
   stopStep: number;
 }
 
+// The kNN monitor of many reproductions (BYOL.md "Evaluation"): every `every` steps (and after
+// the last), the encoder (BatchNorm in eval mode) embeds the first `bankSize` training images
+// and the first `testSize` test images, and a cosine kNN (k, temperature) of the test features
+// against the bank is scored. Logged as 'knn-monitor' events and printed; it changes nothing
+// the training computes (so it may be added or changed when resuming).
+export interface KnnMonitorOptions {
+  every: number;
+  k?: number; // default 200 (capped at bankSize)
+  temperature?: number; // default 0.1
+  bankSize?: number; // default 10000
+  testSize?: number; // default 10000
+}
+
 export interface FaultInjection {
   // Test hook: report a NaN loss for this (1-based) step, as a diverged run would.
   nanAtStep?: number;
@@ -135,6 +148,7 @@ export interface TrainerOptions {
   // the log gets an 'op-times' record and the longest rows are printed. CUDA runs those
   // steps eagerly. Default: none.
   opTimes?: ProfileOptions;
+  knnMonitor?: KnnMonitorOptions;
   faultInjection?: FaultInjection;
 }
 
@@ -163,6 +177,7 @@ export interface TrainConfig {
   checkpointEvery: number | null;
   printEvery: number;
   progress: ProgressMode;
+  knnMonitor: Required<KnnMonitorOptions> | null;
 }
 
 export const FASHION_MNIST_PATH = '/usr/share/datasets/fashion-mnist';
@@ -170,7 +185,7 @@ export const FASHION_MNIST_PATH = '/usr/share/datasets/fashion-mnist';
 const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchSize', 'epochs', 'steps', 'optimizer',
   'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'cudaGraphs', 'onlineClassifier', 'out',
   'checkpointEvery',
-  'printEvery', 'progress', 'resume', 'signal', 'profile', 'opTimes', 'faultInjection'] as const;
+  'printEvery', 'progress', 'resume', 'signal', 'profile', 'opTimes', 'knnMonitor', 'faultInjection'] as const;
 const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
 const PROJECTOR_KEYS = ['hidden', 'out'] as const;
@@ -179,7 +194,7 @@ const OPTIMIZER_KEYS = ['name', 'lr', 'weightDecay', 'momentum', 'trustCoefficie
   'warmupSteps'] as const;
 // Settings that may change when a run is resumed: they do not change what is computed.
 export const RESUME_OVERRIDABLE = ['resume', 'device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal',
-  'profile', 'opTimes', 'faultInjection', 'data'] as const;
+  'profile', 'opTimes', 'knnMonitor', 'faultInjection', 'data'] as const;
 
 const MAX_STEPS = 2 ** 40;
 
@@ -370,12 +385,23 @@ export function resolveTrainConfig(options: TrainerOptions): TrainConfig {
   if (o.resume !== undefined) string('resume', o.resume);
   if (o.profile !== undefined) resolveProfile('profile', o.profile);
   if (o.opTimes !== undefined) resolveProfile('opTimes', o.opTimes);
+  let knnMonitor: TrainConfig['knnMonitor'] = null;
+  if (o.knnMonitor !== undefined) {
+    const m = section('knnMonitor', o.knnMonitor, ['every', 'k', 'temperature', 'bankSize', 'testSize']);
+    knnMonitor = {
+      every: integer('knnMonitor.every', m.every, 1, MAX_STEPS),
+      k: withDefault(m.k, 200, (v) => integer('knnMonitor.k', v, 1, 1 << 20)),
+      temperature: withDefault(m.temperature, 0.1, (v) => number('knnMonitor.temperature', v, 1e-4, 1e4)),
+      bankSize: withDefault(m.bankSize, 10000, (v) => integer('knnMonitor.bankSize', v, 1, 1 << 30)),
+      testSize: withDefault(m.testSize, 10000, (v) => integer('knnMonitor.testSize', v, 1, 1 << 30)),
+    };
+  }
 
   return {
     preset: presetName, data, encoder, projector, predictor, batchSize,
     epochs, steps,
     optimizer, tauBase, augment: augment as TrainConfig['augment'], device, seed, threads, convPrecision, cudaGraphs,
-    onlineClassifier, out, checkpointEvery, printEvery, progress,
+    onlineClassifier, out, checkpointEvery, printEvery, progress, knnMonitor,
   };
 }
 

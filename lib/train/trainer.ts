@@ -29,6 +29,7 @@ import {
   type DataOptions, type ProfileOptions, RESUME_OVERRIDABLE, type TrainConfig, type TrainerOptions, isDatasetObject,
   mergeOptions, parseProfileSteps, resolveProfile, resolveTrainConfig,
 } from './options';
+import { KnnMonitor } from './monitor';
 import { Progress, type ProgressStream } from './progress';
 
 export const LOG_FILE = 'log.jsonl';
@@ -321,7 +322,7 @@ export class Trainer extends EventEmitter {
       // Runs from before the online classifier have none (their checkpoints lack its tensors).
       if (!('onlineClassifier' in state.config)) stored.onlineClassifier = false;
       const overrides: Record<string, unknown> = {};
-      for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile', 'opTimes',
+      for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile', 'opTimes', 'knnMonitor',
         'faultInjection'] as const) {
         if (options[key] !== undefined) overrides[key] = options[key];
       }
@@ -417,6 +418,8 @@ export class Trainer extends EventEmitter {
     const plan = this.#plan(dataset);
     const views = this.#views(dataset);
     if (resume) checkPlan(resume, plan, path.join(runDir, STATE_FILE));
+    // Its test split and labels are checked before anything is written.
+    const monitor = config.knnMonitor ? await KnnMonitor.open(config, dataset) : null;
     await fs.mkdir(runDir, { recursive: true });
 
     const spec: ModelSpec = {
@@ -570,6 +573,14 @@ export class Trainer extends EventEmitter {
           top1,
         });
         this.emit('step', record);
+        if (monitor?.due(step, plan.totalSteps)) {
+          const r = await monitor.run(model, step);
+          await log.write({ event: 'knn-monitor', ...r });
+          progress.message(`byol: kNN monitor at step ${step}: top-1 ${(100 * r.top1).toFixed(2)}%  top-5 ` +
+            `${(100 * r.top5).toFixed(2)}% (k ${r.k}, ${r.bank} training images against ${r.test} test images, ` +
+            `${r.seconds.toFixed(1)} s)`);
+          this.emit('monitor', r);
+        }
         if (step === plan.totalSteps) break;
         if (signal?.aborted) {
           status = 'interrupted';
