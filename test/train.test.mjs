@@ -262,6 +262,7 @@ test('knnMonitor: kNN checks every N steps and after the last, logged; the steps
     assert.ok(e.top1 >= 0 && e.top1 <= e.top5 && e.top5 <= 1, JSON.stringify(e));
   }
   assert.equal(seen.map((r) => r.top1), events.map((e) => e.top1));
+  assert.match(await renderReport(watched.out), /<svg [^>]*aria-label="kNN monitor top-1 \(%\)"/);
   assert.equal(resolveTrainConfig({ data, knnMonitor: { every: 5 } }).knnMonitor,
     { every: 5, k: 200, temperature: 0.1, bankSize: 10000, testSize: 10000 });
   throwsMessage(() => new Trainer(tiny({ knnMonitor: {} })), ByolOptionError,

@@ -1,5 +1,6 @@
 // report.ts: a self-contained HTML report of a run: inline SVG line charts of loss (raw and
-// smoothed), learning rate, EMA tau and throughput from log.jsonl, where a step's time went
+// smoothed), learning rate, EMA tau and throughput from log.jsonl (and, when the run had them,
+// the online classifier's top-1 and the kNN monitor's checks), where a step's time went
 // (the log's last op-times record, when the run timed ops), the run's configuration from
 // state.json and the evaluation results from eval.json.
 // Contract: the HTML references nothing outside itself (no scripts, fonts, images or styles
@@ -249,6 +250,14 @@ export async function renderReport(runDir: string): Promise<string> {
         width: 1, opacity: 0.35 },
       { name: 'smoothed (EMA 0.95)', color: '#ff7f0e', points: classified.map((s, i) => [s.step, top1[i]] as [number, number]),
         width: 2 },
+    ]));
+  }
+  // The kNN monitor's checks (knnMonitor), when the run had them.
+  const knn = (records as unknown[]).filter((r): r is { event: string; step: number; top1: number } =>
+    (r as { event?: string }).event === 'knn-monitor' && typeof (r as { top1?: unknown }).top1 === 'number');
+  if (knn.length > 0) {
+    charts.push(lineChart('kNN monitor top-1 (%)', [
+      { name: 'test top-1', color: '#8c564b', points: knn.map((r) => [r.step, 100 * r.top1] as [number, number]), width: 2 },
     ]));
   }
   const last = steps[steps.length - 1];
