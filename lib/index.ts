@@ -31,10 +31,11 @@ export * from './data/index';
 // Training, checkpoints, reports.
 export { Trainer, NonFiniteLossError } from './train/trainer';
 export type { TrainResult, StepMetrics, StartInfo } from './train/trainer';
+export type { KnnMonitorResult } from './train/monitor';
 export { resolveTrainConfig } from './train/options';
 export type {
   TrainerOptions, TrainConfig, DataOptions, TrainerEncoderOptions, TrainerOptimizerOptions, DatasetKind,
-  ProgressMode,
+  KnnMonitorOptions, ProgressMode,
 } from './train/options';
 export { PRESET_NAMES, presetOptions } from './train/presets';
 export type { PresetName } from './train/presets';

@@ -288,6 +288,9 @@ class OpTimesWindow extends StepWindow {
   }
 }
 
+// Events: 'start' (StartInfo), 'step' (StepMetrics, after each step), 'checkpoint' ({ step, file,
+// state }), 'monitor' (KnnMonitorResult, after each kNN check of options.knnMonitor), 'end'
+// (TrainResult).
 export class Trainer extends EventEmitter {
   // The resolved configuration (for a resumed run: the stored one).
   readonly config: TrainConfig;
@@ -322,8 +325,8 @@ export class Trainer extends EventEmitter {
       // Runs from before the online classifier have none (their checkpoints lack its tensors).
       if (!('onlineClassifier' in state.config)) stored.onlineClassifier = false;
       const overrides: Record<string, unknown> = {};
-      for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile', 'opTimes', 'knnMonitor',
-        'faultInjection'] as const) {
+      for (const key of ['device', 'threads', 'cudaGraphs', 'printEvery', 'progress', 'signal', 'profile', 'opTimes',
+        'knnMonitor', 'faultInjection'] as const) {
         if (options[key] !== undefined) overrides[key] = options[key];
       }
       if (state.config.data.kind === 'memory') {
