@@ -70,10 +70,14 @@ export async function loadDatasetSpec(spec: DataOptions, split: Split): Promise<
     default:
       throw new ByolOptionError(`Unknown data.kind ${JSON.stringify((spec as DataOptions).kind)}`);
   }
-  if (split === 'train' && spec.limit !== undefined && spec.limit < dataset.n) {
-    dataset = subset(dataset, Int32Array.from({ length: spec.limit }, (_, i) => i), `${dataset.name}[:${spec.limit}]`);
-  }
+  if (split === 'train' && spec.limit !== undefined) dataset = firstSamples(dataset, spec.limit);
   return dataset;
+}
+
+// The first `count` samples of `dataset` (all of it when it has no more), named "<name>[:count]".
+export function firstSamples(dataset: Dataset, count: number): Dataset {
+  if (count >= dataset.n) return dataset;
+  return subset(dataset, Int32Array.from({ length: count }, (_, i) => i), `${dataset.name}[:${count}]`);
 }
 
 // The augmentation preset that suits the data (when the user named none).

@@ -1,7 +1,9 @@
 // model.ts (train): the one adapter between the trainer/evaluation and lib/byol.ts (the Byol
 // model class). Contract: everything train/ and eval/ need from a model goes through
 // TrainableModel (so an API change of Byol touches this file only); schedules are lib/byol.ts's.
-import { Byol, type GraphStatus, emaTau as byolEmaTau, learningRate as byolLearningRate } from '../byol';
+import {
+  Byol, type ClassifierStepResult, type GraphStatus, emaTau as byolEmaTau, learningRate as byolLearningRate,
+} from '../byol';
 import type { Tensor } from '../tensor';
 import { type Arch, type OptimizerName, type Stem } from './options';
 
@@ -20,7 +22,7 @@ export interface ModelSpec {
 // and batch size when the model has one.
 export interface StepOutcome {
   loss: number;
-  classifier: { loss: number; correct: number; count: number } | null;
+  classifier: ClassifierStepResult | null;
 }
 
 export interface TrainableModel {

@@ -3,11 +3,11 @@
 // and of test images, scored by cosine kNN. Contract: the bank and test sets are the first
 // images of their splits (the same ones at every check and after a resume); a check reads the
 // model (embed: BatchNorm in eval mode) and changes nothing the training computes.
-import { type Dataset, subset } from '../data';
+import { type Dataset } from '../data';
 import { embedDataset, evalView } from '../eval/embed';
 import { evaluateKnn } from '../eval/knn';
 import { ByolOptionError } from '../validate';
-import { loadDatasetSpec } from './data';
+import { firstSamples, loadDatasetSpec } from './data';
 import type { TrainableModel } from './model';
 import type { DataOptions, TrainConfig } from './options';
 
@@ -19,11 +19,6 @@ export interface KnnMonitorResult {
   bank: number; // training images in the bank
   test: number; // test images scored
   seconds: number;
-}
-
-function first(dataset: Dataset, count: number): Dataset {
-  if (count >= dataset.n) return dataset;
-  return subset(dataset, Int32Array.from({ length: count }, (_, i) => i), `${dataset.name}[:${count}]`);
 }
 
 export class KnnMonitor {
@@ -51,7 +46,7 @@ export class KnnMonitor {
     for (const d of [train, test]) {
       if (!d.labels) throw new ByolOptionError(`Option knnMonitor needs labels, but ${d.name} has none`);
     }
-    return new KnnMonitor(config, first(train, options.bankSize), first(test, options.testSize));
+    return new KnnMonitor(config, firstSamples(train, options.bankSize), firstSamples(test, options.testSize));
   }
 
   // Whether a check follows step `step` (1-based): every `every` steps, and after the last.

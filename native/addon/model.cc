@@ -332,9 +332,10 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
         ThrowExpected(env, "labels", "Int32Array", info[4]);
       Napi::Int32Array a = info[4].As<Napi::Int32Array>();
       labels.emplace(a.Data(), a.Data() + a.ElementLength());
-      if (labels->size() != static_cast<size_t>(v1.ndim() == 4 ? v1.dim(0) : -1)) {
+      // (A view1 that is not 4-D is refused by the step before any label is read.)
+      if (v1.ndim() == 4 && labels->size() != static_cast<size_t>(v1.dim(0))) {
         std::ostringstream expected;
-        expected << "Int32Array of " << (v1.ndim() == 4 ? v1.dim(0) : 0) << " labels (one per image of view1)";
+        expected << "Int32Array of " << v1.dim(0) << " labels (one per image of view1)";
         ThrowExpected(env, "labels", expected.str(), info[4]);
       }
     }

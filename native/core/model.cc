@@ -439,14 +439,23 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
   return values[0];
 }
 
-Tensor ByolModel::embed(const Tensor& images) {
-  const Range range(backend_, "embed");
+// The eval-mode encoder forward that embed, classify and project share: checks `images`, plans
+// their shape and runs the online (or target) encoder with running statistics; y is left in
+// the returned plan's enc.features.
+ModelPlan& ByolModel::eval_encoder(const Tensor& images, bool target) {
   check_images(images, "images", 1);
   ModelPlan& plan = eval_plan(static_cast<int>(images.dim(0)), static_cast<int>(images.dim(1)),
                               static_cast<int>(images.dim(2)));
   const nets::BnMode mode{false, config_.bn_momentum, config_.bn_eps};
-  nets::resnet_forward(backend_, nets_->encoder, plan.enc, images.f32(), online_params_.f32(), online_stats_.f32(),
-                       mode);
+  nets::resnet_forward(backend_, nets_->encoder, plan.enc, images.f32(),
+                       target ? target_params_.f32() : online_params_.f32(),
+                       target ? target_stats_.f32() : online_stats_.f32(), mode);
+  return plan;
+}
+
+Tensor ByolModel::embed(const Tensor& images) {
+  const Range range(backend_, "embed");
+  ModelPlan& plan = eval_encoder(images, false);
   Tensor y(backend_, {images.dim(0), nets_->encoder.feature_dim}, DType::f32);
   backend_->copy(y.raw(), plan.enc.features, y.nbytes());
   return y;
@@ -455,13 +464,9 @@ Tensor ByolModel::embed(const Tensor& images) {
 Tensor ByolModel::classify(const Tensor& images) {
   const Range range(backend_, "classify");
   BYOL_CHECK(nets_->has_classifier, "classify: the model has no online classifier (set classifier.classes)");
-  check_images(images, "images", 1);
-  ModelPlan& plan = eval_plan(static_cast<int>(images.dim(0)), static_cast<int>(images.dim(1)),
-                              static_cast<int>(images.dim(2)));
-  const nets::BnMode mode{false, config_.bn_momentum, config_.bn_eps};
-  const float* online = online_params_.f32();
-  nets::resnet_forward(backend_, nets_->encoder, plan.enc, images.f32(), online, online_stats_.f32(), mode);
+  ModelPlan& plan = eval_encoder(images, false);
   const nets::Linear& c = nets_->classifier;
+  const float* online = online_params_.f32();
   Tensor logits(backend_, {images.dim(0), c.out}, DType::f32);
   backend_->linear_forward(logits.f32(), plan.enc.features, online + c.weight, online + c.bias,
                            static_cast<int>(images.dim(0)), c.in, c.out);
@@ -470,13 +475,10 @@ Tensor ByolModel::classify(const Tensor& images) {
 
 Tensor ByolModel::project(const Tensor& images, bool target) {
   const Range range(backend_, "project");
-  check_images(images, "images", 1);
-  ModelPlan& plan = eval_plan(static_cast<int>(images.dim(0)), static_cast<int>(images.dim(1)),
-                              static_cast<int>(images.dim(2)));
+  ModelPlan& plan = eval_encoder(images, target);
   const nets::BnMode mode{false, config_.bn_momentum, config_.bn_eps};
   float* params = target ? target_params_.f32() : online_params_.f32();
   float* stats = target ? target_stats_.f32() : online_stats_.f32();
-  nets::resnet_forward(backend_, nets_->encoder, plan.enc, images.f32(), params, stats, mode);
   nets::mlp_forward(backend_, nets_->projector, plan.proj, plan.z_online, plan.enc.features, params, stats, mode);
   Tensor z(backend_, {images.dim(0), config_.projector_out}, DType::f32);
   backend_->copy(z.raw(), plan.z_online, z.nbytes());

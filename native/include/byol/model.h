@@ -230,6 +230,7 @@ class ByolModel {
  private:
   ModelPlan& train_plan(int N, int H, int W);
   ModelPlan& eval_plan(int N, int H, int W);
+  ModelPlan& eval_encoder(const Tensor& images, bool target);
   void check_images(const Tensor& images, const char* name, int min_batch) const;
   void init_parameters();
   void step_ops(ModelPlan& plan, const float* x1, const float* x2, float lr, float tau, int64_t optimizer_step);
