@@ -47,6 +47,8 @@ export { renderReport, writeReport } from './train/report';
 // Evaluation.
 export { evaluateLinear } from './eval/linear';
 export type { LinearProbeOptions, LinearProbeResult, ProbeData, FeatureSet } from './eval/linear';
+export { evaluateLinearAugmented } from './eval/augmented';
+export type { AugmentedLinearOptions, AugmentedLinearResult } from './eval/augmented';
 export { evaluateKnn } from './eval/knn';
 export type { KnnOptions, KnnResult } from './eval/knn';
 export {

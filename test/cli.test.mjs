@@ -159,6 +159,16 @@ test('train (config + flags) -> eval -> embed -> report', () => {
   assert.ok(existsSync(join(run, `features-${state.weights.sha256.slice(0, 16)}-train.bin`)));
   const again = byol(['eval', run, '--knn', '--k', '20']);
   assert.match(again.err, /features of .* from the cache/);
+  // The augmented protocol alone: the run's crop, merged into eval.json next to the earlier probes.
+  const augmented = byol(['eval', run, '--augmented', '--augmented-epochs', '2']);
+  assert.is(augmented.code, 0, augmented.err);
+  assert.match(augmented.out, /^features +linear top-1 +top-5 +kNN top-1 +top-5 +aug\. linear top-1 +top-5\nbyol .* \d+\.\d\d% +\d+\.\d\d%\n/);
+  assert.match(augmented.err, /augmented linear epoch 2\/2  train loss \d/);
+  const merged = JSON.parse(readFileSync(join(run, 'eval.json'), 'utf8')).results.byol;
+  assert.is(merged.linearAugmented.epochs, 2);
+  assert.equal(merged.linearAugmented.augment.cropScale, state.config.augment.cropScale ?? [0.08, 1]);
+  assert.ok(merged.linear && merged.knn, 'earlier probes kept');
+  assert.is(byol(['eval', run, '--augmented-epochs', '2']).code, 2);
 
   const npy = byol(['embed', run, '--out', join(scratch, 'emb.npy'), '--split', 'train']);
   assert.is(npy.code, 0, npy.err);
@@ -197,6 +207,59 @@ function pngInfo(bytes) {
   assert.equal([...bytes.subarray(0, 8)], [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]);
   return { width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20), colorType: bytes[25] };
 }
+
+test('bench: times the step train would run (flags, preset, config), augmentation and embedding', () => {
+  const shape = ['--data', 'synthetic', '--data-size', '8', '--data-channels', '1', '--width', '0.125',
+    '--projector-hidden', '32', '--projector-out', '16', '--predictor-hidden', '32', '--batch-size', '6', '--device', 'cpu'];
+  const json = byol(['bench', ...shape, '--optimizer', 'adamw', '--steps', '2', '--warmup', '1', '--json']);
+  assert.is(json.code, 0, json.err);
+  const r = JSON.parse(json.out);
+  assert.equal(r.config, {
+    arch: 'resnet18', stem: 'cifar', width: 0.125, projector: { hidden: 32, out: 16 }, predictor: { hidden: 32 },
+    optimizer: 'adamw', batchSize: 6, image: [8, 8, 1],
+  });
+  assert.is(r.device, 'cpu');
+  assert.is(r.cudaGraphs, null);
+  assert.ok(['fp32', 'bf16'].includes(r.convPrecision));
+  for (const key of ['step', 'augment', 'embed']) {
+    const t = r[key];
+    assert.is(t.count, 2, key);
+    assert.ok(t.msMin > 0 && t.msMin <= t.msMedian && t.msMedian <= t.msMax, `${key} ${JSON.stringify(t)}`);
+    assert.ok(Math.abs(t.imagesPerSecond - (6000 / t.msMean)) < 1e-6 * t.imagesPerSecond, key);
+  }
+  assert.ok(Number.isFinite(r.step.loss) && r.step.loss >= 0 && r.step.loss <= 4, `loss ${r.step.loss}`);
+  assert.ok(r.rss.peakMb > 0 && r.rss.startMb > 0);
+  // The table says the same; a training preset gives the model, batch and image size.
+  const table = byol(['bench', '--preset', 'fashion-mnist-quick', '--batch-size', '4', '--device', 'cpu', '--steps', '1',
+    '--warmup', '0', '--conv-precision', 'fp32']);
+  assert.is(table.code, 0, table.err);
+  assert.match(table.out, /^resnet18 \(cifar stem, width 0\.125\), projector 512\/128, predictor 512, LARS; batch 4 of 28x28x1\n/);
+  assert.match(table.out, /; fp32 convolutions\n/);
+  assert.match(table.out, /\ntraining step \(2 views\) +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +1\naugmentation \(2 views\) .*\nembedding \(1 view, eval\) /);
+  assert.match(table.out, /\n[\d.]+ steps\/s; loss [\d.]+; host RSS peak \d+ MB/);
+  // A --config file, and data kinds whose files are not needed.
+  const config = join(scratch, 'bench-config.json');
+  writeFileSync(config, JSON.stringify({ encoder: { width: 0.125 }, projector: { hidden: 16, out: 8 }, predictor: false,
+    batchSize: 2, device: 'cpu' }));
+  const fromConfig = byol(['bench', '--config', config, '--data', 'cifar10', '--steps', '1', '--warmup', '0', '--json']);
+  assert.is(fromConfig.code, 0, fromConfig.err);
+  assert.equal(JSON.parse(fromConfig.out).config.image, [32, 32, 3]);
+  assert.is(JSON.parse(fromConfig.out).config.predictor, false);
+  // Bad flags: exit 2 before any work, naming the flag.
+  const bad = [
+    [['--steps', '0'], /--steps/],
+    [['--width', '0.3'], /encoder\.width \(--width\)/],
+    [['--data', 'folder'], /--data-size/],
+    [['--epochs', '3'], /Unknown option --epochs for `byol bench`/],
+    [['extra'], /no positional arguments/],
+  ];
+  for (const [args, message] of bad) {
+    const result = byol(['bench', '--device', 'cpu', ...args]);
+    assert.is(result.code, 2, `${args.join(' ')}: ${result.err}`);
+    assert.match(result.err, message);
+  }
+  assert.match(byol(['bench', '--help']).out, /^Usage: byol bench/);
+});
 
 test('augment: PNG grid of originals and their two views', () => {
   const out = join(scratch, 'views.png');

@@ -12,13 +12,15 @@ import { rejectsMessage as rejects } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { evaluateLinear, featureStats } = require('../dist/eval/linear.js');
+const { evaluateLinearAugmented, trainAugmentedProbe } = require('../dist/eval/augmented.js');
 const { evaluateKnn, normalizeRows } = require('../dist/eval/knn.js');
 const {
   writeNpy, writeSafetensors, readSafetensorsF32, embedDataset, cachedFeatures, featureCacheFile, pixelFeatures,
-  deterministicView,
+  deterministicView, embedFeatures,
 } = require('../dist/eval/embed.js');
 const { Byol } = require('../dist/byol.js');
 const { syntheticDataset } = require('../dist/data/index.js');
+const { permutation } = require('../dist/data/random.js');
 const { augmentConfig } = require('../dist/augment.js');
 const { ByolOptionError } = require('../dist/validate.js');
 
@@ -256,6 +258,135 @@ test('embedDataset: batch-size independent, deterministic; the cache keys by wei
   } finally {
     model.dispose();
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// A stand-in encoder for the augmented probe: per-channel mean and standard deviation of each
+// view (a function of the pixels it is given and of nothing else, on any CPU), recording the
+// views it saw.
+function statsEncoder() {
+  const seen = [];
+  return {
+    featureDim: 6, device: 'cpu', seen,
+    async embed(images) {
+      const [n, c, h, w] = images.shape;
+      const x = await images.toArray();
+      seen.push(x.slice());
+      const out = new Float32Array(n * 6);
+      for (let i = 0; i < n; i++) {
+        for (let ch = 0; ch < c; ch++) {
+          let sum = 0;
+          let sq = 0;
+          for (let p = 0; p < h * w; p++) {
+            const v = x[(i * c + ch) * h * w + p];
+            sum += v;
+            sq += v * v;
+          }
+          const mean = sum / (h * w);
+          out[i * 6 + ch] = mean;
+          out[i * 6 + 3 + ch] = Math.sqrt(Math.max(0, sq / (h * w) - mean * mean));
+        }
+      }
+      return out;
+    },
+  };
+}
+
+test('augmented linear probe: with the augmentation off it is the frozen-feature probe, to the bit', async () => {
+  const train = syntheticDataset({ n: 70, height: 8, width: 8, channels: 3, classes: 4, seed: 1 });
+  const test_ = syntheticDataset({ n: 30, height: 8, width: 8, channels: 3, classes: 4, seed: 2 });
+  const encoder = statsEncoder();
+  const options = { epochs: 3, batchSize: 16, seed: 5 };
+  const identity = await trainAugmentedProbe(encoder, { train, test: test_ },
+    { ...options, cropScale: [1, 1], cropRatio: [1, 1], flipP: 0 });
+  const clean = (d) => embedFeatures(encoder, d);
+  const [a, b] = [await clean(train), await clean(test_)];
+  const frozen = await evaluateLinear({
+    train: { features: a.features, labels: train.labels }, test: { features: b.features, labels: test_.labels }, dim: 6,
+    classes: 4,
+  }, { ...options, worker: false });
+  for (const key of ['top1', 'top5', 'trainTop1', 'trainLoss', 'classes', 'dim']) assert.is(identity[key], frozen[key], key);
+  assert.equal(identity.augment, { cropScale: [1, 1], cropRatio: [1, 1], flipP: 0 });
+});
+
+test('augmented linear probe: fresh crop + flip views every epoch, deterministic for a seed', async () => {
+  const train = syntheticDataset({ n: 200, height: 12, width: 12, channels: 3, classes: 4, seed: 1 });
+  const test_ = syntheticDataset({ n: 100, height: 12, width: 12, channels: 3, classes: 4, seed: 2 });
+  const run = async (seed, epochs = 4) => {
+    const encoder = statsEncoder();
+    const epochsSeen = [];
+    const result = await trainAugmentedProbe(encoder, { train, test: test_ }, {
+      epochs, batchSize: 64, seed, onEpoch: (e, total, loss) => epochsSeen.push([e, total, Number.isFinite(loss)]),
+    });
+    return { result, encoder, epochsSeen };
+  };
+  const first = await run(0);
+  // The clean features (4 train and 2 test batches of 64), then 4 epochs of ceil(200 / 64) = 4
+  // augmented batches.
+  assert.is(first.encoder.seen.length, 6 + 4 * 4);
+  assert.equal(first.epochsSeen, [[1, 4, true], [2, 4, true], [3, 4, true], [4, 4, true]]);
+  assert.equal(first.result.augment, { cropScale: [0.08, 1], cropRatio: [3 / 4, 4 / 3], flipP: 0.5 });
+  // The class is the color: a mean-color feature survives crops and flips.
+  assert.ok(first.result.top1 > 0.9, `top-1 ${first.result.top1}`);
+  // Same seed: the same views and the same classifier.
+  const again = await run(0);
+  assert.equal(again.result.top1, first.result.top1);
+  assert.is(again.result.trainLoss, first.result.trainLoss);
+  assert.equal(again.encoder.seen[9], first.encoder.seen[9]);
+  // The first augmented batch holds the samples of permutation(seed 0, epoch 0), each cropped
+  // and flipped: (almost) no view equals its clean image.
+  const size = 3 * 12 * 12;
+  const cleanTrain = new Float32Array(200 * size);
+  for (let k = 0; k < 4; k++) cleanTrain.set(first.encoder.seen[k], k * 64 * size);
+  const order = permutation(200, 0, 0);
+  const views = first.encoder.seen[6];
+  let unchanged = 0;
+  for (let i = 0; i < 64; i++) {
+    const clean = cleanTrain.subarray(order[i] * size, (order[i] + 1) * size);
+    if (views.subarray(i * size, (i + 1) * size).every((v, j) => v === clean[j])) unchanged++;
+  }
+  assert.ok(unchanged <= 3, `${unchanged} of 64 views equal their clean image`);
+  // Views are re-drawn every epoch, and another seed draws others.
+  assert.not.equal(Array.from(first.encoder.seen[6]), Array.from(first.encoder.seen[10]));
+  const other = await run(1, 1);
+  assert.not.equal(Array.from(other.encoder.seen[6]), Array.from(first.encoder.seen[6]));
+});
+
+test('augmented linear probe: a real encoder; validation names the field', async () => {
+  const train = syntheticDataset({ n: 24, height: 8, width: 8, channels: 3, classes: 3, seed: 1 });
+  const test_ = syntheticDataset({ n: 12, height: 8, width: 8, channels: 3, classes: 3, seed: 2 });
+  const model = await Byol.create({
+    encoder: { arch: 'resnet18', stem: 'cifar', inChannels: 3, width: 0.125 }, projector: { hidden: 16, out: 8 },
+    predictor: { hidden: 16 }, device: 'cpu', seed: 3,
+  });
+  try {
+    const r = await evaluateLinearAugmented(model, { train, test: test_ }, { epochs: 2, batchSize: 10 });
+    assert.is(r.dim, 64);
+    assert.is(r.epochs, 2);
+    assert.equal(r.n, { train: 24, test: 12 });
+    assert.ok(r.top1 >= 0 && r.top1 <= r.top5 && r.top5 === 1 && Number.isFinite(r.trainLoss));
+    const data = { train, test: test_ };
+    await rejects(evaluateLinearAugmented(model, data, { cropScale: [0, 1] }), ByolOptionError, /options\.cropScale/);
+    await rejects(evaluateLinearAugmented(model, data, { cropRatio: [2, 1] }), ByolOptionError, /options\.cropRatio/);
+    await rejects(evaluateLinearAugmented(model, data, { flipP: 2 }), ByolOptionError, /options\.flipP/);
+    await rejects(evaluateLinearAugmented(model, data, { epochs: 0 }), ByolOptionError, /options\.epochs/);
+    await rejects(evaluateLinearAugmented(model, data, { batchSize: 0 }), ByolOptionError, /options\.batchSize/);
+    await rejects(evaluateLinearAugmented(model, data, { crop: 1 }), ByolOptionError, /crop/);
+    await rejects(evaluateLinearAugmented(model, data, { features: { train: new Float32Array(3), test: new Float32Array(3) } }),
+      ByolOptionError, /options\.features to hold 24 x 64 \(train\) and 12 x 64 \(test\)/);
+    const unlabeled = { ...train };
+    delete unlabeled.labels;
+    await rejects(evaluateLinearAugmented(model, { train: unlabeled, test: test_ }), ByolOptionError, /needs labels, but data\.train/);
+    const small = syntheticDataset({ n: 4, height: 6, width: 6, channels: 3, seed: 1 });
+    await rejects(evaluateLinearAugmented(model, { train, test: small }), ByolOptionError, /data\.test to have data\.train's image shape 8x8x3/);
+    await rejects(evaluateLinearAugmented({ embed() {} }, data), TypeError, /Expected a Byol model/);
+    // An abort stops between batches.
+    const controller = new AbortController();
+    controller.abort(new Error('stop here'));
+    await rejects(evaluateLinearAugmented(model, data, { epochs: 1, signal: controller.signal }), Error, /stop here/);
+    assert.is(model.disposed, false);
+  } finally {
+    model.dispose();
   }
 });
 

@@ -417,6 +417,12 @@ test('report: self-contained HTML with SVG charts of loss, lr, tau and the onlin
   assert.is((html.match(/<svg /g) ?? []).length, 5);
   for (const title of ['BYOL loss', 'learning rate', 'EMA tau', 'online classifier top-1 (%)']) assert.ok(html.includes(title), title);
   assert.ok(html.includes('50.00%') && html.includes('25.00%'), 'eval results table');
+  assert.not.ok(html.includes('augmented linear'), 'no augmented column without its results');
+  writeFileSync(join(options.out, 'eval.json'), JSON.stringify({ step: 6, sha256: 'x', dataset: { train: 'a', test: 'b' },
+    results: { byol: { linear: { top1: 0.5, top5: 0.9 }, linearAugmented: { top1: 0.625, top5: 0.95 } },
+      pixels: { linear: { top1: 0.4, top5: 0.8 } } } }));
+  const withAugmented = await renderReport(options.out);
+  assert.match(withAugmented, /<th>augmented linear top-1<\/th><th>augmented linear top-5<\/th><\/tr><tr><th>BYOL encoder<\/th><td>50\.00%<\/td><td>90\.00%<\/td><td>—<\/td><td>—<\/td><td>62\.50%<\/td><td>95\.00%<\/td><\/tr><tr><th>raw pixels<\/th>(<td>[^<]*<\/td>){4}<td>—<\/td><td>—<\/td><\/tr>/);
   assert.not.match(html, /<script|<link|src=|url\(|@import/);
   assert.not.match(html.replace(/xmlns="http:\/\/www\.w3\.org\/2000\/svg"/g, ''), /https?:/);
 });

@@ -7,6 +7,7 @@ import * as path from 'node:path';
 
 import { type Dataset } from '../data';
 import { embedDataset, evalView, loadRunModel, writeNpy, writeSafetensors } from '../eval/embed';
+import { type AugmentedLinearOptions } from '../eval/augmented';
 import { type KnnOptions } from '../eval/knn';
 import { type LinearProbeOptions } from '../eval/linear';
 import { type EvalReport, evaluateRun } from '../eval/run';
@@ -18,6 +19,8 @@ import { type FlagSpec, UsageError, formatFlags, parseArgs } from './args';
 const EVAL_FLAGS: FlagSpec[] = [
   { flag: '--linear', type: 'boolean', help: 'linear probe (default: linear and kNN)' },
   { flag: '--knn', type: 'boolean', help: 'weighted kNN (default: linear and kNN)' },
+  { flag: '--augmented', type: 'boolean', help: 'linear probe on crop + flip views re-embedded every epoch (BYOL.md protocol)' },
+  { flag: '--augmented-epochs', type: 'int', metavar: 'N', help: 'its epochs (80)' },
   { flag: '--baseline', type: 'boolean', help: 'also raw pixels and a random-init encoder, same probes' },
   { flag: '--device', type: 'string', metavar: 'DEV', help: "embedding device (the run's)" },
   { flag: '--batch-size', type: 'int', metavar: 'N', help: 'embedding batch size (256)' },
@@ -40,12 +43,17 @@ const EMBED_FLAGS: FlagSpec[] = [
   { flag: '--help', type: 'boolean', help: 'show this help' },
 ];
 
-export const EVAL_HELP = `Usage: byol eval RUN_DIR [--linear] [--knn] [--baseline] [options]
+export const EVAL_HELP = `Usage: byol eval RUN_DIR [--linear] [--knn] [--augmented] [--baseline] [options]
 
 Evaluates the encoder of a run on frozen features (BatchNorm in eval mode): a linear probe
 (multinomial logistic regression, SGD Nesterov 0.9, cosine LR, standardized features) and a
 weighted kNN (k 200, T 0.1, cosine). Features are cached in RUN_DIR/features-*.bin, keyed by
 the weights checksum; results are merged into RUN_DIR/eval.json.
+
+--augmented adds the BYOL authors' protocol: the same linear probe trained on views with a
+random resized crop (the run's training crop) and a horizontal flip, drawn anew and embedded
+again every epoch, scored on the test split's unaugmented features. It embeds the whole
+training split once per epoch, so it takes about --augmented-epochs times one embedding pass.
 
 Options:
 ${formatFlags(EVAL_FLAGS)}`;
@@ -77,10 +85,14 @@ export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStre
   }
   const runDir = runDirArg(parsed.positionals, 'eval');
   const f = parsed.flags;
-  const both = !f.has('--linear') && !f.has('--knn');
+  const both = !f.has('--linear') && !f.has('--knn') && !f.has('--augmented');
   const linear: LinearProbeOptions = {};
   if (f.has('--epochs')) linear.epochs = integer('--epochs', f.get('--epochs'), 1, 100000);
   if (f.has('--lr')) linear.lr = number('--lr', f.get('--lr'), 0, 1e4);
+  if (f.has('--augmented-epochs') && !f.has('--augmented')) throw new UsageError('--augmented-epochs needs --augmented');
+  const augmented: AugmentedLinearOptions = {};
+  if (f.has('--augmented-epochs')) augmented.epochs = integer('--augmented-epochs', f.get('--augmented-epochs'), 1, 100000);
+  if (f.has('--lr')) augmented.lr = linear.lr;
   const knn: KnnOptions = {};
   if (f.has('--k')) knn.k = integer('--k', f.get('--k'), 1, 1 << 20);
   if (f.has('--temperature')) knn.temperature = number('--temperature', f.get('--temperature'), 1e-4, 1e4);
@@ -88,6 +100,7 @@ export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStre
   const batchSize = f.has('--batch-size') ? integer('--batch-size', f.get('--batch-size'), 1, 1 << 16) : undefined;
   const report: EvalReport = await evaluateRun(runDir, {
     linear: both || f.has('--linear') ? linear : false,
+    linearAugmented: f.has('--augmented') ? augmented : false,
     knn: both || f.has('--knn') ? knn : false,
     baselines: f.has('--baseline'),
     device: f.get('--device') as string | undefined,
@@ -98,12 +111,16 @@ export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStre
     io.out.write(`${JSON.stringify(report, null, 2)}\n`);
     return 0;
   }
+  const withAugmented = Object.values(report.results).some((r) => r.linearAugmented);
   io.out.write(`${'features'.padEnd(12)}${'linear top-1'.padStart(14)}${'top-5'.padStart(9)}` +
-    `${'kNN top-1'.padStart(12)}${'top-5'.padStart(9)}\n`);
+    `${'kNN top-1'.padStart(12)}${'top-5'.padStart(9)}` +
+    `${withAugmented ? `${'aug. linear top-1'.padStart(19)}${'top-5'.padStart(9)}` : ''}\n`);
   for (const [name, r] of Object.entries(report.results)) {
     io.out.write(`${name.padEnd(12)}${(r.linear ? pct(r.linear.top1) : '-').padStart(14)}` +
       `${(r.linear ? pct(r.linear.top5) : '-').padStart(9)}${(r.knn ? pct(r.knn.top1) : '-').padStart(12)}` +
-      `${(r.knn ? pct(r.knn.top5) : '-').padStart(9)}\n`);
+      `${(r.knn ? pct(r.knn.top5) : '-').padStart(9)}` +
+      `${withAugmented ? `${(r.linearAugmented ? pct(r.linearAugmented.top1) : '-').padStart(19)}` +
+        `${(r.linearAugmented ? pct(r.linearAugmented.top5) : '-').padStart(9)}` : ''}\n`);
   }
   const online = report.results.byol?.online;
   if (online) io.out.write(`online classifier (trained during BYOL): top-1 ${pct(online.top1)}  top-5 ${pct(online.top5)}\n`);

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // main.ts: the `byol` command (package.json "bin": dist/cli/main.js): train, eval, embed,
-// report, info, augment. Contract: exit 0 on success, 1 when the work failed (message on
+// report, info, bench, augment. Contract: exit 0 on success, 1 when the work failed (message on
 // stderr, no stack trace unless BYOL_DEBUG=1), 2 on a usage or option error (reported before
 // any work), 130 / 143 after an interrupted training run that wrote its checkpoint.
 import { writeReport } from '../train/report';
 import { ByolOptionError } from '../validate';
 import { UsageError } from './args';
 import { augmentCommand } from './augment';
+import { benchCommand } from './bench';
 import { embedCommand, evalCommand } from './eval';
 import { infoCommand } from './info';
 import { trainCommand } from './train';
@@ -22,6 +23,7 @@ Commands:
   embed     write a run's representations to .npy or .safetensors
   report    write RUN_DIR/report.html (charts of loss, lr, tau; eval results)
   info      platform, addon, CPU and CUDA status (--json)
+  bench     time the training step, augmentation and embedding of a configuration here
   augment   PNG grid of images and their two augmented views
 
 Run \`byol <command> --help\` for the options of a command.`;
@@ -54,6 +56,7 @@ const COMMANDS: Record<string, (argv: string[], io: Io) => Promise<number>> = {
   embed: embedCommand,
   report: reportCommand,
   info: infoCommand,
+  bench: benchCommand,
   augment: augmentCommand,
 };
 

@@ -44,7 +44,8 @@ Files in the run directory: log.jsonl (every step), checkpoint.safetensors + sta
 (resumable), encoder.safetensors (at the end; torchvision names).
 Ctrl-C (SIGINT) or SIGTERM: finishes the step, writes a checkpoint, exits 130 / 143.`;
 
-async function readConfig(file: string): Promise<Record<string, unknown>> {
+// A --config file: a JSON object of TrainerOptions (also read by `byol bench`).
+export async function readConfig(file: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await fs.readFile(file, 'utf8');

@@ -15,6 +15,7 @@ import { type Dataset, validateDataset } from '../data';
 import { resolveDevice } from '../device';
 import { type RunState, readRunState, verifyCheckpoint, writeFileAtomic } from '../train/checkpoint';
 import { type Byol } from '../byol';
+import { type Tensor } from '../tensor';
 import { asTrainableModel, createByol } from '../train/model';
 import { type TrainConfig } from '../train/options';
 import { modelOptimizer, trainViews } from '../train/trainer';
@@ -51,23 +52,35 @@ export function evalView(config: TrainConfig, dataset: Dataset): AugmentConfig {
   return deterministicView(trainViews(config, dataset)[0], dataset.height, dataset.width);
 }
 
+// The preprocessing embedDataset uses when given no view: the dataset's augmentation preset
+// at the dataset's own size, without randomness.
+export function defaultView(dataset: Dataset): AugmentConfig {
+  const preset = dataset.channels === 1 ? 'grayscale' : Math.max(dataset.height, dataset.width) <= 64 ? 'cifar' : 'byol';
+  return deterministicView(augmentConfig({ preset, outputSize: [dataset.height, dataset.width] }), dataset.height,
+    dataset.width);
+}
+
+// What embedding needs of a model: TrainableModel's embed, device and feature size.
+export interface FeatureEncoder {
+  readonly featureDim: number;
+  readonly device: string;
+  embed(images: Tensor<'float32'>): Promise<Float32Array>;
+}
+
 export async function embedDataset(model: unknown, dataset: Dataset, options: EmbedOptions = {}): Promise<Embeddings> {
-  const trainable = asTrainableModel(model);
+  return embedFeatures(asTrainableModel(model), dataset, options);
+}
+
+// embedDataset for any FeatureEncoder (the trainer's model, or a test's stand-in).
+export async function embedFeatures(encoder: FeatureEncoder, dataset: Dataset, options: EmbedOptions = {}): Promise<Embeddings> {
   validateDataset(dataset, 'dataset');
   checkEmbedOptions(options);
   const batchSize = withDefault(options.batchSize, 256, (v) => integer('options.batchSize', v, 1, 1 << 16));
-  let view: AugmentConfig;
-  if (options.view === undefined) {
-    const preset = dataset.channels === 1 ? 'grayscale' : Math.max(dataset.height, dataset.width) <= 64 ? 'cifar' : 'byol';
-    view = deterministicView(augmentConfig({ preset, outputSize: [dataset.height, dataset.width] }), dataset.height,
-      dataset.width);
-  } else {
-    view = augmentConfig(options.view as AugmentConfigOptions, 'options.view');
-  }
-  const device = resolveDevice(trainable.device, 'model.device');
+  const view = options.view === undefined ? defaultView(dataset) : augmentConfig(options.view as AugmentConfigOptions, 'options.view');
+  const device = resolveDevice(encoder.device, 'model.device');
   const { n, height, width, channels } = dataset;
   const size = height * width * channels;
-  const dim = trainable.featureDim;
+  const dim = encoder.featureDim;
   const features = new Float32Array(n * dim);
   for (let start = 0; start < n; start += batchSize) {
     if (options.signal?.aborted) throw options.signal.reason ?? new Error('embedding aborted');
@@ -78,7 +91,7 @@ export async function embedDataset(model: unknown, dataset: Dataset, options: Em
       config: view, seed: 0, epoch: 0, indices, view: 0, device, shape: [count, height, width, channels],
     });
     try {
-      const rows = await trainable.embed(batch.images);
+      const rows = await encoder.embed(batch.images);
       if (rows.length !== count * dim) {
         throw new Error(`model.embed returned ${rows.length} values for ${count} images of ${dim} features`);
       }

@@ -125,8 +125,9 @@ export function featureStats(features: Float32Array, dim: number): { mean: Float
   return { mean, invStd };
 }
 
-function standardized(features: Float32Array, dim: number, mean: Float64Array, invStd: Float64Array): Float32Array {
-  const out = new Float32Array(features.length);
+// (x - mean) * invStd per dimension, into `out` (a new array by default).
+export function standardized(features: Float32Array, dim: number, mean: Float64Array, invStd: Float64Array,
+  out: Float32Array = new Float32Array(features.length)): Float32Array {
   for (let i = 0; i < features.length; i += dim) {
     for (let d = 0; d < dim; d++) out[i + d] = (features[i + d] - mean[d]) * invStd[d];
   }
@@ -239,6 +240,86 @@ export function accuracy(x: Float32Array, labels: Int32Array, weights: Float64Ar
   return { top1: top1 / n, top5: top5 / n };
 }
 
+// A linear classifier [classes, dim] trained by minibatch SGD (PyTorch's, with optional
+// Nesterov momentum and weight decay) on softmax cross-entropy: the state and one step of
+// both probes (frozen features here, augmented views in augmented.ts).
+export class SgdLinearHead {
+  readonly weights: Float64Array;
+  readonly bias: Float64Array;
+  readonly #velocityW: Float64Array;
+  readonly #velocityB: Float64Array;
+  readonly #gradW: Float64Array;
+  readonly #gradB: Float64Array;
+  #logits: Float64Array;
+
+  constructor(readonly dim: number, readonly classes: number,
+    readonly options: Pick<ResolvedLinearOptions, 'momentum' | 'nesterov' | 'weightDecay'>) {
+    this.weights = new Float64Array(classes * dim);
+    this.bias = new Float64Array(classes);
+    this.#velocityW = new Float64Array(classes * dim);
+    this.#velocityB = new Float64Array(classes);
+    this.#gradW = new Float64Array(classes * dim);
+    this.#gradB = new Float64Array(classes);
+    this.#logits = new Float64Array(0);
+  }
+
+  // One step on rows rows[start .. start + count) of x (their labels: labels[rows[i]]) at
+  // learning rate lr; returns the summed cross-entropy of those rows before the update.
+  step(x: Float32Array, rows: Int32Array, start: number, count: number, labels: Int32Array, lr: number): number {
+    const { dim, classes, weights, bias } = this;
+    const { momentum, nesterov, weightDecay } = this.options;
+    if (this.#logits.length < count * classes) this.#logits = new Float64Array(count * classes);
+    const logits = this.#logits;
+    const gradW = this.#gradW;
+    const gradB = this.#gradB;
+    computeLogits(logits, x, rows, count, start, weights, bias, dim, classes);
+    gradW.fill(0);
+    gradB.fill(0);
+    let lossSum = 0;
+    // Softmax cross-entropy: logits become dlogits = (softmax - onehot) / count in place.
+    for (let r = 0; r < count; r++) {
+      const o = r * classes;
+      let max = -Infinity;
+      for (let c = 0; c < classes; c++) max = Math.max(max, logits[o + c]);
+      let sum = 0;
+      for (let c = 0; c < classes; c++) {
+        const e = Math.exp(logits[o + c] - max);
+        logits[o + c] = e;
+        sum += e;
+      }
+      const label = labels[rows[start + r]];
+      lossSum += Math.log(sum) - Math.log(logits[o + label]);
+      for (let c = 0; c < classes; c++) {
+        const g = (logits[o + c] / sum - (c === label ? 1 : 0)) / count;
+        logits[o + c] = g;
+        gradB[c] += g;
+      }
+    }
+    accumulateGradient(gradW, logits, x, rows, count, start, dim, classes);
+    // PyTorch's SGD: v = mu v + g; update = g + mu v (Nesterov) or v.
+    const velocityW = this.#velocityW;
+    const velocityB = this.#velocityB;
+    for (let i = 0; i < weights.length; i++) {
+      const g = gradW[i] + weightDecay * weights[i];
+      const v = momentum * velocityW[i] + g;
+      velocityW[i] = v;
+      weights[i] -= lr * (nesterov ? g + momentum * v : v);
+    }
+    for (let c = 0; c < classes; c++) {
+      const g = gradB[c];
+      const v = momentum * velocityB[c] + g;
+      velocityB[c] = v;
+      bias[c] -= lr * (nesterov ? g + momentum * v : v);
+    }
+    return lossSum;
+  }
+}
+
+// The cosine learning rate of step k of K (no warmup), as both probes use it.
+export function probeLearningRate(peak: number, step: number, totalSteps: number): number {
+  return 0.5 * peak * (1 + Math.cos((Math.PI * step) / totalSteps));
+}
+
 // The probe, synchronously. `classes` as checkProbeData returns it.
 export function trainLinearProbe(data: ProbeData, classes: number, options: ResolvedLinearOptions): LinearProbeResult {
   const started = Date.now();
@@ -252,17 +333,9 @@ export function trainLinearProbe(data: ProbeData, classes: number, options: Reso
   }
   const trainY = data.train.labels;
   const n = trainY.length;
-  const weights = new Float64Array(classes * dim);
-  const bias = new Float64Array(classes);
-  const velocityW = new Float64Array(classes * dim);
-  const velocityB = new Float64Array(classes);
-  const gradW = new Float64Array(classes * dim);
-  const gradB = new Float64Array(classes);
+  const head = new SgdLinearHead(dim, classes, options);
   const batch = Math.min(options.batchSize, n);
-  const logits = new Float64Array(batch * classes);
-  const stepsPerEpoch = Math.ceil(n / batch);
-  const totalSteps = stepsPerEpoch * options.epochs;
-  const { momentum, nesterov, weightDecay } = options;
+  const totalSteps = Math.ceil(n / batch) * options.epochs;
   let step = 0;
   let lastEpochLoss = 0;
   for (let epoch = 0; epoch < options.epochs; epoch++) {
@@ -270,49 +343,13 @@ export function trainLinearProbe(data: ProbeData, classes: number, options: Reso
     let lossSum = 0;
     for (let start = 0; start < n; start += batch) {
       const count = Math.min(batch, n - start);
-      computeLogits(logits, trainX, order, count, start, weights, bias, dim, classes);
-      gradW.fill(0);
-      gradB.fill(0);
-      // Softmax cross-entropy: logits become dlogits = (softmax - onehot) / count in place.
-      for (let r = 0; r < count; r++) {
-        const o = r * classes;
-        let max = -Infinity;
-        for (let c = 0; c < classes; c++) max = Math.max(max, logits[o + c]);
-        let sum = 0;
-        for (let c = 0; c < classes; c++) {
-          const e = Math.exp(logits[o + c] - max);
-          logits[o + c] = e;
-          sum += e;
-        }
-        const label = trainY[order[start + r]];
-        lossSum += Math.log(sum) - Math.log(logits[o + label]);
-        for (let c = 0; c < classes; c++) {
-          const g = (logits[o + c] / sum - (c === label ? 1 : 0)) / count;
-          logits[o + c] = g;
-          gradB[c] += g;
-        }
-      }
-      accumulateGradient(gradW, logits, trainX, order, count, start, dim, classes);
-      const lr = 0.5 * options.lr * (1 + Math.cos((Math.PI * step) / totalSteps));
-      // PyTorch's SGD: v = mu v + g; update = g + mu v (Nesterov) or v.
-      for (let i = 0; i < weights.length; i++) {
-        const g = gradW[i] + weightDecay * weights[i];
-        const v = momentum * velocityW[i] + g;
-        velocityW[i] = v;
-        weights[i] -= lr * (nesterov ? g + momentum * v : v);
-      }
-      for (let c = 0; c < classes; c++) {
-        const g = gradB[c];
-        const v = momentum * velocityB[c] + g;
-        velocityB[c] = v;
-        bias[c] -= lr * (nesterov ? g + momentum * v : v);
-      }
+      lossSum += head.step(trainX, order, start, count, trainY, probeLearningRate(options.lr, step, totalSteps));
       step++;
     }
     lastEpochLoss = lossSum / n;
   }
-  const test = accuracy(testX, data.test.labels, weights, bias, dim, classes);
-  const train = accuracy(trainX, trainY, weights, bias, dim, classes);
+  const test = accuracy(testX, data.test.labels, head.weights, head.bias, dim, classes);
+  const train = accuracy(trainX, trainY, head.weights, head.bias, dim, classes);
   return {
     top1: test.top1, top5: test.top5, trainTop1: train.top1, trainLoss: lastEpochLoss, epochs: options.epochs,
     n: { train: n, test: data.test.labels.length }, dim, classes, seconds: (Date.now() - started) / 1000,

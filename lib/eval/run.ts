@@ -1,7 +1,8 @@
 // run.ts (eval): evaluation of a run directory, as `byol eval` does it: features of the train
 // and test splits (cached), then the linear probe and/or kNN, optionally the baselines (raw
-// pixels and a randomly initialized encoder of the same architecture) with the same probes;
-// results are merged into run-dir/eval.json (kept per weights checksum).
+// pixels and a randomly initialized encoder of the same architecture) with the same probes,
+// and on request the linear probe on augmented views (augmented.ts; encoders only); results
+// are merged into run-dir/eval.json (kept per weights checksum).
 // Contract: the trained model comes from the verified checkpoint; every feature set is
 // computed once per (weights, dataset, preprocessing) and reused from the cache.
 import { promises as fs } from 'node:fs';
@@ -9,12 +10,15 @@ import * as path from 'node:path';
 
 import { type Dataset } from '../data';
 import { CHECKPOINT_FILE, writeFileAtomic } from '../train/checkpoint';
+import { asTrainableModel } from '../train/model';
 import { loadDatasetSpec } from '../train/data';
+import { trainViews } from '../train/trainer';
 import { type DataOptions } from '../train/options';
 import { ByolOptionError, boolean, invalid, isPlainObject, knownKeys, withDefault } from '../validate';
 import {
-  type Embeddings, type RunModel, cachedFeatures, embedDataset, evalView, loadRunModel, pixelFeatures, readSafetensorsF32,
+  type Embeddings, type FeatureEncoder, type RunModel, cachedFeatures, embedDataset, evalView, loadRunModel, pixelFeatures, readSafetensorsF32,
 } from './embed';
+import { type AugmentedLinearOptions, type AugmentedLinearResult, trainAugmentedProbe } from './augmented';
 import { type KnnOptions, type KnnResult, evaluateKnn } from './knn';
 import { type LinearProbeOptions, type LinearProbeResult, accuracy, evaluateLinear } from './linear';
 
@@ -22,6 +26,9 @@ export const EVAL_FILE = 'eval.json';
 
 export interface EvaluateRunOptions {
   linear?: boolean | LinearProbeOptions; // default true
+  // The linear probe on augmented views (BYOL.md's protocol; encoders only, not raw pixels).
+  // Default false. Its crop defaults to the run's training crop.
+  linearAugmented?: boolean | Omit<AugmentedLinearOptions, 'view' | 'features' | 'signal'>;
   knn?: boolean | KnnOptions; // default true
   // Also evaluate raw pixels and a random-init encoder with the same probes. Default false.
   baselines?: boolean;
@@ -34,6 +41,8 @@ export interface EvaluateRunOptions {
 
 export interface ProbeResults {
   linear?: LinearProbeResult;
+  // Trained on crop + flip views re-drawn every epoch, scored on the deterministic test features.
+  linearAugmented?: AugmentedLinearResult;
   knn?: KnnResult;
   // The online classifier trained during BYOL (runs that had one; trained encoder only),
   // scored on the test split's features.
@@ -55,6 +64,7 @@ const SOURCE_LABELS: Record<string, string> = {
 
 interface FeatureSource {
   features: (dataset: Dataset, split: string) => Promise<Embeddings>;
+  encoder?: FeatureEncoder; // the model behind the features (none for raw pixels)
   dispose?: () => void;
 }
 
@@ -87,10 +97,20 @@ async function datasets(runDir: string, spec: DataOptions | { kind: 'memory' }, 
 
 export async function evaluateRun(runDir: string, options: EvaluateRunOptions = {}): Promise<EvalReport> {
   if (!isPlainObject(options as unknown)) throw invalid('options', 'object', options);
-  knownKeys('options', options as unknown as Record<string, unknown>, ['linear', 'knn', 'baselines', 'device', 'batchSize', 'data', 'onMessage']);
+  knownKeys('options', options as unknown as Record<string, unknown>,
+    ['linear', 'linearAugmented', 'knn', 'baselines', 'device', 'batchSize', 'data', 'onMessage']);
   const linearOptions = probeOption<LinearProbeOptions>('options.linear', options.linear);
   const knnOptions = probeOption<KnnOptions>('options.knn', options.knn);
-  if (!linearOptions && !knnOptions) throw new ByolOptionError('Nothing to evaluate: options.linear and options.knn are both false');
+  const augmentedOptions = options.linearAugmented === undefined
+    ? null : probeOption<AugmentedLinearOptions>('options.linearAugmented', options.linearAugmented);
+  if (augmentedOptions) {
+    for (const key of ['view', 'features', 'signal']) {
+      if (key in augmentedOptions) throw new ByolOptionError(`options.linearAugmented.${key} is set by evaluateRun; leave it out`);
+    }
+  }
+  if (!linearOptions && !knnOptions && !augmentedOptions) {
+    throw new ByolOptionError('Nothing to evaluate: options.linear, options.knn and options.linearAugmented are all false');
+  }
   const baselines = withDefault(options.baselines, false, (v) => boolean('options.baselines', v));
   const say = options.onMessage ?? (() => undefined);
 
@@ -98,6 +118,8 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
   const { state } = trained;
   const { train, test } = await datasets(runDir, state.config.data, options.data);
   const view = evalView(state.config, train);
+  // The augmented probe's crop defaults to the one the encoder was trained with.
+  const trainCrop = trainViews(state.config, train)[0];
   const embedWith = (run: RunModel) => async (dataset: Dataset, split: string) => {
     const result = await cachedFeatures(runDir, run.key, split, dataset, view, run.model.featureDim, () => {
       say(`embedding ${dataset.name} (${dataset.n} images) with the ${run.key.startsWith('random') ? 'random' : 'trained'} encoder`);
@@ -107,14 +129,14 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
     return result;
   };
   const sources: { name: string; open: () => Promise<FeatureSource> }[] = [
-    { name: 'byol', open: async () => ({ features: embedWith(trained) }) },
+    { name: 'byol', open: async () => ({ features: embedWith(trained), encoder: asTrainableModel(trained.model) }) },
   ];
   if (baselines) {
     sources.push({
       name: 'random',
       open: async () => {
         const random = await loadRunModel(runDir, { device: options.device, random: true });
-        return { features: embedWith(random), dispose: () => random.model.dispose() };
+        return { features: embedWith(random), encoder: asTrainableModel(random.model), dispose: () => random.model.dispose() };
       },
     });
     sources.push({ name: 'pixels', open: async () => ({ features: async (d: Dataset) => pixelFeatures(d) }) });
@@ -153,6 +175,24 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
           say(`${label}: linear probe (${linearOptions.epochs ?? 100} epochs) on ${data.dim}-d features`);
           out.linear = await evaluateLinear(data, linearOptions);
           say(`${label}: linear top-1 ${percent(out.linear.top1)}  top-5 ${percent(out.linear.top5)}`);
+        }
+        if (augmentedOptions && source.encoder) {
+          const epochs = augmentedOptions.epochs ?? 80;
+          say(`${label}: linear probe on augmented views (${epochs} epochs, crop + flip re-drawn each epoch)`);
+          const t0 = Date.now();
+          out.linearAugmented = await trainAugmentedProbe(source.encoder, { train, test }, {
+            ...augmentedOptions, cropScale: augmentedOptions.cropScale ?? trainCrop.cropScale,
+            cropRatio: augmentedOptions.cropRatio ?? trainCrop.cropRatio, view,
+            features: { train: trainFeatures.features, test: testFeatures.features },
+            onEpoch: (epoch, total, loss) => {
+              say(`${label}: augmented linear epoch ${epoch}/${total}  train loss ${loss.toFixed(4)}  ` +
+                `(${((Date.now() - t0) / 1000).toFixed(0)} s)`);
+              augmentedOptions.onEpoch?.(epoch, total, loss);
+            },
+          });
+          say(`${label}: augmented linear top-1 ${percent(out.linearAugmented.top1)}  top-5 ${percent(out.linearAugmented.top5)}`);
+        } else if (augmentedOptions) {
+          say(`${label}: no augmented linear probe (raw pixels have no encoder to re-embed views with)`);
         }
         results[entry.name] = out;
       } finally {

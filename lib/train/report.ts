@@ -169,15 +169,17 @@ interface EvalFile {
   sha256?: string;
   dataset?: { train: string; test: string };
   results?: Record<string, { linear?: { top1: number; top5: number; epochs?: number }; knn?: { top1: number; top5: number; k?: number };
-    online?: { top1: number; top5: number } }>;
+    linearAugmented?: { top1: number; top5: number; epochs?: number }; online?: { top1: number; top5: number } }>;
 }
 
 function evalTable(evalResults: EvalFile): string {
   const pct = (x: number | undefined) => (x === undefined ? '—' : `${(100 * x).toFixed(2)}%`);
   const names: Record<string, string> = { byol: 'BYOL encoder', random: 'random-init encoder', pixels: 'raw pixels' };
+  const augmented = Object.values(evalResults.results ?? {}).some((r) => r.linearAugmented);
   const rows = Object.entries(evalResults.results ?? {}).map(([name, r]) =>
     `<tr><th>${escapeHtml(names[name] ?? name)}</th><td>${pct(r.linear?.top1)}</td><td>${pct(r.linear?.top5)}</td>` +
-    `<td>${pct(r.knn?.top1)}</td><td>${pct(r.knn?.top5)}</td></tr>`);
+    `<td>${pct(r.knn?.top1)}</td><td>${pct(r.knn?.top5)}</td>` +
+    `${augmented ? `<td>${pct(r.linearAugmented?.top1)}</td><td>${pct(r.linearAugmented?.top5)}</td>` : ''}</tr>`);
   const caption = evalResults.dataset
     ? `fit on ${escapeHtml(evalResults.dataset.train)}, tested on ${escapeHtml(evalResults.dataset.test)}` +
       (evalResults.step !== undefined ? `, weights of step ${evalResults.step}` : '')
@@ -188,7 +190,8 @@ function evalTable(evalResults: EvalFile): string {
       `top-5 ${pct(online.top5)}.</p>`
     : '';
   return `<table class="results"><caption>${caption}</caption><tr><th></th><th>linear top-1</th><th>linear top-5</th>` +
-    `<th>kNN top-1</th><th>kNN top-5</th></tr>${rows.join('')}</table>${onlineLine}`;
+    `<th>kNN top-1</th><th>kNN top-5</th>` +
+    `${augmented ? '<th>augmented linear top-1</th><th>augmented linear top-5</th>' : ''}</tr>${rows.join('')}</table>${onlineLine}`;
 }
 
 interface OpTimesRecord {
