@@ -110,6 +110,10 @@ export interface LoadWeightsResult {
   // Whether the file held optimizer state (else the optimizer starts fresh).
   optimizer: boolean;
 }
+export interface LoadEncoderResult {
+  // Tensors of the file that are not part of the encoder and were skipped (fc.weight, fc.bias).
+  ignored: string[];
+}
 // CUDA graph replay of the training step (Byol.setCudaGraphs). Graphs only matter on CUDA:
 // there each batch shape runs eagerly twice, then its step is recorded once and replayed.
 // The CPU cannot capture, so it runs eagerly and, from the third step on (the first one that
@@ -130,6 +134,7 @@ interface NativeModel {
   saveWeights(path: string, optimizer: boolean): Promise<boolean>;
   loadWeights(path: string): Promise<boolean>;
   saveEncoder(path: string): Promise<boolean>;
+  loadEncoder(path: string, target: boolean): Promise<string[]>;
   info(): {
     featureDim: number; outputDim: number; numParams: number; numTargetParams: number; device: string; config: string;
     classifierClasses: number;
@@ -391,6 +396,23 @@ export class Byol implements Disposable {
   // with strict=True.
   saveEncoder(path: string): Promise<void> {
     return this.#call('saveEncoder()', (m) => m.saveEncoder(checkPath('path', path)).then(() => undefined));
+  }
+
+  // Loads an encoder file into the online encoder, and into the target encoder too unless
+  // `target: false`: one written by saveEncoder(), or a torchvision ResNet's state_dict saved
+  // with safetensors (`safetensors.torch.save_file(resnet.state_dict(), file)`; for the cifar
+  // stem, conv1 must be the 3x3 one). Heads, optimizer state and counters are kept. Every
+  // encoder tensor is checked (name, shape, dtype) before anything changes; torchvision's
+  // classifier head (fc.weight, fc.bias) is skipped and listed in `ignored`; a missing or
+  // extra tensor, or a whole weights file (use loadWeights), is an error naming it.
+  loadEncoder(path: string, options: { target?: boolean } = {}): Promise<LoadEncoderResult> {
+    return this.#call('loadEncoder()', (m) => {
+      const file = checkPath('path', path);
+      if (!isPlainObject(options)) throw invalid('options', 'object', options);
+      knownKeys('options', options, ['target']);
+      const target = withDefault(options.target, true, (v) => boolean('options.target', v));
+      return m.loadEncoder(file, target).then((ignored) => ({ ignored }));
+    });
   }
 
   // Turns CUDA graph replay of step() on (the default) or off; takes effect from the next

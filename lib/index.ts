@@ -15,7 +15,7 @@ export { ByolOptionError } from './validate';
 export { Byol, emaTau, learningRate, resolveByolOptions } from './byol';
 export type {
   Arch, ByolOptions, ClassifierOptions, ClassifierStepResult, EmaTauOptions, EncoderOptions, GraphStatus, InitTarget,
-  LearningRateOptions, LoadWeightsResult,
+  LearningRateOptions, LoadEncoderResult, LoadWeightsResult,
   OptimizerName, OptimizerOptions, PredictorOptions, ProjectorOptions, ResolvedByolOptions,
   SaveWeightsOptions, StepOptions, StepResult, Stem,
 } from './byol';

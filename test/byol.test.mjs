@@ -298,6 +298,71 @@ test('weights files: PyTorch names, exact resume, encoder with torchvision names
   for (const m of [a, b, other]) m.dispose();
 });
 
+test('loadEncoder: an encoder file (saveEncoder\'s, or PyTorch\'s torchvision names) into the online and target encoders', async () => {
+  const tiny = (seed) => Byol.create({
+    encoder: { arch: 'resnet18', stem: 'cifar', inChannels: 3, width: 0.0625 }, projector: { hidden: 16, out: 8 },
+    predictor: { hidden: 16 }, device: 'cpu', seed,
+  });
+  const images = Tensor.from(Float32Array.from({ length: 2 * 3 * 8 * 8 }, (_, i) => Math.sin(i)), [2, 3, 8, 8]);
+  const embed = async (m) => Array.from(await (await m.embed(images)).toArray());
+  const tensorsOf = async (m, prefix) => {
+    const file = join(scratch, `state-${Math.random()}.safetensors`);
+    await m.saveWeights(file, { optimizer: true });
+    return new Map([...readSafetensors(file).tensors].filter(([n]) => n.startsWith(prefix))
+      .map(([n, t]) => [n.slice(prefix.length), Array.from(t.data, Number)]));
+  };
+  const a = await tiny(1);
+  const b = await tiny(2);
+  const enc = join(scratch, 'tiny-encoder.safetensors');
+  await a.saveEncoder(enc);
+  assert.not.equal(await embed(b), await embed(a));
+  const projectorBefore = await tensorsOf(b, 'online.projector.');
+  const optimizerBefore = await tensorsOf(b, 'optimizer.');
+  assert.equal(await b.loadEncoder(enc), { ignored: [] });
+  assert.equal(await embed(b), await embed(a), 'the same encoder output, bit for bit');
+  assert.equal(await tensorsOf(b, 'target.encoder.'), await tensorsOf(a, 'online.encoder.'), 'target encoder copied');
+  assert.equal(await tensorsOf(b, 'online.projector.'), projectorBefore, 'heads kept');
+  assert.equal(await tensorsOf(b, 'optimizer.'), optimizerBefore, 'optimizer state kept');
+  // target: false leaves the target encoder alone.
+  const c = await tiny(3);
+  const targetBefore = await tensorsOf(c, 'target.encoder.');
+  await c.loadEncoder(enc, { target: false });
+  assert.equal(await embed(c), await embed(a));
+  assert.equal(await tensorsOf(c, 'target.encoder.'), targetBefore);
+
+  // A file PyTorch wrote: the reference's encoder under torchvision names, plus torchvision's
+  // classifier head (skipped) and without num_batches_tracked (optional).
+  const f = loadFixture('r18_cifar');
+  const init = readSafetensors(f.initPath);
+  const torchvision = [...init.tensors].filter(([n]) => n.startsWith('online.encoder.') && !n.endsWith('num_batches_tracked'))
+    .map(([n, t]) => [n.slice('online.encoder.'.length), t]);
+  const fc = { dtype: 'F32', shape: [10, 32], data: new Float32Array(320) };
+  const fromTorch = join(scratch, 'torchvision.safetensors');
+  writeSafetensors(fromTorch, [...torchvision, ['fc.weight', fc], ['fc.bias', { dtype: 'F32', shape: [10], data: new Float32Array(10) }]]);
+  const r = await Byol.create(modelOptions(f.meta));
+  assert.equal(await r.loadEncoder(fromTorch), { ignored: ['fc.bias', 'fc.weight'] });
+  const loaded = await tensorsOf(r, 'online.encoder.');
+  for (const [name, t] of torchvision) assert.equal(loaded.get(name), Array.from(t.data), name);
+
+  // Errors name the tensor or the file, and leave the model as it was.
+  const before = await embed(b);
+  const bad = join(scratch, 'bad-encoder.safetensors');
+  const entries = [...readSafetensors(enc).tensors];
+  writeSafetensors(bad, [...entries, ['layer9.0.conv1.weight', fc]]);
+  await rejects(() => b.loadEncoder(bad), /has 1 tensors this model does not: layer9\.0\.conv1\.weight/);
+  writeSafetensors(bad, entries.filter(([n]) => n !== 'layer2.1.bn1.weight'));
+  await rejects(() => b.loadEncoder(bad), /lacks 1 tensors this model needs: layer2\.1\.bn1\.weight/);
+  writeSafetensors(bad, entries.map(([n, t]) => [n, n === 'conv1.weight' ? { ...t, shape: [t.shape[0] / 2, 6, 3, 3] } : t]));
+  await rejects(() => b.loadEncoder(bad), /conv1\.weight of shape \[4, 3, 3, 3\] but it has shape \[2, 6, 3, 3\]/);
+  await rejects(() => b.loadEncoder(f.initPath), /holds a whole BYOL model \(online\.encoder\.\*\): load it with loadWeights\(\)/);
+  await rejects(() => b.loadEncoder(join(scratch, 'nowhere.safetensors')), /nowhere\.safetensors/);
+  await rejects(() => b.loadEncoder(enc, { target: 1 }), /options\.target/);
+  await rejects(() => b.loadEncoder(enc, { tagret: true }), /Unknown option options\.tagret|tagret/);
+  assert.equal(await embed(b), before, 'failed loads changed nothing');
+  for (const m of [a, b, c, r]) m.dispose();
+  images.dispose();
+});
+
 test('options are validated with messages that name them', async () => {
   const cases = [
     [{ encoder: { arch: 'resnet101' } }, /Expected one of 'resnet18', 'resnet34', 'resnet50' for encoder\.arch but received "resnet101"/],

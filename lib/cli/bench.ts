@@ -27,7 +27,7 @@ const FLAGS: FlagSpec[] = [
   { flag: '--config', type: 'string', metavar: 'FILE', help: 'JSON file of TrainerOptions (its model, batch and device)' },
   { flag: '--steps', type: 'int', metavar: 'N', help: 'timed steps (default: as many as fit in --seconds, at least 3)' },
   { flag: '--seconds', type: 'number', metavar: 'S', help: 'time budget of the timed steps (10)' },
-  { flag: '--warmup', type: 'int', metavar: 'N', help: 'untimed steps first (2; CUDA graphs record on the third)' },
+  { flag: '--warmup', type: 'int', metavar: 'N', help: 'untimed steps first (3: CUDA graphs are recorded on the third)' },
   { flag: '--json', type: 'boolean', help: 'print the results as JSON on stdout' },
   { flag: '--help', type: 'boolean', help: 'show this help' },
 ];
@@ -200,7 +200,7 @@ export async function benchCommand(argv: string[], io: { out: NodeJS.WritableStr
   if (parsed.positionals.length > 0) throw new UsageError(`byol bench takes no positional arguments (received ${parsed.positionals.join(' ')})`);
   const steps = f.has('--steps') ? integer('--steps', f.get('--steps'), 1, 1e6) : null;
   const seconds = f.has('--seconds') ? number('--seconds', f.get('--seconds'), 0.001, 86400) : 10;
-  const warmup = f.has('--warmup') ? integer('--warmup', f.get('--warmup'), 0, 1000) : 2;
+  const warmup = f.has('--warmup') ? integer('--warmup', f.get('--warmup'), 0, 1000) : 3;
   let options: Record<string, unknown> = {};
   const configFile = f.get('--config') as string | undefined;
   if (configFile) options = await readConfig(configFile);

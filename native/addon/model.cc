@@ -3,7 +3,8 @@
 //   NativeModel: step(view1, view2, lr, tau, labels?: Int32Array) -> Promise<{loss, classifier:
 //     null | {loss, correct, count}}>; embed(images) / project(images, target) / classify(images)
 //     -> Promise<NativeTensor>; saveWeights(path, optimizer) / loadWeights(path) ->
-//     Promise<boolean (file had optimizer state)>; saveEncoder(path); dispose(); info();
+//     Promise<boolean (file had optimizer state)>; saveEncoder(path); loadEncoder(path, target) ->
+//     Promise<string[] (skipped tensors)>; dispose(); info();
 //     setUseGraphs(on): applied by the next step (CUDA graph replay, byol/model.h).
 //   learningRate(step, baseLr, batchSize, warmupSteps, totalSteps), emaTau(step, tauBase, totalSteps).
 //   profilerStart(device) / profilerStop(device) -> boolean: the nsys capture window (CUDA only).
@@ -264,7 +265,8 @@ class ForwardWorker : public ModelWorker {
 
 class FileWorker : public ModelWorker {
  public:
-  enum class Kind { save_weights, save_weights_with_optimizer, load_weights, save_encoder };
+  enum class Kind { save_weights, save_weights_with_optimizer, load_weights, save_encoder, load_encoder,
+                    load_encoder_online_only };
   FileWorker(Napi::Env env, std::shared_ptr<ModelSlot> slot, std::string path, Kind kind)
       : ModelWorker(env, "byol:Byol.weights", std::move(slot)), path_(std::move(path)), kind_(kind) {}
   void Run(byol::ByolModel& model, ModelSlot&) override {
@@ -273,14 +275,25 @@ class FileWorker : public ModelWorker {
       case Kind::save_weights_with_optimizer: model.save_weights(path_, true); break;
       case Kind::load_weights: had_optimizer_ = model.load_weights(path_); break;
       case Kind::save_encoder: model.save_encoder(path_); break;
+      case Kind::load_encoder: ignored_ = model.load_encoder(path_, true); break;
+      case Kind::load_encoder_online_only: ignored_ = model.load_encoder(path_, false); break;
     }
   }
-  void OnOK() override { deferred_.Resolve(Napi::Boolean::New(Env(), had_optimizer_)); }
+  void OnOK() override {
+    if (kind_ != Kind::load_encoder && kind_ != Kind::load_encoder_online_only) {
+      deferred_.Resolve(Napi::Boolean::New(Env(), had_optimizer_));
+      return;
+    }
+    Napi::Array ignored = Napi::Array::New(Env(), ignored_.size());
+    for (size_t i = 0; i < ignored_.size(); ++i) ignored.Set(static_cast<uint32_t>(i), ignored_[i]);
+    deferred_.Resolve(ignored);
+  }
 
  private:
   std::string path_;
   Kind kind_;
   bool had_optimizer_ = false;
+  std::vector<std::string> ignored_;  // load_encoder: tensors of the file it skipped
 };
 
 const napi_type_tag kModelTag = {0x6279'6f6c'4d6f'6465ULL, 0x1c5e'93a7'0b42'd8f6ULL};
@@ -297,6 +310,7 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
                            InstanceMethod<&NativeModel::SaveWeights>("saveWeights"),
                            InstanceMethod<&NativeModel::LoadWeights>("loadWeights"),
                            InstanceMethod<&NativeModel::SaveEncoder>("saveEncoder"),
+                           InstanceMethod<&NativeModel::LoadEncoder>("loadEncoder"),
                            InstanceMethod<&NativeModel::Info>("info"),
                            InstanceMethod<&NativeModel::SetUseGraphs>("setUseGraphs"),
                            InstanceMethod<&NativeModel::Dispose>("dispose"),
@@ -383,6 +397,12 @@ class NativeModel : public Napi::ObjectWrap<NativeModel> {
   }
   Napi::Value SaveEncoder(const Napi::CallbackInfo& info) {
     return File(info, FileWorker::Kind::save_encoder, "saveEncoder()");
+  }
+  // loadEncoder(path, target: boolean) -> Promise<string[] (tensors of the file skipped)>.
+  Napi::Value LoadEncoder(const Napi::CallbackInfo& info) {
+    const bool target = !(info.Length() > 1 && info[1].IsBoolean() && !info[1].As<Napi::Boolean>().Value());
+    return File(info, target ? FileWorker::Kind::load_encoder : FileWorker::Kind::load_encoder_online_only,
+                "loadEncoder()");
   }
 
   // Sizes of the model, read without the lock: they never change after construction, except

@@ -694,6 +694,34 @@ void read_entry(const SafeTensorsFile& file, const Entry& e) {
   std::copy(v.begin(), v.end(), e.f32);
 }
 
+
+// Up to 8 names, comma-separated ("..." after them when there are more).
+std::string name_list(const std::vector<std::string>& names) {
+  std::ostringstream os;
+  for (size_t i = 0; i < names.size() && i < 8; ++i) os << (i ? ", " : "") << names[i];
+  if (names.size() > 8) os << ", ...";
+  return os.str();
+}
+
+void fail_if_missing(const SafeTensorsFile& file, const std::vector<std::string>& missing, const char* what) {
+  if (missing.empty()) return;
+  // Names close to the first missing one usually show a prefix or architecture mismatch.
+  const std::vector<std::string> similar = file.similar_names(missing[0], 3);
+  std::string hint;
+  for (size_t i = 0; i < similar.size(); ++i) hint += (i ? ", " : "") + similar[i];
+  BYOL_FAIL(what, file.path(), " lacks ", missing.size(), " tensors this model needs: ", name_list(missing),
+            similar.empty() ? "" : " (names close to the first: " + hint + ")");
+}
+
+void fail_if_unexpected(const SafeTensorsFile& file, const std::vector<std::string>& unexpected, const char* what,
+                        const ModelConfig& config) {
+  if (unexpected.empty()) return;
+  BYOL_FAIL(what, file.path(), " has ", unexpected.size(), " tensors this model does not: ", name_list(unexpected),
+            " (this model: ", model_config_json(config), ")");
+}
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
 }  // namespace
 
 bool ByolModel::load_weights(const std::string& path) {
@@ -714,17 +742,7 @@ bool ByolModel::load_state(const SafeTensorsFile& file, const std::string& prefi
     known.insert(e.name);
     if (!file.contains(e.name)) missing.push_back(e.name);
   }
-  if (!missing.empty()) {
-    std::ostringstream os;
-    for (size_t i = 0; i < missing.size() && i < 8; ++i) os << (i ? ", " : "") << missing[i];
-    if (missing.size() > 8) os << ", ...";
-    // Names close to the first missing one usually show a prefix or architecture mismatch.
-    const std::vector<std::string> similar = file.similar_names(missing[0], 3);
-    std::string hint;
-    for (size_t i = 0; i < similar.size(); ++i) hint += (i ? ", " : "") + similar[i];
-    BYOL_FAIL("weights file ", path, " lacks ", missing.size(), " tensors this model needs: ", os.str(),
-              similar.empty() ? "" : " (names close to the first: " + hint + ")");
-  }
+  fail_if_missing(file, missing, "weights file ");
   bool has_optimizer = false;
   for (const Entry& e : w.optimizer_entries) has_optimizer = has_optimizer || file.contains(e.name);
   // State of another optimizer (e.g. AdamW moments for a LARS model) is named as such.
@@ -746,13 +764,7 @@ bool ByolModel::load_state(const SafeTensorsFile& file, const std::string& prefi
       for (const Entry& e : w.optimizer_entries) is_optimizer = is_optimizer || e.name == name;
       if (!is_optimizer) unexpected.push_back(name);
     }
-    if (!unexpected.empty()) {
-      std::ostringstream os;
-      for (size_t i = 0; i < unexpected.size() && i < 8; ++i) os << (i ? ", " : "") << unexpected[i];
-      if (unexpected.size() > 8) os << ", ...";
-      BYOL_FAIL("weights file ", path, " has ", unexpected.size(), " tensors this model does not: ", os.str(),
-                " (this model: ", model_config_json(config_), ")");
-    }
+    fail_if_unexpected(file, unexpected, "weights file ", config_);
   }
   for (const Entry& e : w.entries) read_entry(file, e);
 
@@ -782,6 +794,54 @@ bool ByolModel::load_state(const SafeTensorsFile& file, const std::string& prefi
   target_tracked_ = h.target_tracked;
   optimizer_steps_ = steps;
   return has_optimizer;
+}
+
+std::vector<std::string> ByolModel::load_encoder(const std::string& path, bool to_target) {
+  const Range range(backend_, "load encoder");
+  const SafeTensorsFile file = SafeTensorsFile::read(path);
+  const std::string online = "online.encoder.", target = "target.encoder.";
+  BYOL_CHECK(!file.contains(online + "conv1.weight"), "encoder file ", path, " holds a whole BYOL model (",
+             online, "*): load it with loadWeights(), or write the encoder alone with saveEncoder()");
+  WeightsLayout w;
+  make_layout(*this, count_target_tensors(params_, num_target_params_), &w);
+  download_state(*this, &w.host);  // what the file does not replace stays as it is
+  std::vector<Entry> wanted;        // entries renamed to the file's (torchvision) names
+  std::set<std::string> known;
+  std::vector<std::string> missing;
+  const std::string tracked = ".num_batches_tracked";
+  for (const Entry& e : w.entries) {
+    const bool is_online = starts_with(e.name, online);
+    if (!is_online && !(to_target && starts_with(e.name, target))) continue;
+    Entry r = e;
+    r.name = e.name.substr(is_online ? online.size() : target.size());
+    const bool optional = r.name.size() > tracked.size() &&
+                          r.name.compare(r.name.size() - tracked.size(), tracked.size(), tracked) == 0;
+    if (is_online) {
+      known.insert(r.name);
+      if (!file.contains(r.name) && !optional) missing.push_back(r.name);
+    }
+    if (file.contains(r.name)) wanted.push_back(std::move(r));
+  }
+  fail_if_missing(file, missing, "encoder file ");
+  std::vector<std::string> ignored, unexpected;
+  for (const std::string& name : file.names()) {
+    if (known.count(name)) continue;
+    (name == "fc.weight" || name == "fc.bias" ? ignored : unexpected).push_back(name);
+  }
+  fail_if_unexpected(file, unexpected, "encoder file ", config_);
+  for (const Entry& e : wanted) read_entry(file, e);
+
+  // Everything was read and checked: only now does the model change.
+  const HostState& h = w.host;
+  backend_->upload(online_params_.raw(), h.online.data(), online_params_.nbytes());
+  backend_->upload(online_stats_.raw(), h.online_stats.data(), online_stats_.nbytes());
+  online_tracked_ = h.online_tracked;
+  if (to_target) {
+    backend_->upload(target_params_.raw(), h.target.data(), target_params_.nbytes());
+    backend_->upload(target_stats_.raw(), h.target_stats.data(), target_stats_.nbytes());
+    target_tracked_ = h.target_tracked;
+  }
+  return ignored;
 }
 
 }  // namespace byol

@@ -180,6 +180,14 @@ class ByolModel {
   // Just the online encoder with torchvision's names (conv1.weight, bn1.*, layer1.0...),
   // so torchvision's resnet (stem swapped for 'cifar', fc = Identity) loads it strictly.
   void save_encoder(const std::string& path) const;
+  // Loads such an encoder file (save_encoder's, or a torchvision resnet state_dict saved as
+  // safetensors) into the online encoder, and with `to_target` into the target encoder too
+  // (the copy init of BYOL.md); everything else (heads, optimizer state, counters) is kept.
+  // Every encoder tensor must be present with its shape and dtype (num_batches_tracked may
+  // be absent: the count is then kept); torchvision's classifier head (fc.weight, fc.bias) is
+  // skipped and returned; any other extra tensor, a missing one or a whole BYOL weights file
+  // is an error naming them, and the model is unchanged.
+  std::vector<std::string> load_encoder(const std::string& path, bool to_target);
 
   // ---- layout and raw state (tests, checkpoints) ----
   const std::vector<ParamInfo>& params() const { return params_; }
