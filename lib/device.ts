@@ -146,6 +146,24 @@ export function opRate(row: Pick<OpTime, 'flops' | 'bytes' | 'ms'>): string {
   return row.flops > 0 ? `${(row.flops / row.ms / 1e6).toFixed(1)} GFLOP/s` : `${(row.bytes / row.ms / 1e6).toFixed(1)} GB/s`;
 }
 
+// Op times summed over `steps` steps as per-step rows, their total, and a printable table of
+// the `limit` longest (phase, op, calls, ms/step, share, rate): what `byol train --op-times`
+// and `byol bench --op-times` print.
+export function opTimesPerStep(rows: OpTime[], steps: number, limit: number): { perStep: OpTime[]; total: number;
+  lines: string[] } {
+  const perStep = rows.map((r) => ({
+    phase: r.phase, op: r.op, calls: r.calls / steps, ms: r.ms / steps, flops: r.flops / steps, bytes: r.bytes / steps,
+  }));
+  const total = perStep.reduce((sum, r) => sum + r.ms, 0);
+  const shown = [...perStep].sort((a, b) => b.ms - a.ms).slice(0, limit);
+  const lines = [
+    `  ${'phase'.padEnd(16)} ${'op'.padEnd(24)} ${'calls'.padStart(7)} ${'ms/step'.padStart(10)} ${'share'.padStart(6)}  rate`,
+    ...shown.map((r) => `  ${r.phase.padEnd(16)} ${r.op.padEnd(24)} ${r.calls.toFixed(1).padStart(7)} ` +
+      `${r.ms.toFixed(3).padStart(10)} ${(total > 0 ? (100 * r.ms) / total : 0).toFixed(1).padStart(5)}%  ${opRate(r)}`),
+  ];
+  return { perStep, total, lines };
+}
+
 // The sums since timing went on (or the last reset), longest first within each phase, phases in
 // the order they ran. Waits for the device's queued work (none after an awaited step).
 export function opTimes(device: string, options: OpTimesOptions = {}): OpTime[] {

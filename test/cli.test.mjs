@@ -229,6 +229,15 @@ test('bench: times the step train would run (flags, preset, config), augmentatio
   }
   assert.ok(Number.isFinite(r.step.loss) && r.step.loss >= 0 && r.step.loss <= 4, `loss ${r.step.loss}`);
   assert.ok(r.rss.peakMb > 0 && r.rss.startMb > 0);
+  assert.ok(!('opTimes' in r));
+  // --op-times: as many more steps, op by op; the rows add up to the total and name the step's ops.
+  const ops = JSON.parse(byol(['bench', ...shape, '--steps', '2', '--warmup', '0', '--op-times', '--json']).out).opTimes;
+  assert.is(ops.steps, 2);
+  assert.ok(Math.abs(ops.rows.reduce((sum, row) => sum + row.ms, 0) - ops.msPerStep) < 1e-6 * ops.msPerStep);
+  for (const [phase, op] of [['online forward', 'conv2d_forward'], ['target forward', 'conv2d_forward'],
+    ['backward', 'conv2d_backward_weight'], ['optimizer', 'lars_update'], ['ema', 'ema_update']]) {
+    assert.ok(ops.rows.some((row) => row.phase === phase && row.op === op && row.calls > 0 && row.ms > 0), `${phase} ${op}`);
+  }
   // The table says the same; a training preset gives the model, batch and image size.
   const table = byol(['bench', '--preset', 'fashion-mnist-quick', '--batch-size', '4', '--device', 'cpu', '--steps', '1',
     '--warmup', '0', '--conv-precision', 'fp32']);
@@ -237,6 +246,7 @@ test('bench: times the step train would run (flags, preset, config), augmentatio
   assert.match(table.out, /; fp32 convolutions\n/);
   assert.match(table.out, /\ntraining step \(2 views\) +[\d.]+ +[\d.]+ +[\d.]+ +\d+ +1\naugmentation \(2 views\) .*\nembedding \(1 view, eval\) /);
   assert.match(table.out, /\n[\d.]+ steps\/s; loss [\d.]+; host RSS peak \d+ MB/);
+  assert.not.match(table.out, /op times/);
   // A --config file, and data kinds whose files are not needed.
   const config = join(scratch, 'bench-config.json');
   writeFileSync(config, JSON.stringify({ encoder: { width: 0.125 }, projector: { hidden: 16, out: 8 }, predictor: false,

@@ -2,14 +2,17 @@
 // would run with the same flags (model, batch, image size, device, threads, precision), on a
 // batch of synthetic images of the data's shape: the training step (two views in, loss out,
 // optimizer and EMA included), the augmentation of the batch into its two views, and the
-// eval-mode embedding (what `byol eval` / `byol embed` run per batch). Reads no data files.
+// eval-mode embedding (what `byol eval` / `byol embed` run per batch); with --op-times, where
+// the step's time goes op by op. Reads no data files.
 // Contract: flags are checked before any work (exit 2 on a bad one); the step is timed from
 // the call to the loss on the host, as the trainer waits for it; the views are made once,
 // so augmentation is timed apart from the step; the table and --json carry the same numbers.
 import { augmentBatch } from '../augment';
 import { Byol } from '../byol';
 import { type Dataset, syntheticDataset } from '../data';
-import { getNumThreads, resolveDevice, setCpuConvPrecision, setNumThreads, devices } from '../device';
+import {
+  type OpTime, devices, getNumThreads, opTimes, opTimesPerStep, resolveDevice, setCpuConvPrecision, setNumThreads, setOpTiming,
+} from '../device';
 import { type Tensor } from '../tensor';
 import { defaultStem } from '../train/data';
 import { type DataOptions, type TrainConfig, type TrainerOptions, mergeOptions, resolveTrainConfig } from '../train/options';
@@ -28,6 +31,7 @@ const FLAGS: FlagSpec[] = [
   { flag: '--steps', type: 'int', metavar: 'N', help: 'timed steps (default: as many as fit in --seconds, at least 3)' },
   { flag: '--seconds', type: 'number', metavar: 'S', help: 'time budget of the timed steps (10)' },
   { flag: '--warmup', type: 'int', metavar: 'N', help: 'untimed steps first (3: CUDA graphs are recorded on the third)' },
+  { flag: '--op-times', type: 'boolean', help: 'then time every op of as many more steps and print the longest (CUDA: eagerly)' },
   { flag: '--json', type: 'boolean', help: 'print the results as JSON on stdout' },
   { flag: '--help', type: 'boolean', help: 'show this help' },
 ];
@@ -66,6 +70,8 @@ export interface BenchResult {
   embed: BenchTiming;
   rss: { peakMb: number; startMb: number; endMb: number };
   cudaGraphs: { enabled: boolean; launches: number; error: string | null } | null;
+  // With --op-times: per-step time of every (phase, op) over extra steps, and their total.
+  opTimes?: { steps: number; msPerStep: number; rows: OpTime[] };
 }
 
 // Height, width and channels of the training images of a data spec, without reading them.
@@ -120,7 +126,7 @@ async function timeIt(once: () => Promise<void>, warmup: number, steps: number |
 }
 
 export async function runBench(config: TrainConfig, options: { steps: number | null; warmup: number; seconds: number;
-  onMessage?: (text: string) => void }): Promise<BenchResult> {
+  opTimes?: boolean; onMessage?: (text: string) => void }): Promise<BenchResult> {
   const say = options.onMessage ?? (() => undefined);
   if (config.data.kind === 'memory') throw new ByolOptionError('byol bench needs a data kind, not an in-memory dataset');
   const [height, width, channels] = imageShape(config.data);
@@ -167,6 +173,18 @@ export async function runBench(config: TrainConfig, options: { steps: number | n
     const embedMs = await timeIt(async () => { (await model.embed(v1)).dispose(); }, 1, options.steps,
       Math.min(options.seconds, 5));
     const graphs = model.graphStatus();
+    let ops: BenchResult['opTimes'];
+    if (options.opTimes) {
+      // As many steps again, each op timed (a graph replay would be one op: eager on CUDA).
+      say(`op times: ${stepMs.length} more steps with every op timed`);
+      if (graphs.enabled) await model.setCudaGraphs(false);
+      setOpTiming(device, true);
+      opTimes(device, { reset: true });
+      for (let i = 0; i < stepMs.length; i++) await model.step(v1, v2, { lr: 0.01, tau: 0.99 });
+      const { perStep, total } = opTimesPerStep(opTimes(device, { reset: true }), stepMs.length, Infinity);
+      setOpTiming(device, false);
+      ops = { steps: stepMs.length, msPerStep: total, rows: perStep };
+    }
     const step = timing(stepMs, batch);
     return {
       config: {
@@ -183,6 +201,7 @@ export async function runBench(config: TrainConfig, options: { steps: number | n
       embed: timing(embedMs, batch),
       rss: { peakMb: process.resourceUsage().maxRSS / 1024, startMb: rssStart, endMb: rssEnd },
       cudaGraphs: device === 'cpu' ? null : { enabled: graphs.enabled, launches: graphs.launches, error: graphs.error ?? null },
+      ...(ops ? { opTimes: ops } : {}),
     };
   } finally {
     for (const v of made) v.dispose();
@@ -216,7 +235,8 @@ export async function benchCommand(argv: string[], io: { out: NodeJS.WritableStr
   let result: BenchResult;
   try {
     config = resolveTrainConfig(options as TrainerOptions);
-    result = await runBench(config, { steps, warmup, seconds, onMessage: (text) => io.err.write(`byol bench: ${text}\n`) });
+    result = await runBench(config, { steps, warmup, seconds, opTimes: f.has('--op-times'),
+      onMessage: (text) => io.err.write(`byol bench: ${text}\n`) });
   } catch (error) {
     throw withFlagNames(error, FLAGS);
   }
@@ -243,6 +263,11 @@ export async function benchCommand(argv: string[], io: { out: NodeJS.WritableStr
   }
   io.out.write(`${result.step.stepsPerSecond.toFixed(3)} steps/s; loss ${result.step.loss.toFixed(4)}; ` +
     `host RSS peak ${result.rss.peakMb.toFixed(0)} MB, ${result.rss.startMb.toFixed(0)} -> ${result.rss.endMb.toFixed(0)} MB over the timed steps\n`);
+  if (result.opTimes) {
+    const { lines } = opTimesPerStep(result.opTimes.rows, 1, 15);
+    io.out.write(`op times over ${result.opTimes.steps} more steps: ${result.opTimes.msPerStep.toFixed(3)} ms per step in ops ` +
+      `(longest ${lines.length - 1} of ${result.opTimes.rows.length}; --json has all)\n${lines.join('\n')}\n`);
+  }
   if (result.cudaGraphs) {
     io.out.write(`CUDA graphs: ${result.cudaGraphs.enabled ? `on, ${result.cudaGraphs.launches} launches` : 'off'}` +
       `${result.cudaGraphs.error ? ` (${result.cudaGraphs.error})` : ''}\n`);

@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 
 import { type AugmentConfig, augmentBatch, augmentPair } from '../augment';
 import { type Dataset, DataLoader, validateDataset } from '../data';
-import { getCpuConvPrecision, opRate, resolveDevice, setCpuConvPrecision, setNumThreads } from '../device';
+import { getCpuConvPrecision, opTimesPerStep, resolveDevice, setCpuConvPrecision, setNumThreads } from '../device';
 import { native } from '../native';
 import { ByolOptionError, invalid, isPlainObject } from '../validate';
 import {
@@ -272,19 +272,11 @@ class OpTimesWindow extends StepWindow {
     if (this.#restoreGraphs) await this.#model.setCudaGraphs(true);
     const steps = completed - this.#first + 1;
     if (steps <= 0) return;
-    const perStep = rows.map((r) => ({
-      phase: r.phase, op: r.op, calls: r.calls / steps, ms: r.ms / steps, flops: r.flops / steps, bytes: r.bytes / steps,
-    }));
-    const total = perStep.reduce((sum, r) => sum + r.ms, 0);
+    const { perStep, total, lines } = opTimesPerStep(rows, steps, OP_TIMES_SHOWN);
     await this.log.write({ event: 'op-times', step: completed, firstStep: this.#first, steps, device: this.device,
       msPerStep: total, rows: perStep });
-    const shown = [...perStep].sort((a, b) => b.ms - a.ms).slice(0, OP_TIMES_SHOWN);
-    const lines = shown.map((r) => `  ${r.phase.padEnd(16)} ${r.op.padEnd(24)} ${r.calls.toFixed(1).padStart(7)} ` +
-      `${r.ms.toFixed(3).padStart(10)} ${(total > 0 ? (100 * r.ms) / total : 0).toFixed(1).padStart(5)}%  ${opRate(r)}`);
     this.say([`byol: op times over steps ${this.#first}..${completed}: ${total.toFixed(3)} ms per step in ops ` +
-      `(longest ${shown.length} of ${perStep.length}; all in log.jsonl, event 'op-times')`,
-    `  ${'phase'.padEnd(16)} ${'op'.padEnd(24)} ${'calls'.padStart(7)} ${'ms/step'.padStart(10)} ${'share'.padStart(6)}  rate`,
-    ...lines].join('\n'));
+      `(longest ${lines.length - 1} of ${perStep.length}; all in log.jsonl, event 'op-times')`, ...lines].join('\n'));
   }
 }
 
