@@ -11,7 +11,7 @@ import { augmentBatch } from '../augment';
 import { Byol } from '../byol';
 import { type Dataset, syntheticDataset } from '../data';
 import {
-  type OpTime, devices, getNumThreads, opTimes, opTimesPerStep, resolveDevice, setCpuConvPrecision, setNumThreads, setOpTiming,
+  type OpTime, devices, getNumThreads, opTimes, opTimesPerStep, probeCuda, resolveDevice, setCpuConvPrecision, setNumThreads, setOpTiming,
 } from '../device';
 import { type Tensor } from '../tensor';
 import { defaultStem } from '../train/data';
@@ -193,7 +193,7 @@ export async function runBench(config: TrainConfig, options: { steps: number | n
         batchSize: batch, image: [outH, outW, channels],
       },
       device,
-      deviceInfo: device === 'cpu' ? devices().cpu : (devices().cuda.description ?? device),
+      deviceInfo: device === 'cpu' ? devices().cpu : (probeCuda(Number(device.slice('cuda:'.length))).description ?? device),
       threads: getNumThreads(),
       convPrecision,
       step: { ...step, stepsPerSecond: 1000 / step.msMean, loss },
