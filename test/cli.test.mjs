@@ -4,7 +4,7 @@
 // PNG (sharp and the built-in encoder), --no-cuda-graphs reaching the config, and SIGINT: the
 // run finishes its step, writes a checkpoint, exits 130 and resumes to completion.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -97,7 +97,7 @@ test('--no-cuda-graphs sets cudaGraphs false (help, parsed options, a run\'s sta
   assert.is(JSON.parse(readFileSync(join(run, 'state.json'), 'utf8')).config.cudaGraphs, false);
 });
 
-test('train (config + flags) -> eval -> embed -> report', () => {
+test('train (config + flags) -> eval -> embed -> report', async () => {
   const run = join(scratch, 'run');
   const config = join(scratch, 'config.json');
   // The file sets steps and the optimizer; flags give the rest and override the seed.
@@ -179,6 +179,33 @@ test('train (config + flags) -> eval -> embed -> report', () => {
   assert.ok(existsSync(join(scratch, 'emb.labels.npy')));
   const st = byol(['embed', run, '--out', join(scratch, 'emb.safetensors')]);
   assert.is(st.code, 0, st.err);
+  {
+    // --images: a folder of PNG files holding the first 12 test-split images gives the same
+    // features as the split itself, bit for bit, and lists the files in row order.
+    const testSplit = byol(['embed', run, '--out', join(scratch, 'split.npy')]);
+    assert.is(testSplit.code, 0, testSplit.err);
+    const { loadDatasetSpec } = require('../dist/train/data.js');
+    const images = join(scratch, 'images');
+    mkdirSync(images);
+    const split = await loadDatasetSpec(state.config.data, 'test');
+    for (let i = 0; i < 12; i++) {
+      writeFileSync(join(images, `img${String(i).padStart(2, '0')}.png`),
+        encodePng(split.images.subarray(i * 192, (i + 1) * 192), 8, 8, 3));
+    }
+    writeFileSync(join(images, 'notes.txt'), 'not an image');
+    const folder = byol(['embed', run, '--images', images, '--out', join(scratch, 'folder.npy')]);
+    assert.is(folder.code, 0, folder.err);
+    assert.match(folder.out, /wrote the 12 image files, in row order, to .*folder\.files\.txt\nwrote 12 x 64 features/);
+    const rows = (file) => readFileSync(join(scratch, file)).subarray(128);
+    assert.ok(rows('folder.npy').equals(rows('split.npy').subarray(0, 12 * 64 * 4)), 'folder features = split features');
+    assert.equal(readFileSync(join(scratch, 'folder.files.txt'), 'utf8').trim().split('\n'),
+      Array.from({ length: 12 }, (_, i) => join(images, `img${String(i).padStart(2, '0')}.png`)));
+    assert.ok(!existsSync(join(scratch, 'folder.labels.npy')), 'an unlabeled folder has no labels');
+    assert.is(byol(['embed', run, '--images', images, '--split', 'test', '--out', join(scratch, 'y.npy')]).code, 2);
+    const missing = byol(['embed', run, '--images', join(scratch, 'nowhere'), '--out', join(scratch, 'y.npy')]);
+    assert.is(missing.code, 1);
+    assert.match(missing.err, /nowhere: folder not found/);
+  }
   const html = byol(['report', run]);
   assert.is(html.code, 0, html.err);
   const page = readFileSync(join(run, 'report.html'), 'utf8');

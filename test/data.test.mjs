@@ -227,6 +227,8 @@ test('image folders: classes from sorted folder names, exact PNG pixels, resize,
   assert.equal(ds.classNames, ['bird', 'cat', 'dog']);
   assert.equal([ds.n, ds.height, ds.width, ds.channels, ds.classes], [6, 6, 5, 3, 3]);
   assert.equal(Array.from(ds.labels), [0, 0, 1, 1, 2, 2]);
+  assert.equal(ds.files, ['bird', 'bird', 'cat', 'cat', 'dog', 'dog'].map((c, i) => join(root, c, `img${i % 2}.png`)));
+  assert.equal(data.subset(ds, [5, 0]).files, [join(root, 'dog', 'img1.png'), join(root, 'bird', 'img0.png')]);
   // bird (k = 2) img1 is sample 1; PNG is lossless.
   assert.equal(Array.from(ds.images.subarray(90, 180)), Array.from(pixelsOf(2 * 2 + 1)));
   const small = await data.loadImageFolder(root, { size: [4, 3], channels: 1 });

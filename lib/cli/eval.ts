@@ -5,12 +5,13 @@
 // the ones written to eval.json.
 import * as path from 'node:path';
 
-import { type Dataset } from '../data';
-import { embedDataset, evalView, loadRunModel, writeNpy, writeSafetensors } from '../eval/embed';
+import { type Dataset, loadImageFolder } from '../data';
 import { type AugmentedLinearOptions } from '../eval/augmented';
+import { embedDataset, evalView, loadRunModel, writeNpy, writeSafetensors } from '../eval/embed';
 import { type KnnOptions } from '../eval/knn';
 import { type LinearProbeOptions } from '../eval/linear';
 import { type EvalReport, evaluateRun } from '../eval/run';
+import { writeFileAtomic } from '../train/checkpoint';
 import { loadDatasetSpec } from '../train/data';
 import { type DataOptions } from '../train/options';
 import { ByolOptionError, integer, number, oneOf } from '../validate';
@@ -37,6 +38,7 @@ const EMBED_FLAGS: FlagSpec[] = [
   { flag: '--out', type: 'string', metavar: 'FILE', help: 'output .npy or .safetensors (required)' },
   { flag: '--format', type: 'string', metavar: 'FMT', help: 'npy | safetensors (default: from --out)' },
   { flag: '--split', type: 'string', metavar: 'SPLIT', help: 'train | test (test)' },
+  { flag: '--images', type: 'string', metavar: 'DIR', help: 'a folder of images instead (DIR/<image> or DIR/<class>/<image>)' },
   { flag: '--random', type: 'boolean', help: 'a random-init encoder of the run\'s architecture instead' },
   { flag: '--device', type: 'string', metavar: 'DEV', help: "device (the run's)" },
   { flag: '--batch-size', type: 'int', metavar: 'N', help: 'batch size (256)' },
@@ -58,10 +60,14 @@ training split once per epoch, so it takes about --augmented-epochs times one em
 Options:
 ${formatFlags(EVAL_FLAGS)}`;
 
-export const EMBED_HELP = `Usage: byol embed RUN_DIR --out FILE [options]
+export const EMBED_HELP = `Usage: byol embed RUN_DIR --out FILE [--split SPLIT | --images DIR] [options]
 
-Writes the encoder output y of every image of a split: .npy (float32 [n, dim]; labels go to
-FILE.labels.npy) or .safetensors (tensors "features" and "labels").
+Writes the encoder output y of every image of a split of the run's data, or of a folder of
+images (--images: decoded with sharp into the run's channels, resized to cover the run's image
+size and center-cropped, then preprocessed as evaluation does): .npy (float32 [n, dim]; labels
+go to FILE.labels.npy) or .safetensors (tensors "features" and "labels"). Labels exist for
+splits and for folders with class subfolders; with --images the image files, one per row in
+order, go to FILE.files.txt.
 
 Options:
 ${formatFlags(EMBED_FLAGS)}`;
@@ -143,15 +149,23 @@ export async function embedCommand(argv: string[], io: { out: NodeJS.WritableStr
     : out.endsWith('.safetensors') ? 'safetensors' : out.endsWith('.npy') ? 'npy' : null;
   if (!format) throw new ByolOptionError(`Cannot tell the format of --out ${out}: name it .npy or .safetensors, or give --format`);
   const split = f.has('--split') ? oneOf('--split', f.get('--split'), ['train', 'test'] as const) : 'test';
+  const images = f.get('--images') as string | undefined;
+  if (images !== undefined && f.has('--split')) throw new UsageError('byol embed takes --split or --images, not both');
   const batchSize = f.has('--batch-size') ? integer('--batch-size', f.get('--batch-size'), 1, 1 << 16) : undefined;
   const run = await loadRunModel(runDir, { device: f.get('--device') as string | undefined, random: f.has('--random') });
   try {
-    if (run.state.config.data.kind === 'memory') {
-      throw new ByolOptionError(`The run in ${runDir} trained on an in-memory dataset; use embedDataset() from the library`);
+    let dataset: Dataset;
+    if (images !== undefined) {
+      const { imageSize, inChannels } = run.state.plan;
+      dataset = await loadImageFolder(images, { size: imageSize, channels: inChannels as 1 | 3 });
+    } else {
+      if (run.state.config.data.kind === 'memory') {
+        throw new ByolOptionError(`The run in ${runDir} trained on an in-memory dataset; use embedDataset() from the library`);
+      }
+      const spec = { ...(run.state.config.data as DataOptions) };
+      if (spec.kind !== 'synthetic') delete spec.limit;
+      dataset = await loadDatasetSpec(spec, split);
     }
-    const spec = { ...(run.state.config.data as DataOptions) };
-    if (spec.kind !== 'synthetic') delete spec.limit;
-    const dataset: Dataset = await loadDatasetSpec(spec, split);
     io.err.write(`byol: embedding ${dataset.name} (${dataset.n} images)\n`);
     const embeddings = await embedDataset(run.model, dataset, { view: evalView(run.state.config, dataset), batchSize });
     const shape = [embeddings.n, embeddings.dim];
@@ -164,6 +178,11 @@ export async function embedCommand(argv: string[], io: { out: NodeJS.WritableStr
       };
       if (embeddings.labels) tensors.labels = { data: embeddings.labels, shape: [embeddings.n] };
       await writeSafetensors(out, tensors, { dataset: dataset.name, weights: run.key, step: String(run.state.step) });
+    }
+    if (dataset.files) {
+      const list = out.replace(/(\.npy|\.safetensors)?$/, '.files.txt');
+      await writeFileAtomic(list, `${dataset.files.join('\n')}\n`);
+      io.out.write(`wrote the ${dataset.n} image files, in row order, to ${list}\n`);
     }
     io.out.write(`wrote ${embeddings.n} x ${embeddings.dim} features to ${out}\n`);
     return 0;

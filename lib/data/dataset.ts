@@ -16,6 +16,8 @@ export interface Dataset {
   channels: number;
   classes?: number;
   classNames?: string[];
+  // Image folders: the file of each image, in dataset order.
+  files?: string[];
 }
 
 export class DatasetError extends Error {
@@ -147,6 +149,7 @@ export function subset(dataset: Dataset, indices: ArrayLike<number>, name = `${d
   const result: Dataset = { ...dataset, name, images, n: indices.length };
   if (labels) result.labels = labels;
   else delete result.labels;
+  if (dataset.files) result.files = Array.from(indices, (index) => dataset.files![index]);
   return result;
 }
 

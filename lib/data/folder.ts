@@ -132,7 +132,9 @@ export async function loadImageFolder(root: string, options: FolderOptions = {})
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, files.length - 1) }, worker));
 
-  const dataset: Dataset = { name: `folder:${root}`, images, n: files.length, height, width, channels };
+  const dataset: Dataset = {
+    name: `folder:${root}`, images, n: files.length, height, width, channels, files: files.map((f) => f.file),
+  };
   if (classNames) {
     dataset.labels = Int32Array.from(files, (f) => f.label);
     dataset.classes = classNames.length;
