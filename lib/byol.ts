@@ -6,6 +6,7 @@
 import { resolveDevice } from './device';
 import { DisposedError } from './errors';
 import { native } from './native';
+import { readSafetensorsHeader } from './safetensors';
 import { Tensor, unwrapTensor, wrapNativeTensor } from './tensor';
 import type { NativeTensor } from './native';
 import {
@@ -309,6 +310,59 @@ export class Byol implements Disposable {
     this.numTargetParams = info.numTargetParams;
     this.device = info.device;
     this.classifierClasses = info.classifierClasses;
+  }
+
+  // A model for embedding from an encoder file written by saveEncoder() (e.g. a run's
+  // encoder.safetensors) alone: the architecture and BatchNorm settings come from the file's
+  // byol.config metadata, the encoder's weights and statistics (online and target) from its
+  // tensors. The projector and predictor are freshly initialized: embed() gives the trained
+  // representation; project() and step() would start from new heads. A torchvision file has
+  // no byol.config: create the model with Byol.create and call loadEncoder() instead.
+  static async fromEncoder(path: string, options: { device?: string } = {}): Promise<Byol> {
+    const callSite = new Error();
+    try {
+      const file = checkPath('path', path);
+      if (!isPlainObject(options)) throw invalid('options', 'object', options);
+      knownKeys('options', options, ['device']);
+      const { metadata } = await readSafetensorsHeader(file);
+      const text = metadata['byol.config'];
+      if (typeof text !== 'string') {
+        throw new ByolOptionError(`${file} has no byol.config metadata (it was not written by saveEncoder): create ` +
+          'the model with Byol.create({ encoder: ... }) and call loadEncoder()');
+      }
+      let config: { encoder: ByolOptions['encoder']; projector: ByolOptions['projector'];
+        predictor: ByolOptions['predictor']; optimizer: { name: OptimizerName }; bnMomentum: number; bnEps: number };
+      try {
+        config = JSON.parse(text);
+      } catch (error) {
+        throw new ByolOptionError(`${file}: byol.config metadata is not JSON: ${(error as Error).message}`);
+      }
+      // The metadata prints float32 values with 9 digits (1e-5 as 9.99999975e-06): take the
+      // shortest decimal of the same float32 back, as the options that made the model said it.
+      const shortest = (x: number) => {
+        if (typeof x !== 'number' || !Number.isFinite(x)) return x;
+        for (let digits = 1; digits < 10; digits++) {
+          const y = Number(x.toPrecision(digits));
+          if (Math.fround(y) === Math.fround(x)) return y;
+        }
+        return x;
+      };
+      const model = await Byol.create({
+        encoder: config.encoder, projector: config.projector, predictor: config.predictor,
+        optimizer: { name: config.optimizer?.name }, bnMomentum: shortest(config.bnMomentum),
+        bnEps: shortest(config.bnEps),
+        ...(options.device === undefined ? {} : { device: options.device }),
+      });
+      try {
+        await model.loadEncoder(file);
+      } catch (error) {
+        model.dispose();
+        throw error;
+      }
+      return model;
+    } catch (error) {
+      throw withCallSite(error, callSite);
+    }
   }
 
   // Builds and initializes the networks (off the main thread). Rejects with a

@@ -359,6 +359,19 @@ test('loadEncoder: an encoder file (saveEncoder\'s, or PyTorch\'s torchvision na
   await rejects(() => b.loadEncoder(enc, { target: 1 }), /options\.target/);
   await rejects(() => b.loadEncoder(enc, { tagret: true }), /Unknown option options\.tagret|tagret/);
   assert.equal(await embed(b), before, 'failed loads changed nothing');
+
+  // Byol.fromEncoder: the architecture from the file's byol.config, the encoder from its tensors.
+  const served = await Byol.fromEncoder(enc);
+  assert.is(served.featureDim, a.featureDim);
+  assert.equal(served.options.encoder, a.options.encoder);
+  assert.is(served.options.bnEps, a.options.bnEps);
+  assert.is(served.device, 'cpu');
+  assert.equal(await embed(served), await embed(a), 'fromEncoder embeds as the model that wrote the file');
+  served.dispose();
+  await rejects(() => Byol.fromEncoder(fromTorch), /has no byol\.config metadata \(it was not written by saveEncoder\)/);
+  await rejects(() => Byol.fromEncoder(enc, { device: 'tpu' }), /tpu/);
+  await rejects(() => Byol.fromEncoder(enc, { devcie: 'cpu' }), /devcie/);
+  await rejects(() => Byol.fromEncoder(join(scratch, 'nowhere.safetensors')), /nowhere\.safetensors/);
   for (const m of [a, b, c, r]) m.dispose();
   images.dispose();
 });

@@ -15,6 +15,7 @@ import { type Dataset, validateDataset } from '../data';
 import { resolveDevice } from '../device';
 import { type RunState, readRunState, verifyCheckpoint, writeFileAtomic } from '../train/checkpoint';
 import { type Byol } from '../byol';
+import { parseSafetensorsHeader } from '../safetensors';
 import { type Tensor } from '../tensor';
 import { asTrainableModel, createByol } from '../train/model';
 import { type TrainConfig } from '../train/options';
@@ -274,15 +275,7 @@ export async function readSafetensorsF32(file: string, names: string[]):
   Promise<Record<string, { data: Float32Array; shape: number[] }>> {
   const bytes = await fs.readFile(file);
   const bad = (problem: string) => new Error(`${file}: ${problem}`);
-  if (bytes.length < 8) throw bad('not a safetensors file (shorter than its 8-byte header length)');
-  const headerLength = Number(bytes.readBigUInt64LE(0));
-  if (headerLength > bytes.length - 8) throw bad(`header length ${headerLength} past the end of the file`);
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  try {
-    header = JSON.parse(bytes.toString('utf8', 8, 8 + headerLength));
-  } catch (error) {
-    throw bad(`header is not JSON: ${(error as Error).message}`);
-  }
+  const { headerLength, tensors: header } = parseSafetensorsHeader(bytes, file);
   const out: Record<string, { data: Float32Array; shape: number[] }> = {};
   for (const name of names) {
     const entry = header[name];
