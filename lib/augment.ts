@@ -6,7 +6,9 @@
 import { resolveDevice } from './device';
 import { native, type NativeTensor } from './native';
 import { Tensor, unwrapTensor, wrapNativeTensor } from './tensor';
-import { ByolOptionError, integer, invalid, isPlainObject, knownKeys, number, oneOf, withDefault } from './validate';
+import {
+  ByolOptionError, integer, invalid, isPlainObject, knownKeys, number, numberRange, oneOf, withDefault,
+} from './validate';
 
 export type Interpolation = 'bilinear' | 'bicubic';
 export type AugmentPreset = 'byol' | 'cifar' | 'grayscale';
@@ -75,17 +77,6 @@ const CONFIG_KEYS = ['preset', 'view', 'outputSize', 'interpolation', 'cropScale
   'brightness', 'contrast', 'saturation', 'hue', 'grayscaleP', 'blurP', 'blurSigma', 'blurKernelFraction',
   'solarizeP', 'mean', 'std'] as const;
 
-function range(name: string, value: unknown, min: number, max: number, strictMin = false): [number, number] {
-  const expected = `array [low, high] of numbers with ${min} ${strictMin ? '<' : '<='} low <= high <= ${max}`;
-  if (!Array.isArray(value) || value.length !== 2) throw invalid(name, expected, value);
-  const [lo, hi] = value as unknown[];
-  if (typeof lo !== 'number' || typeof hi !== 'number' || !Number.isFinite(lo) || !Number.isFinite(hi) ||
-      (strictMin ? lo <= min : lo < min) || hi > max || lo > hi) {
-    throw invalid(name, expected, value);
-  }
-  return [lo, hi];
-}
-
 function outputSize(name: string, value: unknown): [number, number] {
   if (typeof value === 'number') {
     const side = integer(name, value, 1, 16384);
@@ -121,8 +112,8 @@ export function augmentConfig(options: AugmentConfigOptions = {}, name = 'config
   const config: AugmentConfig = {
     outputSize: withDefault(o.outputSize, c.outputSize, (v) => outputSize(at('outputSize'), v)),
     interpolation: withDefault(o.interpolation, c.interpolation, (v) => oneOf(at('interpolation'), v, ['bilinear', 'bicubic'] as const)),
-    cropScale: withDefault(o.cropScale, c.cropScale, (v) => range(at('cropScale'), v, 0, 1, true)),
-    cropRatio: withDefault(o.cropRatio, c.cropRatio, (v) => range(at('cropRatio'), v, 0.001, 1000)),
+    cropScale: withDefault(o.cropScale, c.cropScale, (v) => numberRange(at('cropScale'), v, 0, 1, true)),
+    cropRatio: withDefault(o.cropRatio, c.cropRatio, (v) => numberRange(at('cropRatio'), v, 0.001, 1000)),
     flipP: probability('flipP'),
     jitterP: probability('jitterP'),
     brightness: withDefault(o.brightness, c.brightness, (v) => number(at('brightness'), v, 0, 1)),
@@ -131,7 +122,7 @@ export function augmentConfig(options: AugmentConfigOptions = {}, name = 'config
     hue: withDefault(o.hue, c.hue, (v) => number(at('hue'), v, 0, 0.5)),
     grayscaleP: probability('grayscaleP'),
     blurP: probability('blurP'),
-    blurSigma: withDefault(o.blurSigma, c.blurSigma, (v) => range(at('blurSigma'), v, 0.001, 1000)),
+    blurSigma: withDefault(o.blurSigma, c.blurSigma, (v) => numberRange(at('blurSigma'), v, 0.001, 1000)),
     blurKernelFraction: withDefault(o.blurKernelFraction, c.blurKernelFraction, (v) => number(at('blurKernelFraction'), v, 0, 1)),
     solarizeP: probability('solarizeP'),
     mean: withDefault(o.mean, c.mean, (v) => channelStats(at('mean'), v, false)),

@@ -75,3 +75,15 @@ export function knownKeys(name: string, value: Record<string, unknown>, known: r
 export function withDefault<T>(value: unknown, fallback: T, check: (v: unknown) => T): T {
   return value === undefined ? fallback : check(value);
 }
+
+// A [low, high] pair of finite numbers with min <= low (min < low when strictMin) <= high <= max.
+export function numberRange(name: string, value: unknown, min: number, max: number, strictMin = false): [number, number] {
+  const expected = `array [low, high] of numbers with ${min} ${strictMin ? '<' : '<='} low <= high <= ${max}`;
+  if (!Array.isArray(value) || value.length !== 2) throw invalid(name, expected, value);
+  const [lo, hi] = value as unknown[];
+  if (typeof lo !== 'number' || typeof hi !== 'number' || !Number.isFinite(lo) || !Number.isFinite(hi) ||
+      (strictMin ? lo <= min : lo < min) || hi > max || lo > hi) {
+    throw invalid(name, expected, value);
+  }
+  return [lo, hi];
+}

@@ -13,7 +13,9 @@ import { type Dataset, validateDataset } from '../data';
 import { permutation } from '../data/random';
 import { resolveDevice } from '../device';
 import { asTrainableModel } from '../train/model';
-import { ByolOptionError, integer, invalid, isPlainObject, knownKeys, number, withDefault } from '../validate';
+import {
+  ByolOptionError, integer, invalid, isPlainObject, knownKeys, number, numberRange, withDefault,
+} from '../validate';
 import { type FeatureEncoder, defaultView, deterministicView, embedFeatures } from './embed';
 import {
   type LinearProbeOptions, type LinearProbeResult, SgdLinearHead, accuracy, featureStats, probeLearningRate,
@@ -41,15 +43,6 @@ export interface AugmentedLinearResult extends LinearProbeResult {
 
 const OPTION_KEYS = ['epochs', 'batchSize', 'lr', 'momentum', 'nesterov', 'weightDecay', 'seed', 'standardize',
   'cropScale', 'cropRatio', 'flipP', 'view', 'features', 'signal', 'onEpoch'];
-
-function range(name: string, value: unknown, fallback: [number, number], lo: number, hi: number): [number, number] {
-  if (value === undefined) return fallback;
-  if (!Array.isArray(value) || value.length !== 2) throw invalid(name, `[min, max] with ${lo} < min <= max <= ${hi}`, value);
-  const a = number(`${name}[0]`, value[0], lo, hi);
-  const b = number(`${name}[1]`, value[1], lo, hi);
-  if (!(a > lo) || a > b) throw invalid(name, `[min, max] with ${lo} < min <= max <= ${hi}`, value);
-  return [a, b];
-}
 
 function labelsOf(dataset: Dataset, name: string): Int32Array {
   if (!dataset.labels) throw new ByolOptionError(`Linear evaluation needs labels, but ${name} (${dataset.name}) has none`);
@@ -85,8 +78,10 @@ export async function trainAugmentedProbe(encoder: FeatureEncoder, data: { train
     weightDecay: options.weightDecay, seed: options.seed, standardize: options.standardize,
   });
   const epochs = withDefault(options.epochs, 80, (v) => integer('options.epochs', v, 1, 100000));
-  const cropScale = range('options.cropScale', options.cropScale, [0.08, 1], 0, 1);
-  const cropRatio = range('options.cropRatio', options.cropRatio, [3 / 4, 4 / 3], 0, 100);
+  const cropScale = withDefault<[number, number]>(options.cropScale, [0.08, 1],
+    (v) => numberRange('options.cropScale', v, 0, 1, true));
+  const cropRatio = withDefault<[number, number]>(options.cropRatio, [3 / 4, 4 / 3],
+    (v) => numberRange('options.cropRatio', v, 0, 100, true));
   const flipP = withDefault(options.flipP, 0.5, (v) => number('options.flipP', v, 0, 1));
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
     throw invalid('options.signal', 'AbortSignal', options.signal);

@@ -16,8 +16,8 @@ import { resolveDevice } from '../device';
 import { type RunState, readRunState, verifyCheckpoint, writeFileAtomic } from '../train/checkpoint';
 import { type Byol } from '../byol';
 import { parseSafetensorsHeader } from '../safetensors';
-import { type Tensor } from '../tensor';
-import { asTrainableModel, createByol } from '../train/model';
+import { defaultAugmentPreset } from '../train/data';
+import { type TrainableModel, asTrainableModel, createByol } from '../train/model';
 import { type TrainConfig } from '../train/options';
 import { modelOptimizer, trainViews } from '../train/trainer';
 import { integer, invalid, isPlainObject, knownKeys, withDefault } from '../validate';
@@ -56,17 +56,13 @@ export function evalView(config: TrainConfig, dataset: Dataset): AugmentConfig {
 // The preprocessing embedDataset uses when given no view: the dataset's augmentation preset
 // at the dataset's own size, without randomness.
 export function defaultView(dataset: Dataset): AugmentConfig {
-  const preset = dataset.channels === 1 ? 'grayscale' : Math.max(dataset.height, dataset.width) <= 64 ? 'cifar' : 'byol';
+  const preset = defaultAugmentPreset(dataset);
   return deterministicView(augmentConfig({ preset, outputSize: [dataset.height, dataset.width] }), dataset.height,
     dataset.width);
 }
 
 // What embedding needs of a model: TrainableModel's embed, device and feature size.
-export interface FeatureEncoder {
-  readonly featureDim: number;
-  readonly device: string;
-  embed(images: Tensor<'float32'>): Promise<Float32Array>;
-}
+export type FeatureEncoder = Pick<TrainableModel, 'featureDim' | 'device' | 'embed'>;
 
 export async function embedDataset(model: unknown, dataset: Dataset, options: EmbedOptions = {}): Promise<Embeddings> {
   return embedFeatures(asTrainableModel(model), dataset, options);

@@ -3,6 +3,7 @@
 // and of test images, scored by cosine kNN. Contract: the bank and test sets are the first
 // images of their splits (the same ones at every check and after a resume); a check reads the
 // model (embed: BatchNorm in eval mode) and changes nothing the training computes.
+import { type AugmentConfig } from '../augment';
 import { type Dataset } from '../data';
 import { embedDataset, evalView } from '../eval/embed';
 import { evaluateKnn } from '../eval/knn';
@@ -23,15 +24,15 @@ export interface KnnMonitorResult {
 
 export class KnnMonitor {
   readonly #options: NonNullable<TrainConfig['knnMonitor']>;
-  readonly #config: TrainConfig;
   readonly #bank: Dataset;
   readonly #test: Dataset;
+  readonly #view: AugmentConfig; // the evaluation preprocessing of both sets
 
   private constructor(config: TrainConfig, bank: Dataset, test: Dataset) {
-    this.#config = config;
     this.#options = config.knnMonitor!;
     this.#bank = bank;
     this.#test = test;
+    this.#view = evalView(config, bank);
   }
 
   // Loads the test split of the run's dataset spec; throws a ByolOptionError naming
@@ -56,9 +57,8 @@ export class KnnMonitor {
 
   async run(model: TrainableModel, step: number): Promise<KnnMonitorResult> {
     const started = Date.now();
-    const view = evalView(this.#config, this.#bank);
-    const bank = await embedDataset(model, this.#bank, { view });
-    const test = await embedDataset(model, this.#test, { view });
+    const bank = await embedDataset(model, this.#bank, { view: this.#view });
+    const test = await embedDataset(model, this.#test, { view: this.#view });
     const classes = Math.max(this.#bank.classes ?? 0, this.#test.classes ?? 0) || undefined;
     const k = Math.min(this.#options.k, this.#bank.n);
     const result = await evaluateKnn({

@@ -511,10 +511,12 @@ struct Entry {
   }
 };
 
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+
 std::string file_name(const std::string& internal, bool target) {
   if (target) return "target." + internal;
   // BYOL.md: the predictor has no network prefix; nor has the online classifier (online only too).
-  if (internal.compare(0, 10, "predictor.") == 0 || internal.compare(0, 11, "classifier.") == 0) return internal;
+  if (starts_with(internal, "predictor.") || starts_with(internal, "classifier.")) return internal;
   return "online." + internal;
 }
 
@@ -663,7 +665,7 @@ void ByolModel::save_encoder(const std::string& path) const {
   std::vector<SafeTensorSource> sources;
   const std::string prefix = "online.encoder.";
   for (const Entry& e : w.entries) {
-    if (e.name.compare(0, prefix.size(), prefix) != 0) continue;
+    if (!starts_with(e.name, prefix)) continue;
     SafeTensorSource s = source_of(e);
     s.name = e.name.substr(prefix.size());
     sources.push_back(s);
@@ -694,7 +696,6 @@ void read_entry(const SafeTensorsFile& file, const Entry& e) {
   std::copy(v.begin(), v.end(), e.f32);
 }
 
-
 // Up to 8 names, comma-separated ("..." after them when there are more).
 std::string name_list(const std::vector<std::string>& names) {
   std::ostringstream os;
@@ -719,8 +720,6 @@ void fail_if_unexpected(const SafeTensorsFile& file, const std::vector<std::stri
   BYOL_FAIL(what, file.path(), " has ", unexpected.size(), " tensors this model does not: ", name_list(unexpected),
             " (this model: ", model_config_json(config), ")");
 }
-
-bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
 }  // namespace
 
@@ -750,7 +749,7 @@ bool ByolModel::load_state(const SafeTensorsFile& file, const std::string& prefi
   auto kind = meta.find("byol.optimizer");
   bool any_optimizer_tensor = false;
   for (const std::string& name : file.names())
-    any_optimizer_tensor = any_optimizer_tensor || name.compare(0, prefix.size() + 10, prefix + "optimizer.") == 0;
+    any_optimizer_tensor = any_optimizer_tensor || starts_with(name, prefix + "optimizer.");
   if (kind != meta.end() && any_optimizer_tensor) {
     BYOL_CHECK(kind->second == optimizer_name(config_.optimizer.kind), "weights file ", path, " holds ", kind->second,
                " optimizer state but this model uses ", optimizer_name(config_.optimizer.kind),
@@ -759,7 +758,7 @@ bool ByolModel::load_state(const SafeTensorsFile& file, const std::string& prefi
   if (strict) {
     std::vector<std::string> unexpected;
     for (const std::string& name : file.names()) {
-      if (name.compare(0, prefix.size(), prefix) != 0 || known.count(name)) continue;
+      if (!starts_with(name, prefix) || known.count(name)) continue;
       bool is_optimizer = false;
       for (const Entry& e : w.optimizer_entries) is_optimizer = is_optimizer || e.name == name;
       if (!is_optimizer) unexpected.push_back(name);
