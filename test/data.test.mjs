@@ -316,6 +316,15 @@ test('loader: options are validated', () => {
   }
 });
 
+// Polls cond every 5 ms for up to 10 s: for effects of native work that finishes on its own time.
+async function waitFor(cond, ms = 10000) {
+  for (const end = Date.now() + ms; !cond(); ) {
+    if (Date.now() > end) return false;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return true;
+}
+
 test('loader: views equal augmentBatch with (seed, epoch, dataset index, view); prefetch runs ahead', async () => {
   const ds = data.syntheticDataset({ n: 12, height: 20, width: 20, seed: 2 });
   // Record which samples have been gathered, to see the prefetch happen.
@@ -328,6 +337,7 @@ test('loader: views equal augmentBatch with (seed, epoch, dataset index, view); 
   })(ds.images);
   const views = augmentPair({ preset: 'cifar', outputSize: 16 });
   const loader = new data.DataLoader({ ...ds, images }, { batchSize: 4, seed: 7, augment: views, prefetch: 1 });
+  const baseline = native.tensorStats().handles;
   const iterator = loader.epoch(1);
   const first = (await iterator.next()).value;
   // Batch 1 is being prepared while the caller holds batch 0.
@@ -342,11 +352,13 @@ test('loader: views equal augmentBatch with (seed, epoch, dataset index, view); 
     direct.images.dispose();
   }
   data.disposeBatch(first);
-  const before = native.tensorStats().handles;
+  // The prefetched batch's two views come into being when its native augmentation finishes;
+  // wait for them (a busy machine can take a while) so the check below frees something real.
+  const handles = () => native.tensorStats().handles;
+  assert.ok(await waitFor(() => handles() >= baseline + 2), `prefetched views never appeared (handles ${handles()})`);
   // Stop early: the prefetched batch's views must be freed by the loader.
   await iterator.return();
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.ok(native.tensorStats().handles <= before - 2, `handles ${before} -> ${native.tensorStats().handles}`);
+  assert.ok(await waitFor(() => handles() === baseline), `handles ${handles()}, expected ${baseline} after return()`);
 
   gathered.length = 0;
   const lazy = new data.DataLoader({ ...ds, images }, { batchSize: 4, seed: 7, prefetch: 0 });
