@@ -1,5 +1,6 @@
 // data.test.mjs: lib/data: IDX (raw, gzip, real Fashion-MNIST), CIFAR-10/100, STL-10, image
-// folders (sharp), the synthetic set and the loader (seeded order, drop-last, prefetch, views).
+// folders (sharp, in memory and streamed), the synthetic set and the loader (seeded order,
+// drop-last, prefetch, views, streaming datasets).
 // Every format is written here in small files with known pixels, and every kind of damage
 // (missing, truncated, wrong magic, count mismatch, label out of range) must give a
 // DatasetError whose message starts with the damaged file's path.
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { rejectsMessage } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const data = require('../dist/data/index.js');
@@ -252,6 +254,56 @@ test('image folders: classes from sorted folder names, exact PNG pixels, resize,
   assert.equal([flat.n, flat.labels], [2, undefined]);
 });
 
+test('streaming folders: openImageFolder reads the pixels loadImageFolder holds; subsets, damage at read time', async () => {
+  const sharp = require('sharp');
+  const root = freshDir('stream');
+  const pixelsOf = (k) => Uint8Array.from({ length: 7 * 6 * 3 }, (_, i) => (i * 29 + k * 17) & 255);
+  for (const [k, name] of ['b', 'a'].entries()) {
+    mkdirSync(join(root, name));
+    for (let j = 0; j < 3; j++) {
+      await sharp(Buffer.from(pixelsOf(k * 3 + j)), { raw: { width: 6, height: 7, channels: 3 } }).png()
+        .toFile(join(root, name, `${j}.png`));
+    }
+  }
+  for (const options of [{}, { size: [5, 4], channels: 1 }, { size: 9, concurrency: 1 }]) {
+    const memory = await data.loadImageFolder(root, options);
+    const stream = await data.openImageFolder(root, options);
+    assert.is(stream.images, undefined, 'no pixels held');
+    assert.ok(data.isStreaming(stream) && !data.isStreaming(memory));
+    for (const key of ['name', 'n', 'height', 'width', 'channels', 'classes', 'classNames', 'files']) {
+      assert.equal(stream[key], memory[key], key);
+    }
+    assert.equal(stream.labels, memory.labels);
+    const order = [5, 0, 3, 3, 1];
+    assert.equal(await stream.read(order), await data.readSamples(memory, order), JSON.stringify(options));
+    assert.equal(await data.readRange(stream, 0, stream.n), memory.images);
+    assert.equal(await data.inMemory(stream), memory);
+    // A subset of a stream streams, through its own indices.
+    const part = data.subset(stream, [4, 1], 'part');
+    assert.ok(data.isStreaming(part));
+    assert.equal([part.n, [...part.labels], part.files], [2, [memory.labels[4], memory.labels[1]], [memory.files[4], memory.files[1]]]);
+    assert.equal(await part.read([1, 0]), await data.readSamples(memory, [1, 4]));
+    await rejectsMessage(part.read([2]), RangeError, /Expected indices\[0\] between 0 and 1 but received 2/);
+  }
+  const stream = await data.openImageFolder(root);
+  await rejectsMessage(stream.read([0, 6]), RangeError, /Expected indices\[1\] between 0 and 5 but received 6/);
+  // Damage after opening is found by the read that needs the file, and named.
+  writeFileSync(join(root, 'b', '1.png'), Buffer.from('\x89PNG\r\n\x1a\n truncated'));
+  await rejectsWithFile(stream.read([0, 4]), join(root, 'b', '1.png'), /cannot decode image/);
+  assert.equal((await stream.read([0])).length, 7 * 6 * 3, 'other samples still read');
+  await sharp({ create: { width: 6, height: 8, channels: 3, background: { r: 1, g: 2, b: 3 } } }).png()
+    .toFile(join(root, 'b', '1.png'));
+  await rejectsWithFile(stream.read([4]), join(root, 'b', '1.png'), /is 8x6 \(height x width\) but .* is 7x6; pass the size option/);
+  rmSync(join(root, 'b', '1.png'));
+  // A folder above maxBytes (default: half the memory) is refused by the in-memory loader, pointing to streaming.
+  await rejectsWithFile(data.loadImageFolder(root, { maxBytes: 5 * 126 - 1 }), root,
+    /5 images of 7x6x3 take 630 bytes decoded, more than maxBytes 629 bytes; stream them instead \(openImageFolder, data\.stream: true, --data-stream\)/);
+  assert.is((await data.loadImageFolder(root, { maxBytes: 630 })).n, 5);
+  // Where memory is needed, a stream is refused by name.
+  assert.throws(() => data.validateDataset(stream), /Expected dataset\.images to be a Uint8Array/);
+  assert.is(data.validateDataset(stream, 'data', true), stream);
+});
+
 // ---------------------------------------------------------------- synthetic
 
 test('synthetic: deterministic, labelled, in range', () => {
@@ -359,6 +411,21 @@ test('loader: views equal augmentBatch with (seed, epoch, dataset index, view); 
   // Stop early: the prefetched batch's views must be freed by the loader.
   await iterator.return();
   assert.ok(await waitFor(() => handles() === baseline), `handles ${handles()}, expected ${baseline} after return()`);
+
+  // The same loader over a streaming dataset yields the same batches and views.
+  const streamed = { ...ds, images: undefined, read: async (indices) => data.readSamples(ds, indices) };
+  const fromStream = await collect(new data.DataLoader(streamed, { batchSize: 5, seed: 7, augment: views }).epoch(2));
+  const fromMemory = await collect(new data.DataLoader(ds, { batchSize: 5, seed: 7, augment: views }).epoch(2));
+  assert.is(fromStream.length, 3);
+  for (const [k, batch] of fromStream.entries()) {
+    assert.equal([batch.images, batch.labels, batch.indices], [fromMemory[k].images, fromMemory[k].labels, fromMemory[k].indices]);
+    for (let v = 0; v < 2; v++) assert.equal(await batch.views[v].toArray(), await fromMemory[k].views[v].toArray());
+    data.disposeBatch(batch);
+    data.disposeBatch(fromMemory[k]);
+  }
+  const short = { ...streamed, read: async (indices) => new Uint8Array(indices.length) };
+  await rejectsMessage(collect(new data.DataLoader(short, { batchSize: 4 }).epoch(0)), TypeError,
+    /read\(\) returned 4 bytes for 4 samples of 20x20x3 \(expected a Uint8Array of 4800\)/);
 
   gathered.length = 0;
   const lazy = new data.DataLoader({ ...ds, images }, { batchSize: 4, seed: 7, prefetch: 0 });

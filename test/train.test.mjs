@@ -3,8 +3,9 @@
 // checkpoints, exact resume (6 straight steps vs 3 + resume 3: identical losses), abort via
 // AbortSignal, NaN stop keeping the last good checkpoint, refusal of corrupted checkpoints,
 // the metrics iterator, the HTML report, the cudaGraphs option (logged; changeable on resume),
-// the online classifier and the kNN monitor.
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+// the online classifier, the kNN monitor, and a streamed image folder (data.stream) computing
+// exactly what the same folder in memory does.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -274,6 +275,38 @@ test('knnMonitor: kNN checks every N steps and after the last, logged; the steps
   // It may be added when resuming (it changes nothing computed).
   const resumed = await new Trainer({ resume: plain.out, knnMonitor: { every: 100 }, progress: 'none' }).run();
   assert.is(resumed.status, 'completed');
+});
+
+test('data.stream: a streamed image folder trains and evaluates exactly as the same folder in memory', async () => {
+  const sharp = require('sharp');
+  const { syntheticDataset } = require('../dist/data/index.js');
+  const { evaluateRun } = require('../dist/eval/run.js');
+  const root = join(scratch, 'pngs');
+  for (const [split, seed] of [['train', 1], ['test', 2]]) {
+    const ds = syntheticDataset({ n: 32, height: 8, width: 8, channels: 3, classes: 4, seed });
+    for (let i = 0; i < ds.n; i++) {
+      const dir = join(root, split, `class${ds.labels[i]}`);
+      mkdirSync(dir, { recursive: true });
+      await sharp(Buffer.from(ds.images.subarray(i * 192, (i + 1) * 192)), { raw: { width: 8, height: 8, channels: 3 } })
+        .png().toFile(join(dir, `${String(i).padStart(3, '0')}.png`));
+    }
+  }
+  const folder = { kind: 'folder', path: root };
+  const monitor = { every: 3, bankSize: 16 };
+  const memory = tiny({ data: folder, knnMonitor: monitor });
+  const streamed = tiny({ data: { ...folder, stream: true }, knnMonitor: monitor });
+  for (const options of [memory, streamed]) assert.is((await new Trainer(options).run()).status, 'completed');
+  assert.equal(await stepLosses(streamed.out), await stepLosses(memory.out)); // exact
+  const knn = async (dir) => (await readLog(join(dir, 'log.jsonl'))).filter((r) => r.event === 'knn-monitor').map((r) => r.top1);
+  assert.equal(await knn(streamed.out), await knn(memory.out));
+  assert.is((await readRunState(streamed.out)).config.data.stream, true);
+  const probes = async (dir) => (await evaluateRun(dir, { linear: { epochs: 5 } })).results.byol;
+  const [fromStream, fromMemory] = [await probes(streamed.out), await probes(memory.out)];
+  assert.ok(typeof fromStream.linear.top1 === 'number' && typeof fromStream.knn.top1 === 'number', JSON.stringify(fromStream));
+  assert.equal([fromStream.linear.top1, fromStream.knn.top1], [fromMemory.linear.top1, fromMemory.knn.top1]);
+  throwsMessage(() => resolveTrainConfig({ data: { kind: 'cifar10', path: root, stream: true } }), ByolOptionError,
+    /Option data\.stream applies to data\.kind 'folder', not 'cifar10'/);
+  throwsMessage(() => resolveTrainConfig({ data: { ...folder, stream: 1 } }), ByolOptionError, /data\.stream/);
 });
 
 test('convPrecision bf16: a CPU run in bf16 convolutions, logged, the setting restored after', async () => {

@@ -150,6 +150,8 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { flag: '--data-limit', type: 'int', path: 'data.limit', metavar: 'N', help: 'train on the first N samples' },
   { flag: '--data-size', type: 'int', path: 'data.size', metavar: 'PX', help: 'synthetic/folder image side' },
   { flag: '--data-channels', type: 'int', path: 'data.channels', metavar: 'C', help: 'synthetic/folder channels (1 or 3)' },
+  { flag: '--data-stream', type: 'boolean', path: 'data.stream', value: true,
+    help: 'folder: decode each batch from disk instead of holding every image in memory' },
   { flag: '--data-classes', type: 'int', path: 'data.classes', metavar: 'N', help: 'synthetic classes' },
   { flag: '--arch', type: 'string', path: 'encoder.arch', metavar: 'ARCH', help: 'resnet18 | resnet34 | resnet50' },
   { flag: '--stem', type: 'string', path: 'encoder.stem', metavar: 'STEM', help: 'cifar | imagenet (default by image size)' },

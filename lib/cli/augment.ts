@@ -4,7 +4,7 @@
 // augmentBatch call and keys as training (view numbers 1 and 2), so what the PNG shows is
 // what the model sees; images are upscaled (nearest) to a readable size.
 import { augmentBatch } from '../augment';
-import { type Dataset } from '../data';
+import { type DatasetLike, readRange } from '../data';
 import { readRunState } from '../train/checkpoint';
 import { loadDatasetSpec } from '../train/data';
 import { type TrainConfig, type TrainerOptions, resolveTrainConfig } from '../train/options';
@@ -67,7 +67,7 @@ export async function augmentCommand(argv: string[], io: { out: NodeJS.WritableS
     throw withFlagNames(error, AUGMENT_FLAGS);
   }
   const split = f.has('--split') ? oneOf('--split', f.get('--split'), ['train', 'test'] as const) : 'train';
-  const dataset: Dataset = await loadDatasetSpec(config.data as never, split);
+  const dataset: DatasetLike = await loadDatasetSpec(config.data as never, split);
   const count = f.has('--count') ? integer('--count', f.get('--count'), 1, 256) : 8;
   const first = f.has('--first') ? integer('--first', f.get('--first'), 0, Math.max(0, dataset.n - 1)) : 0;
   const epoch = f.has('--epoch') ? integer('--epoch', f.get('--epoch'), 0, 0xFFFFFFFF) : 0;
@@ -98,7 +98,7 @@ export async function augmentCommand(argv: string[], io: { out: NodeJS.WritableS
   };
   const size = dataset.height * dataset.width * channels;
   const indices = Int32Array.from({ length: n }, (_, i) => first + i);
-  const images = dataset.images.subarray(first * size, (first + n) * size);
+  const images = await readRange(dataset, first, n);
   for (let i = 0; i < n; i++) paint(images.subarray(i * size, (i + 1) * size), dataset.height, dataset.width, i, 0);
   for (let v = 0; v < 2; v++) {
     const batch = await augmentBatch(images, null, {

@@ -5,7 +5,7 @@
 // the ones written to eval.json.
 import * as path from 'node:path';
 
-import { type Dataset, loadImageFolder } from '../data';
+import { type DatasetLike, openImageFolder } from '../data';
 import { type AugmentedLinearOptions } from '../eval/augmented';
 import { embedDataset, evalView, loadRunModel, writeNpy, writeSafetensors } from '../eval/embed';
 import { type KnnOptions } from '../eval/knn';
@@ -154,10 +154,11 @@ export async function embedCommand(argv: string[], io: { out: NodeJS.WritableStr
   const batchSize = f.has('--batch-size') ? integer('--batch-size', f.get('--batch-size'), 1, 1 << 16) : undefined;
   const run = await loadRunModel(runDir, { device: f.get('--device') as string | undefined, random: f.has('--random') });
   try {
-    let dataset: Dataset;
+    let dataset: DatasetLike;
     if (images !== undefined) {
       const { imageSize, inChannels } = run.state.plan;
-      dataset = await loadImageFolder(images, { size: imageSize, channels: inChannels as 1 | 3 });
+      // Streamed: any number of images, decoded batch by batch.
+      dataset = await openImageFolder(images, { size: imageSize, channels: inChannels as 1 | 3 });
     } else {
       if (run.state.config.data.kind === 'memory') {
         throw new ByolOptionError(`The run in ${runDir} trained on an in-memory dataset; use embedDataset() from the library`);

@@ -5,10 +5,10 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-export interface Dataset {
+// What every dataset says about itself; a Dataset adds its pixels, a StreamingDataset a reader.
+export interface DatasetInfo {
   // What was loaded, e.g. 'fashion-mnist/train' or 'folder:/data/pets'.
   name: string;
-  images: Uint8Array; // NHWC
   labels?: Int32Array;
   n: number;
   height: number;
@@ -18,6 +18,73 @@ export interface Dataset {
   classNames?: string[];
   // Image folders: the file of each image, in dataset order.
   files?: string[];
+}
+
+// A dataset held in memory.
+export interface Dataset extends DatasetInfo {
+  images: Uint8Array; // NHWC
+}
+
+// A dataset too large for memory: its samples are read (and decoded) per batch.
+export interface StreamingDataset extends DatasetInfo {
+  images?: undefined;
+  // The NHWC uint8 pixels of the samples at `indices`, in that order (repeats allowed); a bad
+  // file rejects with a DatasetError naming it.
+  read(indices: ArrayLike<number>): Promise<Uint8Array>;
+}
+
+// What the loader, the trainer and embedding take.
+export type DatasetLike = Dataset | StreamingDataset;
+
+export function isStreaming(dataset: DatasetLike): dataset is StreamingDataset {
+  return dataset.images === undefined;
+}
+
+// Throws RangeError for the first index that is not a sample of a dataset of n.
+export function checkIndices(indices: ArrayLike<number>, n: number, name = 'indices'): void {
+  for (let i = 0; i < indices.length; i++) {
+    const index = indices[i];
+    if (!Number.isInteger(index) || index < 0 || index >= n) {
+      throw new RangeError(`Expected ${name}[${i}] between 0 and ${n - 1} but received ${index}`);
+    }
+  }
+}
+
+// The pixels of the samples at `indices`, in that order: copied out of memory (into `into`
+// when given, which must hold them), or read from a streaming dataset.
+export async function readSamples(dataset: DatasetLike, indices: ArrayLike<number>, into?: Uint8Array): Promise<Uint8Array> {
+  if (isStreaming(dataset)) {
+    const pixels = await dataset.read(indices);
+    const bytes = indices.length * dataset.height * dataset.width * dataset.channels;
+    if (!(pixels instanceof Uint8Array) || pixels.length !== bytes) {
+      throw new TypeError(`${dataset.name}: read() returned ${pixels instanceof Uint8Array ? `${pixels.length} bytes` : pixels} ` +
+        `for ${indices.length} samples of ${dataset.height}x${dataset.width}x${dataset.channels} (expected a Uint8Array of ${bytes})`);
+    }
+    return pixels;
+  }
+  checkIndices(indices, dataset.n);
+  const size = dataset.height * dataset.width * dataset.channels;
+  const out = into ? into.subarray(0, indices.length * size) : new Uint8Array(indices.length * size);
+  for (let i = 0; i < indices.length; i++) {
+    out.set(dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
+  }
+  return out;
+}
+
+// Samples start .. start + count - 1: a view of the memory (no copy), or a read.
+export function readRange(dataset: DatasetLike, start: number, count: number): Promise<Uint8Array> {
+  if (isStreaming(dataset)) return readSamples(dataset, Int32Array.from({ length: count }, (_, i) => start + i));
+  const size = dataset.height * dataset.width * dataset.channels;
+  return Promise.resolve(dataset.images.subarray(start * size, (start + count) * size));
+}
+
+// A streaming dataset read whole into memory (what needs every pixel at once: the pixel
+// baseline); an in-memory one as it is.
+export async function inMemory(dataset: DatasetLike): Promise<Dataset> {
+  if (!isStreaming(dataset)) return dataset;
+  const images = await readRange(dataset, 0, dataset.n);
+  const { read: _read, images: _images, ...info } = dataset;
+  return { ...info, images };
 }
 
 export class DatasetError extends Error {
@@ -133,30 +200,41 @@ export async function readNames(file: string, expected: number): Promise<string[
   return names;
 }
 
-// A new dataset holding the samples at `indices` (copies pixels and labels).
-export function subset(dataset: Dataset, indices: ArrayLike<number>, name = `${dataset.name}[subset]`): Dataset {
+// The samples at `indices` as a new dataset: pixels and labels copied for an in-memory one; for
+// a streaming one, a streaming view that maps its reads through `indices`.
+export function subset(dataset: Dataset, indices: ArrayLike<number>, name?: string): Dataset;
+export function subset(dataset: StreamingDataset, indices: ArrayLike<number>, name?: string): StreamingDataset;
+export function subset(dataset: DatasetLike, indices: ArrayLike<number>, name?: string): DatasetLike;
+export function subset(dataset: DatasetLike, indices: ArrayLike<number>, name = `${dataset.name}[subset]`): DatasetLike {
+  checkIndices(indices, dataset.n);
+  const info: DatasetInfo = { ...dataset, name, n: indices.length };
+  delete (info as Partial<Dataset>).images;
+  delete (info as Partial<StreamingDataset>).read;
+  if (dataset.labels) info.labels = Int32Array.from(indices, (index) => dataset.labels![index]);
+  else delete info.labels;
+  if (dataset.files) info.files = Array.from(indices, (index) => dataset.files![index]);
+  if (isStreaming(dataset)) {
+    const map = Int32Array.from(indices);
+    return {
+      ...info,
+      read: async (rows: ArrayLike<number>) => {
+        checkIndices(rows, map.length);
+        return dataset.read(Int32Array.from(rows, (row) => map[row]));
+      },
+    };
+  }
   const size = dataset.height * dataset.width * dataset.channels;
   const images = new Uint8Array(indices.length * size);
-  const labels = dataset.labels ? new Int32Array(indices.length) : undefined;
-  for (let i = 0; i < indices.length; i++) {
-    const index = indices[i];
-    if (!Number.isInteger(index) || index < 0 || index >= dataset.n) {
-      throw new RangeError(`Expected indices[${i}] between 0 and ${dataset.n - 1} but received ${index}`);
-    }
-    images.set(dataset.images.subarray(index * size, (index + 1) * size), i * size);
-    if (labels) labels[i] = dataset.labels![index];
-  }
-  const result: Dataset = { ...dataset, name, images, n: indices.length };
-  if (labels) result.labels = labels;
-  else delete result.labels;
-  if (dataset.files) result.files = Array.from(indices, (index) => dataset.files![index]);
-  return result;
+  for (let i = 0; i < indices.length; i++) images.set(dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
+  return { ...info, images };
 }
 
-// Checks the invariants of a Dataset built elsewhere (the loader calls this); throws a
-// TypeError naming the field.
-export function validateDataset(dataset: unknown, name = 'dataset'): Dataset {
-  const d = dataset as Dataset;
+// Checks the invariants of a dataset built elsewhere (the loader calls this); throws a
+// TypeError naming the field. A StreamingDataset passes only where `streaming` allows it.
+export function validateDataset(dataset: unknown, name?: string): Dataset;
+export function validateDataset(dataset: unknown, name: string, streaming: true): DatasetLike;
+export function validateDataset(dataset: unknown, name = 'dataset', streaming = false): DatasetLike {
+  const d = dataset as DatasetLike;
   if (typeof d !== 'object' || d === null) throw new TypeError(`Expected a Dataset for ${name} but received ${d}`);
   for (const key of ['n', 'height', 'width', 'channels'] as const) {
     if (!Number.isSafeInteger(d[key]) || d[key] < (key === 'n' ? 0 : 1)) {
@@ -164,9 +242,12 @@ export function validateDataset(dataset: unknown, name = 'dataset'): Dataset {
     }
   }
   if (d.channels !== 1 && d.channels !== 3) throw new TypeError(`Expected ${name}.channels 1 or 3 but received ${d.channels}`);
-  if (!(d.images instanceof Uint8Array) || d.images.length !== d.n * d.height * d.width * d.channels) {
+  if (streaming && d.images === undefined && typeof (d as StreamingDataset).read === 'function') {
+    // a StreamingDataset: its reads are checked as they come
+  } else if (!(d.images instanceof Uint8Array) || d.images.length !== d.n * d.height * d.width * d.channels) {
     throw new TypeError(`Expected ${name}.images to be a Uint8Array of n*height*width*channels = ` +
-      `${d.n * d.height * d.width * d.channels} bytes but received ${d.images?.length ?? d.images}`);
+      `${d.n * d.height * d.width * d.channels} bytes${streaming ? ' (or a streaming dataset with read())' : ''} ` +
+      `but received ${d.images?.length ?? d.images}`);
   }
   if (d.labels !== undefined && (!(d.labels instanceof Int32Array) || d.labels.length !== d.n)) {
     throw new TypeError(`Expected ${name}.labels to be an Int32Array of ${d.n} labels`);

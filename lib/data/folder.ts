@@ -4,10 +4,13 @@
 // alpha; 1: luma); without `size` all images must share one size, with it each is resized to
 // cover the size and center-cropped. An undecodable image, an empty class folder or a size
 // mismatch is a DatasetError naming the file. sharp is loaded only when a folder is read.
+// loadImageFolder decodes everything into memory; openImageFolder lists the folder and decodes
+// each batch's images when asked (a StreamingDataset), with the same pixels and order.
 import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
 
-import { type Dataset, DatasetError } from './dataset';
+import { type Dataset, DatasetError, type StreamingDataset, checkIndices } from './dataset';
 
 // sharp's "types" entry is its ESM declaration (a default export); require() gives the function.
 type SharpModule = typeof import('sharp').default;
@@ -20,6 +23,9 @@ export interface FolderOptions {
   extensions?: string[];
   // Images decoded at once (sharp decodes on its own thread pool); default 4.
   concurrency?: number;
+  // loadImageFolder: the most decoded bytes to hold in memory; a larger folder is refused with
+  // a DatasetError that points to openImageFolder. Default: half of the machine's memory.
+  maxBytes?: number;
 }
 
 export const DEFAULT_IMAGE_EXTENSIONS = ['.png', '.jpg', '.jpeg', '.webp', '.gif', '.tif', '.tiff', '.avif'];
@@ -52,7 +58,50 @@ async function listDir(dir: string) {
 // Plain code-unit order: the same on every machine and locale (Python's sorted() agrees).
 const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
-export async function loadImageFolder(root: string, options: FolderOptions = {}): Promise<Dataset> {
+interface FolderListing {
+  files: string[];
+  labels?: Int32Array;
+  classNames?: string[];
+}
+
+// The images of a folder in dataset order (class folders sorted, then file names sorted).
+async function listImageFolder(root: string, extensions: string[]): Promise<FolderListing> {
+  const isImage = (name: string) => extensions.includes(path.extname(name).toLowerCase());
+  const entries = await listDir(root);
+  const classDirs = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort(byName);
+  const files: string[] = [];
+  const labels: number[] = [];
+  if (classDirs.length > 0) {
+    for (let label = 0; label < classDirs.length; label++) {
+      const dir = path.join(root, classDirs[label]);
+      const images = (await listDir(dir)).filter((e) => e.isFile() && isImage(e.name)).map((e) => e.name).sort(byName);
+      if (images.length === 0) {
+        throw new DatasetError(dir, `class folder has no images (looked for ${extensions.join(' ')})`);
+      }
+      for (const name of images) {
+        files.push(path.join(dir, name));
+        labels.push(label);
+      }
+    }
+  } else {
+    for (const name of entries.filter((e) => e.isFile() && isImage(e.name)).map((e) => e.name).sort(byName)) {
+      files.push(path.join(root, name));
+    }
+  }
+  if (files.length === 0) {
+    throw new DatasetError(root, `no images found (looked for ${extensions.join(' ')} in the folder and its class subfolders)`);
+  }
+  return classDirs.length > 0 ? { files, labels: Int32Array.from(labels), classNames: classDirs } : { files };
+}
+
+interface ResolvedFolderOptions {
+  channels: 1 | 3;
+  extensions: string[];
+  concurrency: number;
+  size?: [number, number];
+}
+
+function resolveFolderOptions(options: FolderOptions): ResolvedFolderOptions {
   const channels = options.channels ?? 3;
   if (channels !== 1 && channels !== 3) throw new TypeError(`Expected channels 1 or 3 but received ${channels}`);
   const extensions = (options.extensions ?? DEFAULT_IMAGE_EXTENSIONS).map((e) => e.toLowerCase());
@@ -60,85 +109,131 @@ export async function loadImageFolder(root: string, options: FolderOptions = {})
   if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 256) {
     throw new TypeError(`Expected concurrency between 1 and 256 but received ${concurrency}`);
   }
-  let size: [number, number] | undefined;
+  const resolved: ResolvedFolderOptions = { channels, extensions, concurrency };
+  if (options.maxBytes !== undefined && !(Number.isSafeInteger(options.maxBytes) && options.maxBytes >= 0)) {
+    throw new TypeError(`Expected maxBytes to be a non-negative integer but received ${options.maxBytes}`);
+  }
   if (options.size !== undefined) {
     const s = typeof options.size === 'number' ? [options.size, options.size] : options.size;
     if (!Array.isArray(s) || s.length !== 2 || !s.every((v) => Number.isSafeInteger(v) && v >= 1 && v <= 16384)) {
       throw new TypeError(`Expected size to be an integer or [height, width] between 1 and 16384 but received ${JSON.stringify(options.size)}`);
     }
-    size = [s[0], s[1]];
+    resolved.size = [s[0], s[1]];
   }
-  const isImage = (name: string) => extensions.includes(path.extname(name).toLowerCase());
+  return resolved;
+}
 
-  const entries = await listDir(root);
-  const classDirs = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort(byName);
-  const files: { file: string; label: number }[] = [];
-  let classNames: string[] | undefined;
-  if (classDirs.length > 0) {
-    classNames = classDirs;
-    for (let label = 0; label < classDirs.length; label++) {
-      const dir = path.join(root, classDirs[label]);
-      const images = (await listDir(dir)).filter((e) => e.isFile() && isImage(e.name)).map((e) => e.name).sort(byName);
-      if (images.length === 0) {
-        throw new DatasetError(dir, `class folder has no images (looked for ${extensions.join(' ')})`);
+interface Decoded {
+  data: Uint8Array;
+  width: number;
+  height: number;
+}
+
+// Decodes one image into channels (resized to cover `size` and center-cropped when given).
+async function decodeImage(sharp: SharpModule, file: string, channels: 1 | 3, size?: [number, number]): Promise<Decoded> {
+  try {
+    let pipeline = sharp(file, { failOn: 'error' });
+    pipeline = channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
+    pipeline = pipeline.removeAlpha();
+    if (size) pipeline = pipeline.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
+    const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
+    if (info.channels !== channels) throw new Error(`decoded ${info.channels} channels instead of ${channels}`);
+    return { data, width: info.width, height: info.height };
+  } catch (error) {
+    throw new DatasetError(file, `cannot decode image: ${error instanceof Error ? error.message : String(error)}`,
+      { cause: error });
+  }
+}
+
+// The folder's images, decoded: the first one fixes the size when none is given. `decodeAll`
+// decodes `files[i]` for every i of `indices` (concurrently) into `out` at row i.
+class FolderDecoder {
+  readonly height: number;
+  readonly width: number;
+  readonly #sharp: SharpModule;
+  readonly #files: string[];
+  readonly #options: ResolvedFolderOptions;
+
+  private constructor(sharp: SharpModule, files: string[], options: ResolvedFolderOptions, height: number, width: number) {
+    this.#sharp = sharp;
+    this.#files = files;
+    this.#options = options;
+    this.height = height;
+    this.width = width;
+  }
+
+  static async open(root: string, files: string[], options: ResolvedFolderOptions): Promise<{ decoder: FolderDecoder; first: Decoded }> {
+    const sharp = loadSharp(root);
+    const first = await decodeImage(sharp, files[0], options.channels, options.size);
+    const [height, width] = options.size ?? [first.height, first.width];
+    return { decoder: new FolderDecoder(sharp, files, options, height, width), first };
+  }
+
+  get bytes(): number {
+    return this.height * this.width * this.#options.channels;
+  }
+
+  place(out: Uint8Array, row: number, index: number, image: Decoded): void {
+    if (image.height !== this.height || image.width !== this.width) {
+      throw new DatasetError(this.#files[index], `is ${image.height}x${image.width} (height x width) but ` +
+        `${this.#files[0]} is ${this.height}x${this.width}; pass the size option to resize every image`);
+    }
+    out.set(image.data, row * this.bytes);
+  }
+
+  async decodeAll(indices: ArrayLike<number>, out: Uint8Array, skip = 0): Promise<void> {
+    let next = skip;
+    const worker = async () => {
+      while (next < indices.length) {
+        const row = next++;
+        const index = indices[row];
+        const { channels, size } = this.#options;
+        this.place(out, row, index, await decodeImage(this.#sharp, this.#files[index], channels, size));
       }
-      for (const name of images) files.push({ file: path.join(dir, name), label });
-    }
-  } else {
-    for (const name of entries.filter((e) => e.isFile() && isImage(e.name)).map((e) => e.name).sort(byName)) {
-      files.push({ file: path.join(root, name), label: -1 });
-    }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.#options.concurrency, indices.length - skip) }, worker));
   }
-  if (files.length === 0) {
-    throw new DatasetError(root, `no images found (looked for ${extensions.join(' ')} in the folder and its class subfolders)`);
+}
+
+function describeFolder(root: string, listing: FolderListing, height: number, width: number, channels: 1 | 3) {
+  const info = { name: `folder:${root}`, n: listing.files.length, height, width, channels, files: listing.files };
+  return listing.labels ? { ...info, labels: listing.labels, classes: listing.classNames!.length, classNames: listing.classNames } : info;
+}
+
+export async function loadImageFolder(root: string, options: FolderOptions = {}): Promise<Dataset> {
+  const resolved = resolveFolderOptions(options);
+  const listing = await listImageFolder(root, resolved.extensions);
+  const { decoder, first } = await FolderDecoder.open(root, listing.files, resolved);
+  const total = listing.files.length * decoder.bytes;
+  // Refused here rather than failing later in an allocation or in swap.
+  const maxBytes = options.maxBytes ?? Math.floor(os.totalmem() / 2);
+  if (total > maxBytes) {
+    const size = (bytes: number) => (bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${bytes} bytes`);
+    throw new DatasetError(root, `${listing.files.length} images of ${decoder.height}x${decoder.width}x${resolved.channels} ` +
+      `take ${size(total)} decoded, more than ${options.maxBytes === undefined ? "half of this machine's memory, " : 'maxBytes '}` +
+      `${size(maxBytes)}; stream them instead (openImageFolder, data.stream: true, --data-stream) or pass a smaller size`);
   }
+  const images = new Uint8Array(total);
+  decoder.place(images, 0, 0, first);
+  await decoder.decodeAll(Int32Array.from(listing.files, (_, i) => i), images, 1);
+  return { ...describeFolder(root, listing, decoder.height, decoder.width, resolved.channels), images };
+}
 
-  const sharp = loadSharp(root);
-  const decode = async (file: string): Promise<{ data: Uint8Array; width: number; height: number }> => {
-    try {
-      let pipeline = sharp(file, { failOn: 'error' });
-      pipeline = channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
-      pipeline = pipeline.removeAlpha();
-      if (size) pipeline = pipeline.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
-      const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
-      if (info.channels !== channels) throw new Error(`decoded ${info.channels} channels instead of ${channels}`);
-      return { data, width: info.width, height: info.height };
-    } catch (error) {
-      throw new DatasetError(file, `cannot decode image: ${error instanceof Error ? error.message : String(error)}`,
-        { cause: error });
-    }
+// The folder as a StreamingDataset: listed now (and its first image decoded, to fix the size
+// and fail early), every other image decoded when a batch asks for it. Memory stays at a few
+// batches whatever the folder's size; the pixels equal loadImageFolder's.
+export async function openImageFolder(root: string, options: FolderOptions = {}): Promise<StreamingDataset> {
+  const resolved = resolveFolderOptions(options);
+  const listing = await listImageFolder(root, resolved.extensions);
+  const { decoder } = await FolderDecoder.open(root, listing.files, resolved);
+  const info = describeFolder(root, listing, decoder.height, decoder.width, resolved.channels);
+  return {
+    ...info,
+    read: async (indices: ArrayLike<number>) => {
+      checkIndices(indices, info.n);
+      const out = new Uint8Array(indices.length * decoder.bytes);
+      await decoder.decodeAll(indices, out);
+      return out;
+    },
   };
-
-  // The first image fixes the size when none is given.
-  const first = await decode(files[0].file);
-  const height = size ? size[0] : first.height;
-  const width = size ? size[1] : first.width;
-  const bytes = height * width * channels;
-  const images = new Uint8Array(files.length * bytes);
-  const place = (i: number, image: { data: Uint8Array; width: number; height: number }) => {
-    if (image.height !== height || image.width !== width) {
-      throw new DatasetError(files[i].file, `is ${image.height}x${image.width} (height x width) but ${files[0].file} ` +
-        `is ${height}x${width}; pass the size option to resize every image`);
-    }
-    images.set(image.data, i * bytes);
-  };
-  place(0, first);
-  let next = 1;
-  const worker = async () => {
-    while (next < files.length) {
-      const i = next++;
-      place(i, await decode(files[i].file));
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, files.length - 1) }, worker));
-
-  const dataset: Dataset = {
-    name: `folder:${root}`, images, n: files.length, height, width, channels, files: files.map((f) => f.file),
-  };
-  if (classNames) {
-    dataset.labels = Int32Array.from(files, (f) => f.label);
-    dataset.classes = classNames.length;
-    dataset.classNames = classNames;
-  }
-  return dataset;
 }

@@ -1,4 +1,4 @@
-// loader.ts: batches of a Dataset for training: seeded shuffling per epoch, optional drop of
+// loader.ts: batches of a Dataset (or StreamingDataset) for training: seeded shuffling per epoch, optional drop of
 // the last partial batch, and prefetching (the next batch is gathered and augmented natively
 // while the caller's step runs).
 // Contract: the order of an epoch is a pure function of (seed, epoch); augmented views are
@@ -9,7 +9,7 @@ import { type AugmentConfig, type AugmentConfigOptions, augmentBatch, resolveVie
 import { resolveDevice } from '../device';
 import { type Tensor } from '../tensor';
 import { ByolOptionError, boolean, integer, invalid, isPlainObject, knownKeys, withDefault } from '../validate';
-import { type Dataset, validateDataset } from './dataset';
+import { type DatasetLike, readSamples, validateDataset } from './dataset';
 import { permutation } from './random';
 
 export interface LoaderOptions {
@@ -43,7 +43,7 @@ export function disposeBatch(batch: Batch): void {
 const KEYS = ['batchSize', 'shuffle', 'seed', 'dropLast', 'augment', 'device', 'prefetch'] as const;
 
 export class DataLoader {
-  readonly dataset: Dataset;
+  readonly dataset: DatasetLike;
   readonly batchSize: number;
   readonly shuffle: boolean;
   readonly seed: number | bigint;
@@ -52,8 +52,8 @@ export class DataLoader {
   readonly device: string;
   readonly prefetch: number;
 
-  constructor(dataset: Dataset, options: LoaderOptions) {
-    this.dataset = validateDataset(dataset);
+  constructor(dataset: DatasetLike, options: LoaderOptions) {
+    this.dataset = validateDataset(dataset, 'dataset', true);
     if (!isPlainObject(options)) throw invalid('options', 'object', options);
     knownKeys('options', options as unknown as Record<string, unknown>, KEYS);
     this.batchSize = integer('options.batchSize', options.batchSize, 1, 1 << 20);
@@ -92,9 +92,7 @@ export class DataLoader {
     const start = step * this.batchSize;
     const indices = order.slice(start, Math.min(start + this.batchSize, order.length));
     const n = indices.length;
-    const size = dataset.height * dataset.width * dataset.channels;
-    const images = new Uint8Array(n * size);
-    for (let i = 0; i < n; i++) images.set(dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
+    const images = await readSamples(dataset, indices);
     const batch: Batch = { epoch, step, n, height: dataset.height, width: dataset.width, channels: dataset.channels, images, indices };
     if (dataset.labels) batch.labels = indices.length ? Int32Array.from(indices, (i) => dataset.labels![i]) : new Int32Array(0);
     if (this.views.length > 0) {

@@ -9,7 +9,7 @@
 // evaluateLinear on embedDataset's features to the bit; standardization uses the mean and
 // std of the deterministic training features.
 import { type AugmentConfig, type AugmentConfigOptions, type AugmentedBatch, augmentBatch, augmentConfig } from '../augment';
-import { type Dataset, validateDataset } from '../data';
+import { type DatasetLike, readSamples, validateDataset } from '../data';
 import { permutation } from '../data/random';
 import { resolveDevice } from '../device';
 import { asTrainableModel } from '../train/model';
@@ -44,19 +44,19 @@ export interface AugmentedLinearResult extends LinearProbeResult {
 const OPTION_KEYS = ['epochs', 'batchSize', 'lr', 'momentum', 'nesterov', 'weightDecay', 'seed', 'standardize',
   'cropScale', 'cropRatio', 'flipP', 'view', 'features', 'signal', 'onEpoch'];
 
-function labelsOf(dataset: Dataset, name: string): Int32Array {
+function labelsOf(dataset: DatasetLike, name: string): Int32Array {
   if (!dataset.labels) throw new ByolOptionError(`Linear evaluation needs labels, but ${name} (${dataset.name}) has none`);
   return dataset.labels;
 }
 
 // The probe on augmented views with the encoder of a Byol model (or a trainer's model);
 // rejects (never throws) on bad input, naming the field.
-export async function evaluateLinearAugmented(model: unknown, data: { train: Dataset; test: Dataset },
+export async function evaluateLinearAugmented(model: unknown, data: { train: DatasetLike; test: DatasetLike },
   options: AugmentedLinearOptions = {}): Promise<AugmentedLinearResult> {
   return trainAugmentedProbe(asTrainableModel(model), data, options);
 }
 
-export async function trainAugmentedProbe(encoder: FeatureEncoder, data: { train: Dataset; test: Dataset },
+export async function trainAugmentedProbe(encoder: FeatureEncoder, data: { train: DatasetLike; test: DatasetLike },
   options: AugmentedLinearOptions = {}): Promise<AugmentedLinearResult> {
   const started = Date.now();
   if (!isPlainObject(options as unknown)) throw invalid('options', 'object', options);
@@ -64,8 +64,8 @@ export async function trainAugmentedProbe(encoder: FeatureEncoder, data: { train
   if (!isPlainObject(data as unknown)) throw invalid('data', 'object { train: Dataset, test: Dataset }', data);
   knownKeys('data', data as unknown as Record<string, unknown>, ['train', 'test']);
   const { train, test } = data;
-  validateDataset(train, 'data.train');
-  validateDataset(test, 'data.test');
+  validateDataset(train, 'data.train', true);
+  validateDataset(test, 'data.test', true);
   if (train.height !== test.height || train.width !== test.width || train.channels !== test.channels) {
     throw new ByolOptionError(`Expected data.test to have data.train's image shape ${train.height}x${train.width}x` +
       `${train.channels} but it is ${test.height}x${test.width}x${test.channels}`);
@@ -110,7 +110,7 @@ export async function trainAugmentedProbe(encoder: FeatureEncoder, data: { train
         `(test) floats but received ${clean.train.length} and ${clean.test.length}`);
     }
   } else {
-    const embed = (dataset: Dataset) => embedFeatures(encoder, dataset, { view: baseView, batchSize: resolved.batchSize,
+    const embed = (dataset: DatasetLike) => embedFeatures(encoder, dataset, { view: baseView, batchSize: resolved.batchSize,
       signal: options.signal });
     clean = { train: (await embed(train)).features, test: (await embed(test)).features };
   }
@@ -136,10 +136,10 @@ export async function trainAugmentedProbe(encoder: FeatureEncoder, data: { train
   let lastEpochLoss = 0;
   for (let epoch = 0; epoch < epochs; epoch++) {
     const order = permutation(n, resolved.seed, epoch);
-    const augmentAt = (start: number, buffer: Uint8Array) => {
+    const augmentAt = async (start: number, buffer: Uint8Array) => {
       const count = Math.min(batch, n - start);
-      for (let i = 0; i < count; i++) buffer.set(train.images.subarray(order[start + i] * size, (order[start + i] + 1) * size), i * size);
-      return augmentBatch(buffer.subarray(0, count * size), null, {
+      const images = await readSamples(train, order.subarray(start, start + count), buffer);
+      return augmentBatch(images, null, {
         config: trainView, seed: resolved.seed, epoch, indices: order.subarray(start, start + count), view: 0, device,
         shape: [count, height, width, channels],
       });

@@ -11,7 +11,7 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import { type AugmentConfig, type AugmentConfigOptions, augmentBatch, augmentConfig } from '../augment';
-import { type Dataset, validateDataset } from '../data';
+import { type Dataset, type DatasetLike, readRange, validateDataset } from '../data';
 import { resolveDevice } from '../device';
 import { type RunState, readRunState, verifyCheckpoint, writeFileAtomic } from '../train/checkpoint';
 import { type Byol } from '../byol';
@@ -49,13 +49,13 @@ export function deterministicView(view: AugmentConfig, height: number, width: nu
 }
 
 // Evaluation preprocessing of a run's configuration for a dataset.
-export function evalView(config: TrainConfig, dataset: Dataset): AugmentConfig {
+export function evalView(config: TrainConfig, dataset: DatasetLike): AugmentConfig {
   return deterministicView(trainViews(config, dataset)[0], dataset.height, dataset.width);
 }
 
 // The preprocessing embedDataset uses when given no view: the dataset's augmentation preset
 // at the dataset's own size, without randomness.
-export function defaultView(dataset: Dataset): AugmentConfig {
+export function defaultView(dataset: DatasetLike): AugmentConfig {
   const preset = defaultAugmentPreset(dataset);
   return deterministicView(augmentConfig({ preset, outputSize: [dataset.height, dataset.width] }), dataset.height,
     dataset.width);
@@ -64,26 +64,33 @@ export function defaultView(dataset: Dataset): AugmentConfig {
 // What embedding needs of a model: TrainableModel's embed, device and feature size.
 export type FeatureEncoder = Pick<TrainableModel, 'featureDim' | 'device' | 'embed'>;
 
-export async function embedDataset(model: unknown, dataset: Dataset, options: EmbedOptions = {}): Promise<Embeddings> {
+export async function embedDataset(model: unknown, dataset: DatasetLike, options: EmbedOptions = {}): Promise<Embeddings> {
   return embedFeatures(asTrainableModel(model), dataset, options);
 }
 
 // embedDataset for any FeatureEncoder (the trainer's model, or a test's stand-in).
-export async function embedFeatures(encoder: FeatureEncoder, dataset: Dataset, options: EmbedOptions = {}): Promise<Embeddings> {
-  validateDataset(dataset, 'dataset');
+export async function embedFeatures(encoder: FeatureEncoder, dataset: DatasetLike, options: EmbedOptions = {}): Promise<Embeddings> {
+  validateDataset(dataset, 'dataset', true);
   checkEmbedOptions(options);
   const batchSize = withDefault(options.batchSize, 256, (v) => integer('options.batchSize', v, 1, 1 << 16));
   const view = options.view === undefined ? defaultView(dataset) : augmentConfig(options.view as AugmentConfigOptions, 'options.view');
   const device = resolveDevice(encoder.device, 'model.device');
   const { n, height, width, channels } = dataset;
-  const size = height * width * channels;
   const dim = encoder.featureDim;
   const features = new Float32Array(n * dim);
+  // The next chunk is read (decoded, for a streaming dataset) while this one is embedded.
+  const read = (start: number) => {
+    const pixels = readRange(dataset, start, Math.min(batchSize, n - start));
+    pixels.catch(() => undefined); // awaited in its turn; not "unhandled" meanwhile
+    return pixels;
+  };
+  let next = n > 0 ? read(0) : null;
   for (let start = 0; start < n; start += batchSize) {
     if (options.signal?.aborted) throw options.signal.reason ?? new Error('embedding aborted');
     const count = Math.min(batchSize, n - start);
     const indices = Int32Array.from({ length: count }, (_, i) => start + i);
-    const images = dataset.images.subarray(start * size, (start + count) * size);
+    const images = await next!;
+    next = start + batchSize < n ? read(start + batchSize) : null;
     const batch = await augmentBatch(images, null, {
       config: view, seed: 0, epoch: 0, indices, view: 0, device, shape: [count, height, width, channels],
     });
@@ -115,7 +122,9 @@ function checkEmbedOptions(options: unknown): void {
 }
 
 // Raw pixels scaled to [0, 1] as features (the 'pixels' baseline; the probe standardizes).
+// In memory only: a StreamingDataset goes through inMemory() first.
 export function pixelFeatures(dataset: Dataset): Embeddings {
+  validateDataset(dataset, 'dataset');
   const dim = dataset.height * dataset.width * dataset.channels;
   const features = new Float32Array(dataset.images.length);
   for (let i = 0; i < features.length; i++) features[i] = dataset.images[i] / 255;
@@ -167,7 +176,7 @@ export async function loadRunModel(runDir: string, options: { device?: string; r
 
 const CACHE_MAGIC = 'BYOLFEAT';
 
-function cacheHeader(key: string, dataset: Dataset, view: AugmentConfig | null, dim: number) {
+function cacheHeader(key: string, dataset: DatasetLike, view: AugmentConfig | null, dim: number) {
   const preprocessing = view ? createHash('sha256').update(JSON.stringify(view)).digest('hex').slice(0, 16) : 'none';
   return { key, dataset: dataset.name, n: dataset.n, dim, preprocessing, labels: Boolean(dataset.labels) };
 }
@@ -227,7 +236,7 @@ async function writeCache(file: string, header: ReturnType<typeof cacheHeader>, 
 }
 
 // Features of `dataset` under `key`, from the cache when it matches, else computed and cached.
-export async function cachedFeatures(runDir: string, key: string, split: string, dataset: Dataset,
+export async function cachedFeatures(runDir: string, key: string, split: string, dataset: DatasetLike,
   view: AugmentConfig | null, dim: number, compute: () => Promise<Embeddings>): Promise<Embeddings & { cached: boolean }> {
   const file = featureCacheFile(runDir, key, split);
   const header = cacheHeader(key, dataset, view, dim);

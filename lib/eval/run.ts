@@ -8,7 +8,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { type Dataset } from '../data';
+import { type DatasetLike, inMemory } from '../data';
 import { CHECKPOINT_FILE, writeFileAtomic } from '../train/checkpoint';
 import { asTrainableModel } from '../train/model';
 import { loadDatasetSpec } from '../train/data';
@@ -35,7 +35,7 @@ export interface EvaluateRunOptions {
   device?: string; // default: the run's device
   batchSize?: number; // embedding batch size; default 256
   // Training data for the test split when the run trained on an in-memory dataset.
-  data?: { train: Dataset; test: Dataset };
+  data?: { train: DatasetLike; test: DatasetLike };
   onMessage?: (text: string) => void;
 }
 
@@ -63,7 +63,7 @@ const SOURCE_LABELS: Record<string, string> = {
 };
 
 interface FeatureSource {
-  features: (dataset: Dataset, split: string) => Promise<Embeddings>;
+  features: (dataset: DatasetLike, split: string) => Promise<Embeddings>;
   encoder?: FeatureEncoder; // the model behind the features (none for raw pixels)
   dispose?: () => void;
 }
@@ -79,7 +79,7 @@ function probeOption<T extends object>(name: string, value: unknown): T | null {
   return value as T;
 }
 
-async function datasets(runDir: string, spec: DataOptions | { kind: 'memory' }, given?: { train: Dataset; test: Dataset }) {
+async function datasets(runDir: string, spec: DataOptions | { kind: 'memory' }, given?: { train: DatasetLike; test: DatasetLike }) {
   if (given) return given;
   if (spec.kind === 'memory') {
     throw new ByolOptionError(`The run in ${runDir} trained on an in-memory dataset; pass data: { train, test }`);
@@ -120,7 +120,7 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
   const view = evalView(state.config, train);
   // The augmented probe's crop defaults to the one the encoder was trained with.
   const trainCrop = trainViews(state.config, train)[0];
-  const embedWith = (run: RunModel) => async (dataset: Dataset, split: string) => {
+  const embedWith = (run: RunModel) => async (dataset: DatasetLike, split: string) => {
     const result = await cachedFeatures(runDir, run.key, split, dataset, view, run.model.featureDim, () => {
       say(`embedding ${dataset.name} (${dataset.n} images) with the ${run.key.startsWith('random') ? 'random' : 'trained'} encoder`);
       return embedDataset(run.model, dataset, { view, batchSize: options.batchSize });
@@ -139,7 +139,7 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
         return { features: embedWith(random), encoder: asTrainableModel(random.model), dispose: () => random.model.dispose() };
       },
     });
-    sources.push({ name: 'pixels', open: async () => ({ features: async (d: Dataset) => pixelFeatures(d) }) });
+    sources.push({ name: 'pixels', open: async () => ({ features: async (d: DatasetLike) => pixelFeatures(await inMemory(d)) }) });
   }
 
   const results: Record<string, ProbeResults> = {};

@@ -1,4 +1,4 @@
-// data.ts (train): turns a DataOptions spec into a Dataset for a split ('train' for training
+// data.ts (train): turns a DataOptions spec into a DatasetLike for a split ('train' for training
 // and fitting probes, 'test' for evaluation), and gives the defaults that follow from the data.
 // Contract: one place maps spec kinds onto lib/data loaders; a split a kind lacks is an error
 // naming the option; `limit` keeps the first samples (a deterministic subset).
@@ -7,7 +7,7 @@ import * as path from 'node:path';
 
 import { type AugmentPreset } from '../augment';
 import {
-  type Dataset, loadCifar10, loadCifar100, loadFashionMnist, loadImageFolder, loadMnist, loadStl10, subset,
+  type DatasetLike, loadCifar10, loadCifar100, loadFashionMnist, loadImageFolder, loadMnist, loadStl10, openImageFolder, subset,
   syntheticDataset,
 } from '../data';
 import { ByolOptionError } from '../validate';
@@ -26,8 +26,8 @@ async function isDirectory(dir: string): Promise<boolean> {
 // Seeds of the synthetic splits: different samples from the same class distributions.
 const SYNTHETIC_SEED = { train: 0, test: 1_000_003 };
 
-export async function loadDatasetSpec(spec: DataOptions, split: Split): Promise<Dataset> {
-  let dataset: Dataset;
+export async function loadDatasetSpec(spec: DataOptions, split: Split): Promise<DatasetLike> {
+  let dataset: DatasetLike;
   switch (spec.kind) {
     case 'synthetic': {
       const n = split === 'train' ? spec.limit ?? 1024 : spec.testLimit ?? 256;
@@ -64,7 +64,8 @@ export async function loadDatasetSpec(spec: DataOptions, split: Split): Promise<
         throw new ByolOptionError(`data.path ${root} has no test/ folder: evaluation of a 'folder' dataset needs ` +
           'root/train/<class>/... and root/test/<class>/...');
       }
-      dataset = await loadImageFolder(dir, { size: spec.size, channels: spec.channels ?? 3 });
+      const options = { size: spec.size, channels: spec.channels ?? 3 };
+      dataset = spec.stream ? await openImageFolder(dir, options) : await loadImageFolder(dir, options);
       break;
     }
     default:
@@ -75,13 +76,13 @@ export async function loadDatasetSpec(spec: DataOptions, split: Split): Promise<
 }
 
 // The first `count` samples of `dataset` (all of it when it has no more), named "<name>[:count]".
-export function firstSamples(dataset: Dataset, count: number): Dataset {
+export function firstSamples(dataset: DatasetLike, count: number): DatasetLike {
   if (count >= dataset.n) return dataset;
   return subset(dataset, Int32Array.from({ length: count }, (_, i) => i), `${dataset.name}[:${count}]`);
 }
 
 // The augmentation preset that suits the data (when the user named none).
-export function defaultAugmentPreset(dataset: Dataset): AugmentPreset {
+export function defaultAugmentPreset(dataset: DatasetLike): AugmentPreset {
   if (dataset.channels === 1) return 'grayscale';
   return Math.max(dataset.height, dataset.width) <= 64 ? 'cifar' : 'byol';
 }

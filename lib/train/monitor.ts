@@ -4,7 +4,7 @@
 // images of their splits (the same ones at every check and after a resume); a check reads the
 // model (embed: BatchNorm in eval mode) and changes nothing the training computes.
 import { type AugmentConfig } from '../augment';
-import { type Dataset } from '../data';
+import { type DatasetLike } from '../data';
 import { embedDataset, evalView } from '../eval/embed';
 import { evaluateKnn } from '../eval/knn';
 import { ByolOptionError } from '../validate';
@@ -24,11 +24,11 @@ export interface KnnMonitorResult {
 
 export class KnnMonitor {
   readonly #options: NonNullable<TrainConfig['knnMonitor']>;
-  readonly #bank: Dataset;
-  readonly #test: Dataset;
+  readonly #bank: DatasetLike;
+  readonly #test: DatasetLike;
   readonly #view: AugmentConfig; // the evaluation preprocessing of both sets
 
-  private constructor(config: TrainConfig, bank: Dataset, test: Dataset) {
+  private constructor(config: TrainConfig, bank: DatasetLike, test: DatasetLike) {
     this.#options = config.knnMonitor!;
     this.#bank = bank;
     this.#test = test;
@@ -37,7 +37,7 @@ export class KnnMonitor {
 
   // Loads the test split of the run's dataset spec; throws a ByolOptionError naming
   // knnMonitor when there is none or either split lacks labels.
-  static async open(config: TrainConfig, train: Dataset): Promise<KnnMonitor> {
+  static async open(config: TrainConfig, train: DatasetLike): Promise<KnnMonitor> {
     const options = config.knnMonitor!;
     if (config.data.kind === 'memory') {
       throw new ByolOptionError(`Option knnMonitor needs a test split, but the run trains on an in-memory dataset ` +

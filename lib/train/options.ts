@@ -6,7 +6,7 @@
 // files or native code.
 import { type AugmentConfigOptions, augmentPair } from '../augment';
 import type { Arch, OptimizerName, PredictorOptions, ProjectorOptions, Stem } from '../byol';
-import { type Dataset } from '../data/dataset';
+import { type DatasetLike } from '../data/dataset';
 import { CONV_PRECISIONS, type ConvPrecision } from '../device';
 import {
   ByolOptionError, boolean, integer, invalid, isPlainObject, knownKeys, number, oneOf, string, withDefault,
@@ -41,6 +41,9 @@ export interface DataOptions {
   classes?: number;
   // 'synthetic': test-split samples (default 256).
   testLimit?: number;
+  // 'folder': decode each batch's images when it is needed (openImageFolder) instead of
+  // holding every decoded image in memory; same pixels, same results. Default false.
+  stream?: boolean;
 }
 
 // The encoder as the trainer takes it: inChannels comes from the data.
@@ -97,8 +100,8 @@ export interface FaultInjection {
 export interface TrainerOptions {
   // Defaults for a known setup; any option given here overrides the preset's.
   preset?: PresetName;
-  // A dataset spec (JSON-able, resumable from the CLI) or an in-memory Dataset.
-  data?: DataOptions | Dataset;
+  // A dataset spec (JSON-able, resumable from the CLI) or a Dataset object (in memory or streaming).
+  data?: DataOptions | DatasetLike;
   encoder?: TrainerEncoderOptions;
   projector?: ProjectorOptions;
   // false: the no-predictor ablation.
@@ -186,7 +189,7 @@ const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchS
   'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'cudaGraphs', 'onlineClassifier', 'out',
   'checkpointEvery',
   'printEvery', 'progress', 'resume', 'signal', 'profile', 'opTimes', 'knnMonitor', 'faultInjection'] as const;
-const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit'] as const;
+const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit', 'stream'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
 const PROJECTOR_KEYS = ['hidden', 'out'] as const;
 const PREDICTOR_KEYS = ['hidden'] as const;
@@ -198,9 +201,11 @@ export const RESUME_OVERRIDABLE = ['resume', 'device', 'threads', 'cudaGraphs', 
 
 const MAX_STEPS = 2 ** 40;
 
-// An in-memory dataset (lib/data Dataset) rather than a spec.
-export function isDatasetObject(value: unknown): value is Dataset {
-  return typeof value === 'object' && value !== null && (value as Dataset).images instanceof Uint8Array;
+// A dataset object (lib/data Dataset or StreamingDataset) rather than a spec.
+export function isDatasetObject(value: unknown): value is DatasetLike {
+  if (typeof value !== 'object' || value === null) return false;
+  const d = value as DatasetLike;
+  return d.images instanceof Uint8Array || (d.images === undefined && typeof (d as { read?: unknown }).read === 'function');
 }
 
 function section(name: string, value: unknown, keys: readonly string[]): Record<string, unknown> {
@@ -249,6 +254,7 @@ function resolveData(value: unknown): TrainConfig['data'] {
   onlyFor('channels', ['synthetic', 'folder']);
   onlyFor('classes', ['synthetic']);
   onlyFor('testLimit', ['synthetic']);
+  onlyFor('stream', ['folder']);
   if (d.size !== undefined) out.size = integer('data.size', d.size, 1, 16384);
   if (d.channels !== undefined) {
     if (d.channels !== 1 && d.channels !== 3) throw invalid('data.channels', '1 or 3', d.channels);
@@ -256,6 +262,7 @@ function resolveData(value: unknown): TrainConfig['data'] {
   }
   if (d.classes !== undefined) out.classes = integer('data.classes', d.classes, 1, 1000);
   if (d.testLimit !== undefined) out.testLimit = integer('data.testLimit', d.testLimit, 1, 2 ** 31 - 1);
+  if (d.stream !== undefined) out.stream = boolean('data.stream', d.stream);
   return out;
 }
 

@@ -14,7 +14,7 @@ import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { type AugmentConfig, augmentBatch, augmentPair } from '../augment';
-import { type Dataset, DataLoader, validateDataset } from '../data';
+import { type DatasetLike, DataLoader, readSamples, validateDataset } from '../data';
 import { getCpuConvPrecision, opTimesPerStep, resolveDevice, setCpuConvPrecision, setNumThreads } from '../device';
 import { native } from '../native';
 import { ByolOptionError, invalid, isPlainObject } from '../validate';
@@ -84,7 +84,7 @@ interface PreparedBatch {
 // Batches by global step (epoch = step / stepsPerEpoch): the shuffling of DataLoader.order()
 // and the augmentation keys of DataLoader, but able to start mid-epoch for resume.
 class BatchSource {
-  readonly #dataset: Dataset;
+  readonly #dataset: DatasetLike;
   readonly #loader: DataLoader;
   readonly #views: [AugmentConfig, AugmentConfig];
   readonly #batchSize: number;
@@ -94,7 +94,7 @@ class BatchSource {
   #orderEpoch = -1;
   #order: Int32Array = new Int32Array(0);
 
-  constructor(dataset: Dataset, views: [AugmentConfig, AugmentConfig], batchSize: number, stepsPerEpoch: number,
+  constructor(dataset: DatasetLike, views: [AugmentConfig, AugmentConfig], batchSize: number, stepsPerEpoch: number,
     seed: number, device: string) {
     this.#dataset = dataset;
     this.#views = views;
@@ -114,11 +114,7 @@ class BatchSource {
     }
     const indices = this.#order.slice(position * this.#batchSize, (position + 1) * this.#batchSize);
     const { height, width, channels } = this.#dataset;
-    const size = height * width * channels;
-    const images = new Uint8Array(indices.length * size);
-    for (let i = 0; i < indices.length; i++) {
-      images.set(this.#dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
-    }
+    const images = await readSamples(this.#dataset, indices);
     const shape = [indices.length, height, width, channels];
     const made: import('../tensor').Tensor<'float32'>[] = [];
     try {
@@ -289,7 +285,7 @@ export class Trainer extends EventEmitter {
   readonly runDir: string;
   readonly #options: TrainerOptions;
   readonly #resumeState: RunState | null;
-  readonly #dataset: Dataset | null;
+  readonly #dataset: DatasetLike | null;
   readonly #profile: ProfileOptions | null;
   readonly #opTimes: ProfileOptions | null;
   #running: Promise<TrainResult> | null = null;
@@ -338,7 +334,7 @@ export class Trainer extends EventEmitter {
       this.#resumeState = null;
       this.config = resolveTrainConfig(options);
     }
-    this.#dataset = isDatasetObject(options.data) ? validateDataset(options.data, 'data') : null;
+    this.#dataset = isDatasetObject(options.data) ? validateDataset(options.data, 'data', true) : null;
     this.#profile = profileWindow(options.profile);
     this.#opTimes = options.opTimes === undefined ? null : resolveProfile('opTimes', options.opTimes);
     this.runDir = path.resolve(this.config.out);
@@ -623,7 +619,7 @@ export class Trainer extends EventEmitter {
   }
 
   // Everything the run derives from its configuration and data.
-  #plan(dataset: Dataset): RunPlan {
+  #plan(dataset: DatasetLike): RunPlan {
     const config = this.config;
     const views = this.#views(dataset);
     const imageSize = views[0].outputSize;
@@ -651,14 +647,14 @@ export class Trainer extends EventEmitter {
     };
   }
 
-  #views(dataset: Dataset): [AugmentConfig, AugmentConfig] {
+  #views(dataset: DatasetLike): [AugmentConfig, AugmentConfig] {
     return trainViews(this.config, dataset);
   }
 }
 
 // The two augmentation configs of a run on `dataset` (also used by evaluation and the CLI's
 // augment command).
-export function trainViews(config: TrainConfig, dataset: Dataset): [AugmentConfig, AugmentConfig] {
+export function trainViews(config: TrainConfig, dataset: DatasetLike): [AugmentConfig, AugmentConfig] {
   const augment = { ...config.augment };
   augment.preset ??= defaultAugmentPreset(dataset);
   augment.outputSize ??= [dataset.height, dataset.width];
@@ -676,7 +672,7 @@ export function modelOptimizer(config: TrainConfig): ModelSpec['optimizer'] {
 // classes; null (the default) uses them when there are. The count is dataset.classes, or the
 // largest label + 1 for a dataset that does not say; every label is checked against it here,
 // before any step, so a bad one is named with its sample rather than failing a step.
-function classifierClasses(option: boolean | null, dataset: Dataset): number {
+function classifierClasses(option: boolean | null, dataset: DatasetLike): number {
   if (option === false) return 0;
   let classes = 0;
   if (dataset.labels && dataset.n > 0) {
