@@ -298,13 +298,29 @@ test('bench: times the step train would run (flags, preset, config), augmentatio
   assert.match(byol(['bench', '--help']).out, /^Usage: byol bench/);
 });
 
-test('augment: PNG grid of originals and their two views', () => {
+test('augment: PNG grid of originals and their two views', async () => {
   const out = join(scratch, 'views.png');
   const r = byol(['augment', '--data', 'synthetic', '--data-size', '16', '--count', '3', '--scale', '2', '--out', out]);
   assert.is(r.code, 0, r.err);
   assert.match(r.out, /3 samples of synthetic.*original \| view 1 \| view 2/);
   const { width, height, colorType } = pngInfo(readFileSync(out));
   assert.equal([width, height, colorType], [3 * 32 + 4 * 4, 3 * 32 + 4 * 4, 2]);
+
+  // An image folder is streamed: only the samples shown are decoded (the broken last file is not).
+  const sharp = require('sharp');
+  const folder = join(scratch, 'augment-folder');
+  mkdirSync(folder);
+  for (let i = 0; i < 4; i++) {
+    await sharp({ create: { width: 20, height: 20, channels: 3, background: { r: 60 * i, g: 90, b: 200 - 40 * i } } }).png()
+      .toFile(join(folder, `${i}.png`));
+  }
+  writeFileSync(join(folder, '9.png'), 'not a png');
+  const shown = byol(['augment', '--data', 'folder', '--data-path', folder, '--count', '2', '--out', out]);
+  assert.is(shown.code, 0, shown.err);
+  assert.match(shown.out, /2 samples of folder:/);
+  const broken = byol(['augment', '--data', 'folder', '--data-path', folder, '--first', '3', '--out', out]);
+  assert.is(broken.code, 1);
+  assert.match(broken.err, /9\.png: cannot decode image/);
 });
 
 test('built-in PNG encoder: valid chunks, CRCs and pixels', () => {

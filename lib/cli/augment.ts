@@ -7,7 +7,7 @@ import { augmentBatch } from '../augment';
 import { type DatasetLike, readRange } from '../data';
 import { readRunState } from '../train/checkpoint';
 import { loadDatasetSpec } from '../train/data';
-import { type TrainConfig, type TrainerOptions, resolveTrainConfig } from '../train/options';
+import { type DataOptions, type TrainConfig, type TrainerOptions, resolveTrainConfig } from '../train/options';
 import { trainViews } from '../train/trainer';
 import { ByolOptionError, integer, oneOf } from '../validate';
 import { type FlagSpec, UsageError, formatFlags, optionsFromFlags, parseArgs, withFlagNames } from './args';
@@ -67,7 +67,9 @@ export async function augmentCommand(argv: string[], io: { out: NodeJS.WritableS
     throw withFlagNames(error, AUGMENT_FLAGS);
   }
   const split = f.has('--split') ? oneOf('--split', f.get('--split'), ['train', 'test'] as const) : 'train';
-  const dataset: DatasetLike = await loadDatasetSpec(config.data as never, split);
+  // A folder is streamed: only the --count images shown are decoded.
+  const spec = config.data.kind === 'folder' ? { ...config.data, stream: true } : config.data;
+  const dataset: DatasetLike = await loadDatasetSpec(spec as DataOptions, split);
   const count = f.has('--count') ? integer('--count', f.get('--count'), 1, 256) : 8;
   const first = f.has('--first') ? integer('--first', f.get('--first'), 0, Math.max(0, dataset.n - 1)) : 0;
   const epoch = f.has('--epoch') ? integer('--epoch', f.get('--epoch'), 0, 0xFFFFFFFF) : 0;
