@@ -11,11 +11,12 @@
 // PyTorch is run as `python3 bench/torch_step.py` with PYTHONPATH from the environment
 // (default /root/.cache/byol/py, where tools/setup.sh BYOL_WITH_TORCH=1 installs it).
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { writeBenchmarkSection } from './markdown.mjs';
 
 const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -140,12 +141,7 @@ console.log(`native RSS over the timed steps: ${fmt(native.rssStart, 0)} -> ${fm
   `(max ${fmt(native.rssMax, 0)}): ${flat ? 'flat' : 'GROWING'}`);
 
 if (argv.includes('--write')) {
-  const file = join(root, 'BENCHMARKS.md');
-  const tag = bf16 ? 'bench/step_cpu.mjs bf16' : 'bench/step_cpu.mjs';
-  const begin = `<!-- ${tag}: begin -->`;
-  const end = `<!-- ${tag}: end -->`;
-  const section = [
-    begin,
+  const file = writeBenchmarkSection(bf16 ? 'bench/step_cpu.mjs bf16' : 'bench/step_cpu.mjs', [
     bf16 ? '## BYOL step, CPU, bf16' : '## BYOL step, CPU',
     '',
     `\`node bench/step_cpu.mjs ${argv.join(' ')}\` (${new Date().toISOString().slice(0, 10)}, load average ${load} at the start).`,
@@ -156,15 +152,7 @@ if (argv.includes('--write')) {
     '',
     ratio !== null ? `Ratio byol / PyTorch: **${ratio.toFixed(2)}x** steps/s.` : `PyTorch: ${torch.error}.`,
     `Native RSS over the ${steps} timed steps: ${fmt(native.rssStart, 0)} -> ${fmt(native.rssEnd, 0)} MB (${flat ? 'flat' : 'growing'}).`,
-    end,
-  ].join('\n');
-  let text = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmarks\n\nEvery number here comes from a script in bench/; each section says the command.\n';
-  if (text.includes(begin) && text.includes(end)) {
-    text = text.slice(0, text.indexOf(begin)) + section + text.slice(text.indexOf(end) + end.length);
-  } else {
-    text = `${text.trimEnd()}\n\n${section}\n`;
-  }
-  writeFileSync(file, text);
+  ]);
   console.log(`wrote the section to ${file}`);
 }
 if (!flat) process.exitCode = 1;
