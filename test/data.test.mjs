@@ -300,7 +300,7 @@ test('streaming folders: openImageFolder reads the pixels loadImageFolder holds;
     /5 images of 7x6x3 take 630 bytes decoded, more than maxBytes 629 bytes; stream them instead \(openImageFolder, data\.stream: true, --data-stream\)/);
   assert.is((await data.loadImageFolder(root, { maxBytes: 630 })).n, 5);
   // Where memory is needed, a stream is refused by name.
-  assert.throws(() => data.validateDataset(stream), /Expected dataset\.images to be a Uint8Array/);
+  assert.throws(() => data.validateDataset(stream), /Expected dataset in memory but received a StreamingDataset \(folder:.*\); read it whole with inMemory\(\)/);
   assert.is(data.validateDataset(stream, 'data', true), stream);
 });
 

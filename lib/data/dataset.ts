@@ -242,7 +242,11 @@ export function validateDataset(dataset: unknown, name = 'dataset', streaming = 
     }
   }
   if (d.channels !== 1 && d.channels !== 3) throw new TypeError(`Expected ${name}.channels 1 or 3 but received ${d.channels}`);
-  if (streaming && d.images === undefined && typeof (d as StreamingDataset).read === 'function') {
+  const isStream = d.images === undefined && typeof (d as StreamingDataset).read === 'function';
+  if (isStream && !streaming) {
+    throw new TypeError(`Expected ${name} in memory but received a StreamingDataset (${d.name}); read it whole with inMemory()`);
+  }
+  if (isStream) {
     // a StreamingDataset: its reads are checked as they come
   } else if (!(d.images instanceof Uint8Array) || d.images.length !== d.n * d.height * d.width * d.channels) {
     throw new TypeError(`Expected ${name}.images to be a Uint8Array of n*height*width*channels = ` +

@@ -183,12 +183,18 @@ class FolderDecoder {
 
   async decodeAll(indices: ArrayLike<number>, out: Uint8Array, skip = 0): Promise<void> {
     let next = skip;
+    let failed = false; // the first failure stops every worker: nobody waits for the rest
     const worker = async () => {
-      while (next < indices.length) {
+      while (next < indices.length && !failed) {
         const row = next++;
         const index = indices[row];
         const { channels, size } = this.#options;
-        this.place(out, row, index, await decodeImage(this.#sharp, this.#files[index], channels, size));
+        try {
+          this.place(out, row, index, await decodeImage(this.#sharp, this.#files[index], channels, size));
+        } catch (error) {
+          failed = true;
+          throw error;
+        }
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.#options.concurrency, indices.length - skip) }, worker));
