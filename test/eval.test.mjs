@@ -1,14 +1,14 @@
 // eval.test.mjs: lib/eval: the linear probe (separable data reaches high accuracy, shuffled
 // labels stay near chance, determinism, worker = inline, option messages), the weighted kNN
 // against a brute-force reference, the .npy / .safetensors writers read back byte by byte,
-// and embedDataset + the feature cache with a real (tiny) model.
+// and embedDataset + the feature cache with a real (tiny) model, and the test-time center crop.
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { rejectsMessage as rejects } from './helpers.mjs';
+import { rejectsMessage as rejects, tinyRunOptions } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { evaluateLinear, featureStats } = require('../dist/eval/linear.js');
@@ -257,6 +257,54 @@ test('embedDataset: batch-size independent, deterministic; the cache keys by wei
     assert.is(model.disposed, false);
   } finally {
     model.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('center crop: the central pixels as samples are read; evaluateRun embeds them at the training size', async () => {
+  const { centerCrop, readSamples } = require('../dist/data/index.js');
+  const ds = syntheticDataset({ n: 3, height: 10, width: 9, channels: 3, seed: 4 });
+  const crop = centerCrop(ds, 0.5); // 5 x round(4.5) = 5, offsets floor(5/2) = 2 and floor(4/2) = 2
+  assert.equal([crop.n, crop.height, crop.width, crop.name], [3, 5, 5, `${ds.name}[center 0.5]`]);
+  const expected = [];
+  for (const i of [2, 0]) {
+    for (let y = 0; y < 5; y++) for (let x = 0; x < 5; x++) for (let c = 0; c < 3; c++) expected.push(ds.images[((i * 10 + 2 + y) * 9 + 2 + x) * 3 + c]);
+  }
+  assert.equal(Array.from(await readSamples(crop, [2, 0])), expected);
+  const stream = { ...ds, images: undefined, read: async (indices) => readSamples(ds, indices) };
+  assert.equal(await readSamples(centerCrop(stream, 0.5), [2, 0]), await readSamples(crop, [2, 0]));
+  assert.is(centerCrop(ds, 1), ds);
+  for (const bad of [0, 1.5, NaN]) assert.throws(() => centerCrop(ds, bad), /Expected centerCrop in \(0, 1\]/);
+
+  const { Trainer } = require('../dist/train/trainer.js');
+  const { evaluateRun } = require('../dist/eval/run.js');
+  const { loadDatasetSpec } = require('../dist/train/data.js');
+  const { loadRunModel, evalView } = require('../dist/eval/embed.js');
+  const dir = mkdtempSync(join(tmpdir(), 'byol-crop-'));
+  try {
+    const run = join(dir, 'run');
+    await new Trainer(tinyRunOptions(run, { progress: 'none', steps: 2 })).run();
+    const whole = await evaluateRun(run, { linear: { epochs: 2 }, knn: false });
+    assert.is(whole.centerCrop, 1);
+    const cropped = await evaluateRun(run, { linear: false, knn: true, centerCrop: 0.75 });
+    assert.is(cropped.centerCrop, 0.75);
+    assert.is(cropped.results.byol.linear, undefined, 'results of another crop are not merged');
+    // The same kNN from features embedded by hand: central 6x6 of the 8x8 images, resized to 8x8.
+    const { model, state } = await loadRunModel(run);
+    try {
+      const view = deterministicView(evalView(state.config, await loadDatasetSpec(state.config.data, 'train')), 6, 6);
+      assert.equal(view.outputSize, [8, 8]);
+      const features = async (split) => {
+        const data = centerCrop(await loadDatasetSpec(state.config.data, split), 0.75);
+        return { features: (await embedDataset(model, data, { view })).features, labels: data.labels };
+      };
+      const knn = await evaluateKnn({ train: await features('train'), test: await features('test'), dim: 64 }, {});
+      assert.is(cropped.results.byol.knn.top1, knn.top1);
+    } finally {
+      model.dispose();
+    }
+    await rejects(evaluateRun(run, { knn: true, centerCrop: 0 }), ByolOptionError, /options\.centerCrop/);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });

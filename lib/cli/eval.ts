@@ -23,6 +23,7 @@ const EVAL_FLAGS: FlagSpec[] = [
   { flag: '--augmented', type: 'boolean', help: 'linear probe on crop + flip views re-embedded every epoch (BYOL.md protocol)' },
   { flag: '--augmented-epochs', type: 'int', metavar: 'N', help: 'its epochs (80)' },
   { flag: '--baseline', type: 'boolean', help: 'also raw pixels and a random-init encoder, same probes' },
+  { flag: '--center-crop', type: 'number', metavar: 'F', help: 'embed the central F of each image (0.875: 224 of 256; default 1)' },
   { flag: '--device', type: 'string', metavar: 'DEV', help: "embedding device (the run's)" },
   { flag: '--batch-size', type: 'int', metavar: 'N', help: 'embedding batch size (256)' },
   { flag: '--epochs', type: 'int', metavar: 'N', help: 'linear probe epochs (100)' },
@@ -56,6 +57,10 @@ the weights checksum; results are merged into RUN_DIR/eval.json.
 random resized crop (the run's training crop) and a horizontal flip, drawn anew and embedded
 again every epoch, scored on the test split's unaugmented features. It embeds the whole
 training split once per epoch, so it takes about --augmented-epochs times one embedding pass.
+
+--center-crop 0.875 is the test-time preprocessing of the paper's evaluation: the central
+87.5% of each image, resized to the training size, for every unaugmented feature (the frozen
+probes' train and test features, and the augmented probe's test features).
 
 Options:
 ${formatFlags(EVAL_FLAGS)}`;
@@ -111,6 +116,7 @@ export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStre
     baselines: f.has('--baseline'),
     device: f.get('--device') as string | undefined,
     batchSize,
+    ...(f.has('--center-crop') ? { centerCrop: number('--center-crop', f.get('--center-crop'), 0.01, 1) } : {}),
     onMessage: (text) => io.err.write(`byol eval: ${text}\n`),
   });
   if (f.has('--json')) {
@@ -130,6 +136,7 @@ export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStre
   }
   const online = report.results.byol?.online;
   if (online) io.out.write(`online classifier (trained during BYOL): top-1 ${pct(online.top1)}  top-5 ${pct(online.top5)}\n`);
+  if (report.centerCrop !== 1) io.out.write(`features of the central ${report.centerCrop} of each image\n`);
   io.out.write(`results in ${path.join(runDir, 'eval.json')}\n`);
   return 0;
 }

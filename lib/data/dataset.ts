@@ -87,6 +87,38 @@ export async function inMemory(dataset: DatasetLike): Promise<Dataset> {
   return { ...info, images };
 }
 
+// The central `fraction` of every image (sides rounded, offsets floored: torchvision's
+// CenterCrop), cropped as samples are read; the dataset itself when fraction is 1. The
+// test-time center crop of BYOL.md's evaluation (0.875 = 224 of 256) is this followed by a
+// resize to the training size.
+export function centerCrop(dataset: DatasetLike, fraction: number): DatasetLike {
+  if (!(typeof fraction === 'number' && fraction > 0 && fraction <= 1)) {
+    throw new RangeError(`Expected centerCrop in (0, 1] but received ${fraction}`);
+  }
+  if (fraction === 1) return dataset;
+  const { height, width, channels } = dataset;
+  const h = Math.max(1, Math.round(height * fraction));
+  const w = Math.max(1, Math.round(width * fraction));
+  const top = Math.floor((height - h) / 2);
+  const left = Math.floor((width - w) / 2);
+  const { images: _images, read: _read, ...info } = dataset as StreamingDataset;
+  return {
+    ...info, name: `${dataset.name}[center ${fraction}]`, height: h, width: w,
+    read: async (indices: ArrayLike<number>) => {
+      const full = await readSamples(dataset, indices);
+      const out = new Uint8Array(indices.length * h * w * channels);
+      const row = w * channels;
+      for (let i = 0; i < indices.length; i++) {
+        for (let y = 0; y < h; y++) {
+          const from = ((i * height + top + y) * width + left) * channels;
+          out.set(full.subarray(from, from + row), (i * h + y) * row);
+        }
+      }
+      return out;
+    },
+  };
+}
+
 export class DatasetError extends Error {
   readonly file: string;
   constructor(file: string, problem: string, options?: { cause?: unknown }) {

@@ -2,7 +2,7 @@
 // optional int32 labels), openImageFolder a StreamingDataset (the same, read per batch);
 // damaged files throw DatasetError naming the file.
 export {
-  type Dataset, type DatasetInfo, type DatasetLike, DatasetError, type StreamingDataset, inMemory, isStreaming, readRange,
+  type Dataset, type DatasetInfo, type DatasetLike, DatasetError, type StreamingDataset, centerCrop, inMemory, isStreaming, readRange,
   readSamples, subset, validateDataset,
 } from './dataset';
 export { type IdxArray, type IdxFiles, type MnistOptions, FASHION_MNIST_CLASSES, loadFashionMnist, loadIdx, loadMnist, readIdx } from './idx';

@@ -8,15 +8,15 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import { type DatasetLike, inMemory } from '../data';
+import { type DatasetLike, centerCrop, inMemory } from '../data';
 import { CHECKPOINT_FILE, writeFileAtomic } from '../train/checkpoint';
 import { asTrainableModel } from '../train/model';
 import { loadDatasetSpec } from '../train/data';
 import { trainViews } from '../train/trainer';
 import { type DataOptions } from '../train/options';
-import { ByolOptionError, boolean, invalid, isPlainObject, knownKeys, withDefault } from '../validate';
+import { ByolOptionError, boolean, invalid, isPlainObject, knownKeys, number, withDefault } from '../validate';
 import {
-  type Embeddings, type FeatureEncoder, type RunModel, cachedFeatures, embedDataset, evalView, loadRunModel, pixelFeatures, readSafetensorsF32,
+  type Embeddings, type FeatureEncoder, type RunModel, cachedFeatures, deterministicView, embedDataset, evalView, loadRunModel, pixelFeatures, readSafetensorsF32,
 } from './embed';
 import { type AugmentedLinearOptions, type AugmentedLinearResult, trainAugmentedProbe } from './augmented';
 import { type KnnOptions, type KnnResult, evaluateKnn } from './knn';
@@ -34,6 +34,9 @@ export interface EvaluateRunOptions {
   baselines?: boolean;
   device?: string; // default: the run's device
   batchSize?: number; // embedding batch size; default 256
+  // Embed the central fraction of every image, resized to the training size (BYOL.md's
+  // test-time center crop: 0.875 = 224 of 256). Default 1: the whole image.
+  centerCrop?: number;
   // Training data for the test split when the run trained on an in-memory dataset.
   data?: { train: DatasetLike; test: DatasetLike };
   onMessage?: (text: string) => void;
@@ -55,6 +58,7 @@ export interface EvalReport {
   sha256: string;
   dataset: { train: string; test: string };
   results: Record<string, ProbeResults>; // 'byol', 'random', 'pixels'
+  centerCrop: number; // the fraction the features saw (results merge only with the same one)
   updatedAt: string;
 }
 
@@ -98,7 +102,8 @@ async function datasets(runDir: string, spec: DataOptions | { kind: 'memory' }, 
 export async function evaluateRun(runDir: string, options: EvaluateRunOptions = {}): Promise<EvalReport> {
   if (!isPlainObject(options as unknown)) throw invalid('options', 'object', options);
   knownKeys('options', options as unknown as Record<string, unknown>,
-    ['linear', 'linearAugmented', 'knn', 'baselines', 'device', 'batchSize', 'data', 'onMessage']);
+    ['linear', 'linearAugmented', 'knn', 'baselines', 'device', 'batchSize', 'centerCrop', 'data', 'onMessage']);
+  const crop = withDefault(options.centerCrop, 1, (v) => number('options.centerCrop', v, 0.01, 1));
   const linearOptions = probeOption<LinearProbeOptions>('options.linear', options.linear);
   const knnOptions = probeOption<KnnOptions>('options.knn', options.knn);
   const augmentedOptions = options.linearAugmented === undefined
@@ -117,7 +122,9 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
   const trained = await loadRunModel(runDir, { device: options.device });
   const { state } = trained;
   const { train, test } = await datasets(runDir, state.config.data, options.data);
-  const view = evalView(state.config, train);
+  // The deterministic features: the whole image, or its center, resized to the training size.
+  const [evalTrain, evalTest] = [centerCrop(train, crop), centerCrop(test, crop)];
+  const view = deterministicView(evalView(state.config, train), evalTrain.height, evalTrain.width);
   // The augmented probe's crop defaults to the one the encoder was trained with.
   const trainCrop = trainViews(state.config, train)[0];
   const embedWith = (run: RunModel) => async (dataset: DatasetLike, split: string) => {
@@ -147,8 +154,8 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
     for (const entry of sources) {
       const source = await entry.open();
       try {
-        const trainFeatures = await source.features(train, 'train');
-        const testFeatures = await source.features(test, 'test');
+        const trainFeatures = await source.features(evalTrain, 'train');
+        const testFeatures = await source.features(evalTest, 'test');
         const data = {
           train: { features: trainFeatures.features, labels: train.labels! },
           test: { features: testFeatures.features, labels: test.labels! },
@@ -208,7 +215,7 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
   let merged = results;
   try {
     const previous = JSON.parse(await fs.readFile(file, 'utf8')) as EvalReport;
-    if (previous.sha256 === state.weights.sha256) {
+    if (previous.sha256 === state.weights.sha256 && (previous.centerCrop ?? 1) === crop) {
       merged = { ...previous.results };
       for (const [name, probes] of Object.entries(results)) merged[name] = { ...merged[name], ...probes };
     }
@@ -216,7 +223,7 @@ export async function evaluateRun(runDir: string, options: EvaluateRunOptions = 
     // no earlier results (or unreadable ones, which are replaced)
   }
   const report: EvalReport = {
-    runDir: path.resolve(runDir), step: state.step, sha256: state.weights.sha256,
+    runDir: path.resolve(runDir), step: state.step, sha256: state.weights.sha256, centerCrop: crop,
     dataset: { train: train.name, test: test.name }, results: merged, updatedAt: new Date().toISOString(),
   };
   await writeFileAtomic(file, `${JSON.stringify(report, null, 2)}\n`);

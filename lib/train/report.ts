@@ -167,6 +167,7 @@ function flatten(prefix: string, value: unknown, out: [string, string][]): void 
 interface EvalFile {
   step?: number;
   sha256?: string;
+  centerCrop?: number;
   dataset?: { train: string; test: string };
   results?: Record<string, { linear?: { top1: number; top5: number; epochs?: number }; knn?: { top1: number; top5: number; k?: number };
     linearAugmented?: { top1: number; top5: number; epochs?: number }; online?: { top1: number; top5: number } }>;
@@ -182,7 +183,9 @@ function evalTable(evalResults: EvalFile): string {
     `${augmented ? `<td>${pct(r.linearAugmented?.top1)}</td><td>${pct(r.linearAugmented?.top5)}</td>` : ''}</tr>`);
   const caption = evalResults.dataset
     ? `fit on ${escapeHtml(evalResults.dataset.train)}, tested on ${escapeHtml(evalResults.dataset.test)}` +
-      (evalResults.step !== undefined ? `, weights of step ${evalResults.step}` : '')
+      (evalResults.step !== undefined ? `, weights of step ${evalResults.step}` : '') +
+      (evalResults.centerCrop !== undefined && evalResults.centerCrop !== 1
+        ? `; features of the central ${evalResults.centerCrop} of each image` : '')
     : '';
   const online = evalResults.results?.byol?.online;
   const onlineLine = online
