@@ -55,7 +55,8 @@ async function writeFolder(dir, c) {
   for (let cls = 0; cls < 4; cls++) mkdirSync(join(dir, `class${cls}`), { recursive: true });
   const [h, w] = c.side;
   for (let i = 0; i < c.n; i++) {
-    const image = sharp(Buffer.from(picture(h, w, c.channels, i)), { raw: { width: w, height: h, channels: c.channels } });
+    let image = sharp(Buffer.from(picture(h, w, c.channels, i)), { raw: { width: w, height: h, channels: c.channels } });
+    if (c.channels === 1) image = image.toColourspace('b-w'); // a grayscale file (colour type 0), as PIL writes them
     const file = join(dir, `class${i % 4}`, `${String(i).padStart(6, '0')}.${c.format === 'png' ? 'png' : 'jpg'}`);
     await (c.format === 'png' ? image.png() : image.jpeg({ quality: 90 })).toFile(file);
   }
@@ -97,7 +98,7 @@ function benchTorch(dir, c) {
 
 const scratch = mkdtempSync(join(tmpdir(), 'byol-stream-bench-'));
 const fmt = (x) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
-const header = ['case', 'images', 'batch', 'byol (concurrency 4)', `byol (concurrency ${4 * cpus().length})`,
+const header = ['case', 'images', 'batch', 'byol (concurrency 4)', 'byol (concurrency 16, default)',
   `PyTorch (${workers} workers)`, 'ratio'];
 const table = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`];
 let torchVersion = null;
@@ -109,7 +110,7 @@ try {
     const dir = join(scratch, `case${k}`);
     await writeFolder(dir, c);
     const low = await benchOurs(dir, c, 4);
-    const high = await benchOurs(dir, c, 4 * cpus().length);
+    const high = await benchOurs(dir, c, 16);
     const torch = argv.includes('--no-torch') ? { error: 'skipped (--no-torch)' } : benchTorch(dir, c);
     if (torch.error) torchError = torch.error;
     else torchVersion = torch.torch;

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
+import { deflateSync, gzipSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { rejectsMessage } from './helpers.mjs';
@@ -252,6 +252,92 @@ test('image folders: classes from sorted folder names, exact PNG pixels, resize,
   // Images directly in the root: an unlabeled set.
   const flat = await data.loadImageFolder(join(root, 'dog'));
   assert.equal([flat.n, flat.labels], [2, undefined]);
+});
+
+test('PNG fast path: decodePng gives sharp\'s pixels for the files it takes, declines the rest; all five row filters', async () => {
+  const sharp = require('sharp');
+  const { decodePng, crc32 } = require('../dist/data/png.js');
+  const W = 23;
+  const H = 17;
+  const bytes = (c, salt = 0) => Buffer.from(Uint8Array.from({ length: W * H * c }, (_, i) => (i * 37 + (i % 11) * 19 + salt) & 255));
+  const raw = (c) => ({ raw: { width: W, height: H, channels: c } });
+  const files = {
+    gray: sharp(bytes(1), raw(1)).toColourspace('b-w').png(), // colour type 0
+    grayAlpha: sharp(bytes(2), raw(2)).toColourspace('b-w').png(), // colour type 4
+    grayAsRgb: sharp(bytes(1), raw(1)).png(), // sharp writes a 1-channel image as RGB (type 2)
+    rgb: sharp(bytes(3), raw(3)).png({ compressionLevel: 9, adaptiveFiltering: true }),
+    rgba: sharp(bytes(4), raw(4)).png(),
+    palette: sharp(bytes(3), raw(3)).png({ palette: true, colours: 256, dither: 0 }),
+    paletteAlpha: sharp(bytes(4, 5), raw(4)).png({ palette: true, colours: 256, dither: 0 }),
+    interlaced: sharp(bytes(3), raw(3)).png({ progressive: true }),
+    deep: sharp(bytes(1), raw(1)).toColourspace('grey16').png(),
+    lowPalette: sharp(bytes(3), raw(3)).png({ palette: true, colours: 4 }),
+    profile: sharp(bytes(3), raw(3)).withIccProfile('p3').png(),
+  };
+  const sharpPixels = async (buffer, channels, size) => {
+    let p = sharp(buffer, { failOn: 'error' });
+    p = channels === 1 ? p.grayscale() : p.toColourspace('srgb');
+    p = p.removeAlpha();
+    if (size) p = p.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
+    return p.raw().toBuffer();
+  };
+  const taken = [];
+  for (const [name, pipeline] of Object.entries(files)) {
+    const buffer = await pipeline.toBuffer();
+    for (const channels of [1, 3]) {
+      const fast = decodePng(buffer, channels);
+      if (fast) {
+        taken.push(`${name}/${channels}`);
+        assert.equal([fast.width, fast.height], [W, H]);
+        assert.ok(Buffer.from(fast.data).equals(await sharpPixels(buffer, channels)), `${name} in ${channels} channels`);
+        // A resize to the image's own size is no resize: what the folder loader relies on.
+        assert.ok(Buffer.from(fast.data).equals(await sharpPixels(buffer, channels, [H, W])), `${name} at its own size`);
+      }
+    }
+  }
+  assert.equal(taken, ['gray/1', 'gray/3', 'grayAlpha/1', 'grayAlpha/3', 'grayAsRgb/3', 'rgb/3', 'rgba/3', 'palette/3', 'paletteAlpha/3']);
+
+  // Rows with filters 0..4 in turn (our own encoder), decoded by decodePng and by sharp alike.
+  const pixels = bytes(3, 9);
+  const stride = W * 3;
+  const filtered = Buffer.alloc((stride + 1) * H);
+  const at = (y, x) => (y < 0 || x < 0 ? 0 : pixels[y * stride + x]);
+  const paeth = (a, b, c) => {
+    const p = a + b - c;
+    const [pa, pb, pc] = [Math.abs(p - a), Math.abs(p - b), Math.abs(p - c)];
+    return pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+  };
+  for (let y = 0; y < H; y++) {
+    const f = y % 5;
+    filtered[y * (stride + 1)] = f;
+    for (let x = 0; x < stride; x++) {
+      const predictor = [0, at(y, x - 3), at(y - 1, x), (at(y, x - 3) + at(y - 1, x)) >> 1, paeth(at(y, x - 3), at(y - 1, x), at(y - 1, x - 3))][f];
+      filtered[y * (stride + 1) + 1 + x] = (pixels[y * stride + x] - predictor) & 255;
+    }
+  }
+  const chunk = (type, data) => {
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    out.write(type, 4, 'latin1');
+    data.copy(out, 8);
+    out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+    return out;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(W, 0);
+  header.writeUInt32BE(H, 4);
+  header[8] = 8;
+  header[9] = 2;
+  const png = Buffer.concat([Buffer.from([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]), chunk('IHDR', header),
+    chunk('IDAT', deflateSync(filtered)), chunk('IEND', Buffer.alloc(0))]);
+  assert.equal(decodePng(png, 3).data, new Uint8Array(pixels));
+  assert.ok((await sharpPixels(png, 3)).equals(pixels), 'sharp reads the test file the same');
+  // Damage: a flipped byte fails the chunk CRC, a cut file has no IEND; sharp then words the error.
+  const flipped = Buffer.from(png);
+  flipped[png.length - 20] ^= 1;
+  assert.is(decodePng(flipped, 3), null);
+  assert.is(decodePng(png.subarray(0, png.length - 12), 3), null);
+  assert.is(decodePng(Buffer.from('not a png at all'), 3), null);
 });
 
 test('streaming folders: openImageFolder reads the pixels loadImageFolder holds; subsets, damage at read time', async () => {

@@ -128,7 +128,7 @@ export class DatasetError extends Error {
   }
 }
 
-function describeErrno(error: unknown): string {
+export function describeErrno(error: unknown): string {
   const code = (error as NodeJS.ErrnoException)?.code;
   if (code === 'ENOENT') return 'file not found';
   if (code === 'EACCES' || code === 'EPERM') return 'permission denied';

@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 
-import { type Dataset, DatasetError, type StreamingDataset, checkIndices } from './dataset';
+import { type Dataset, DatasetError, type StreamingDataset, checkIndices, describeErrno } from './dataset';
+import { decodePng } from './png';
 
 // sharp's "types" entry is its ESM declaration (a default export); require() gives the function.
 type SharpModule = typeof import('sharp').default;
@@ -21,7 +22,7 @@ export interface FolderOptions {
   channels?: 1 | 3; // default 3
   // Lower-case extensions with the dot; default the formats sharp decodes.
   extensions?: string[];
-  // Images decoded at once (sharp decodes on its own thread pool); default 4.
+  // Images read and decoded at once (file reads and sharp run on libuv's thread pool); default 16.
   concurrency?: number;
   // loadImageFolder: the most decoded bytes to hold in memory; a larger folder is refused with
   // a DatasetError that points to openImageFolder. Default: half of the machine's memory.
@@ -105,7 +106,7 @@ function resolveFolderOptions(options: FolderOptions): ResolvedFolderOptions {
   const channels = options.channels ?? 3;
   if (channels !== 1 && channels !== 3) throw new TypeError(`Expected channels 1 or 3 but received ${channels}`);
   const extensions = (options.extensions ?? DEFAULT_IMAGE_EXTENSIONS).map((e) => e.toLowerCase());
-  const concurrency = options.concurrency ?? 4;
+  const concurrency = options.concurrency ?? 16;
   if (!Number.isSafeInteger(concurrency) || concurrency < 1 || concurrency > 256) {
     throw new TypeError(`Expected concurrency between 1 and 256 but received ${concurrency}`);
   }
@@ -130,9 +131,18 @@ interface Decoded {
 }
 
 // Decodes one image into channels (resized to cover `size` and center-cropped when given).
+// Plain 8-bit PNGs that need no resize take decodePng (the same pixels, ~10x less CPU).
 async function decodeImage(sharp: SharpModule, file: string, channels: 1 | 3, size?: [number, number]): Promise<Decoded> {
+  let bytes: Buffer;
   try {
-    let pipeline = sharp(file, { failOn: 'error' });
+    bytes = await fs.readFile(file);
+  } catch (error) {
+    throw new DatasetError(file, `cannot read image: ${describeErrno(error)}`, { cause: error });
+  }
+  const png = decodePng(bytes, channels);
+  if (png && (!size || (png.height === size[0] && png.width === size[1]))) return png;
+  try {
+    let pipeline = sharp(bytes, { failOn: 'error' });
     pipeline = channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
     pipeline = pipeline.removeAlpha();
     if (size) pipeline = pipeline.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
