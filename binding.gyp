@@ -24,7 +24,15 @@
           # dependencies (libOpenCL.so.1, libgomp.so.1) beside byol.node, and only DT_RPATH is
           # also searched for the dependencies of libraries that byol.node loads.
           "ldflags": ["-fopenmp", "-Wl,--disable-new-dtags", "-Wl,-rpath,'$$ORIGIN'"],
-          "libraries": ["-ldnnl", "-ldl"]
+          "libraries": ["-ldnnl", "-ldl"],
+          "conditions": [
+            # libjpeg(-turbo) when its header is there (Debian: libjpeg-dev): the JPEG fast path
+            # of image folders (native/addon/image.cc); without it JPEGs go through sharp.
+            ["<!(node -p \"require('fs').existsSync('/usr/include/jpeglib.h') ? 1 : 0\")==1", {
+              "defines": ["BYOL_WITH_JPEG"],
+              "libraries": ["-ljpeg"]
+            }]
+          ]
         }],
         # macOS (untested; .github/workflows/release.yml): oneDNN 2.x built from source into
         # BYOL_ONEDNN_ROOT and Homebrew's libomp (Apple clang has no OpenMP runtime of its own).

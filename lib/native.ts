@@ -77,6 +77,10 @@ export interface NativeBinding {
   setOpTiming(device: string, on: boolean): boolean;
   // The sums since timing went on or the last reset (waits for the device's queued work).
   opTimes(device: string, reset: boolean): OpTime[];
+  // Image folders' JPEG fast path (native/addon/image.cc), present when the addon was built with
+  // libjpeg: the pixels sharp would give, or null for a file left to sharp.
+  decodeJpeg?(bytes: Uint8Array, channels: 1 | 3): Promise<{ data: Uint8Array; width: number; height: number } | null>;
+  jpegVersion?: number; // libjpeg's API version (62, 80, ...)
 }
 
 // One row of an op-time profile: the phase of the step, the op, calls and summed milliseconds,

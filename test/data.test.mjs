@@ -340,6 +340,60 @@ test('PNG fast path: decodePng gives sharp\'s pixels for the files it takes, dec
   assert.is(decodePng(Buffer.from('not a png at all'), 3), null);
 });
 
+test('JPEG fast path: the addon\'s libjpeg decoder gives sharp\'s pixels for the files it takes, declines the rest', async () => {
+  const sharp = require('sharp');
+  if (typeof native.decodeJpeg !== 'function') {
+    console.log('  (addon built without libjpeg: JPEGs go through sharp; nothing to compare)');
+    return;
+  }
+  const W = 45;
+  const H = 31; // odd sides: partial MCUs at the edges
+  const smooth = (c) => Buffer.from(Uint8Array.from({ length: W * H * c }, (_, i) => {
+    const p = Math.floor(i / c);
+    return 128 + Math.round(90 * Math.sin((p % W) / 5 + (i % c)) * Math.cos(Math.floor(p / W) / 4));
+  }));
+  const raw = (c) => ({ raw: { width: W, height: H, channels: c } });
+  const files = {
+    q90: sharp(smooth(3), raw(3)).jpeg({ quality: 90 }),
+    q40: sharp(smooth(3), raw(3)).jpeg({ quality: 40 }),
+    chroma444: sharp(smooth(3), raw(3)).jpeg({ chromaSubsampling: '4:4:4' }),
+    progressive: sharp(smooth(3), raw(3)).jpeg({ progressive: true }),
+    mozjpeg: sharp(smooth(3), raw(3)).jpeg({ mozjpeg: true }),
+    gray: sharp(smooth(1), raw(1)).toColourspace('b-w').jpeg(),
+    cmyk: sharp(smooth(3), raw(3)).toColourspace('cmyk').jpeg(),
+    profile: sharp(smooth(3), raw(3)).withIccProfile('p3').jpeg(),
+  };
+  const sharpPixels = async (buffer, channels) => {
+    let p = sharp(buffer, { failOn: 'error' });
+    p = channels === 1 ? p.grayscale() : p.toColourspace('srgb');
+    return p.removeAlpha().raw().toBuffer();
+  };
+  const taken = [];
+  for (const [name, pipeline] of Object.entries(files)) {
+    const buffer = await pipeline.toBuffer();
+    for (const channels of [1, 3]) {
+      const fast = await native.decodeJpeg(buffer, channels);
+      if (!fast) continue;
+      taken.push(`${name}/${channels}`);
+      assert.equal([fast.width, fast.height], [W, H]);
+      assert.ok(Buffer.from(fast.data).equals(await sharpPixels(buffer, channels)), `${name} in ${channels} channels`);
+    }
+    // Truncated: libjpeg warns, the file goes to sharp (which reports it).
+    assert.is(await native.decodeJpeg(buffer.subarray(0, buffer.length >> 1), 3), null, `${name} truncated`);
+  }
+  assert.equal(taken, ['q90/3', 'q40/3', 'chroma444/3', 'progressive/3', 'mozjpeg/3', 'gray/1', 'gray/3']);
+  assert.is(await native.decodeJpeg(new Uint8Array([0xFF, 0xD8, 0xFF, 0xE0]), 3), null);
+
+  // Through a folder: the fast path and sharp (a resize) both in one dataset, both as sharp decodes.
+  const root = freshDir('jpeg');
+  for (const [i, name] of ['q90', 'chroma444', 'gray'].entries()) writeFileSync(join(root, `${i}.jpg`), await files[name].toBuffer());
+  const ds = await data.loadImageFolder(root);
+  for (let i = 0; i < 3; i++) {
+    const expected = await sharpPixels(join(root, `${i}.jpg`), 3);
+    assert.ok(Buffer.from(ds.images.subarray(i * W * H * 3, (i + 1) * W * H * 3)).equals(expected), `sample ${i}`);
+  }
+});
+
 test('streaming folders: openImageFolder reads the pixels loadImageFolder holds; subsets, damage at read time', async () => {
   const sharp = require('sharp');
   const root = freshDir('stream');

@@ -246,6 +246,10 @@ test('info --json: structured CPU facts: features, kernel path, oneDNN version a
   assert.match(onednn.version, /^\d+\.\d+\.\d+$/);
   assert.ok(info.cpu.backend.includes(`oneDNN ${onednn.version} (${onednn.isa})`), info.cpu.backend);
   assert.is(onednn.bf16Native, ['avx512_core_bf16', 'avx512_core_amx'].includes(onednn.isa));
+  // The JPEG fast path: present exactly when the addon has the binding; then libjpeg is mapped.
+  const { native } = require('../dist/native.js');
+  if (native.jpegVersion === undefined) assert.is(info.cpu.jpeg, null);
+  else if (process.platform === 'linux') assert.match(info.cpu.jpeg.path, /libjpeg\.so/);
   assert.ok(kernels.variants.includes(kernels.variant));
   assert.is(kernels.multiversioned, kernels.variants.length > 1);
   assert.type(kernels.isa, 'string');
@@ -309,7 +313,7 @@ test('info: an aligned table; without CUDA it says why with the loader report', 
   const keys = lines.filter((line) => /^\S/.test(line) || /^  \S/.test(line)).map((line) => line.trim().split(/\s{2,}/)[0]);
   // OpenMP's file is known only where /proc/self/maps is.
   const expected = ['byol', 'platform', 'addon', 'cpu', 'features', 'byol kernels', 'oneDNN', 'bf16 convs',
-    ...(process.platform === 'linux' ? ['OpenMP'] : []), 'cuda', 'plugin'];
+    ...(process.platform === 'linux' ? ['OpenMP'] : []), 'JPEG', 'cuda', 'plugin'];
   assert.equal(keys.slice(0, expected.length), expected);
   // Every row's value starts in one column; continuation lines (which may indent further, as
   // the loader's list of paths does) leave the key column blank.

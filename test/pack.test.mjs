@@ -1,8 +1,8 @@
 // pack.test.mjs: the published package on a machine without build tools or oneDNN: `npm pack`
 // (no build/, build-*/, test fixtures or CUDA plugin inside; size printed and bounded), installed
 // with --ignore-scripts (offline when npm's cache allows) into an empty project; a node whose PATH holds nothing but node
-// runs BYOL training steps on the CPU and must map byol.node, libdnnl.so.2, libOpenCL.so.1 and
-// libgomp.so.1 from the installed prebuilds/linux-x64; CUDA is loaded only when asked for and its
+// runs BYOL training steps on the CPU and must map byol.node, libdnnl.so.2, libOpenCL.so.1,
+// libgomp.so.1 and libjpeg.so.62 from the installed prebuilds/linux-x64; CUDA is loaded only when asked for and its
 // failure leaves the CPU working. Also the install script's two paths and the loader's diagnosis.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -17,8 +17,11 @@ import { missingBuildTools } from '../tools/install.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
-const { diagnoseBuildFailure, diagnoseLoadFailure, nativeSearchReport } = require('../dist/native.js');
+const { diagnoseBuildFailure, diagnoseLoadFailure, native, nativeSearchReport } = require('../dist/native.js');
 const platform = `${process.platform}-${process.arch}`;
+// The libraries a prebuild carries beside byol.node: oneDNN and its dependencies, and libjpeg
+// where the build found it (binding.gyp; the checkout's addon was built the same way).
+const BUNDLED = ['libdnnl.so.2', 'libOpenCL.so.1', 'libgomp.so.1', ...(native.jpegVersion === undefined ? [] : ['libjpeg.so.62'])];
 // libdnnl alone is ~38 MB (gzip: ~10 MB); a tarball far above that carries something by mistake.
 const MAX_TARBALL_BYTES = 30 * 1024 * 1024;
 
@@ -118,7 +121,7 @@ Pack('the tarball holds the prebuild and nothing of the build or test folders', 
     `${(unpackedSize / 1048576).toFixed(1)} MB unpacked, ${files.length} files`);
   assert.ok(size < MAX_TARBALL_BYTES, `tarball ${size} bytes < ${MAX_TARBALL_BYTES}`);
   const paths = files.map((file) => file.path);
-  for (const name of ['byol.node', 'libdnnl.so.2', 'libOpenCL.so.1', 'libgomp.so.1']) {
+  for (const name of ['byol.node', ...BUNDLED]) {
     assert.ok(paths.includes(`prebuilds/${platform}/${name}`), `tarball has prebuilds/${platform}/${name}`);
   }
   for (const name of ['dist/index.js', 'dist/native.js', 'tools/install.mjs', 'binding.gyp', 'native/core/plugin.cc']) {
@@ -163,7 +166,7 @@ Pack('installed offline without build tools, it trains on the CPU from the bundl
       model.dispose();
       console.log(JSON.stringify({ entry: require.resolve('byol'), beforeCuda, losses, probe, auto, candidates }));
     })().catch((error) => { console.error(error.stack); process.exit(1); });`;
-  const hidden = hideSystemCopies(['libdnnl.so.2', 'libOpenCL.so.1', 'libgomp.so.1']);
+  const hidden = hideSystemCopies(BUNDLED);
   const out = JSON.parse(run(...hidden.command(process.execPath, ['-e', script]), { cwd: state.project, env: bareEnv(hidden.env) })
     .trim().split('\n').pop());
   console.log(`pack: ${hidden.note}`);
@@ -173,7 +176,7 @@ Pack('installed offline without build tools, it trains on the CPU from the bundl
   console.log(`pack: losses ${out.losses.map((loss) => loss.toFixed(6)).join(', ')}`);
   assert.ok(out.entry.startsWith(state.installed), `byol resolved to ${out.entry}`);
   assert.equal(loaded(/byol\.node$/), [join(state.prebuilds, 'byol.node')]);
-  for (const library of ['libdnnl.so.2', 'libOpenCL.so.1', 'libgomp.so.1']) {
+  for (const library of BUNDLED) {
     const base = library.replace(/\..*/, '');
     assert.equal(loaded(new RegExp(`/${base}\\.so`)), [join(state.prebuilds, library)], `${library} comes from the prebuild folder`);
   }
@@ -198,7 +201,8 @@ Pack('installed offline without build tools, it trains on the CPU from the bundl
 Pack('the install script uses the prebuild and says which', () => {
   if (!state.packed) return;
   const out = run(process.execPath, [join(state.installed, 'tools', 'install.mjs')], { cwd: state.installed, env: bareEnv() });
-  assert.match(out, new RegExp(`^byol: using the prebuild prebuilds/${platform}/byol\\.node \\(Node-API; bundled: libOpenCL\\.so\\.1, libdnnl\\.so\\.2, libgomp\\.so\\.1\\)`, 'm'));
+  const listed = [...BUNDLED].sort().map((name) => name.replace(/\./g, '\\.')).join(', ');
+  assert.match(out, new RegExp(`^byol: using the prebuild prebuilds/${platform}/byol\\.node \\(Node-API; bundled: ${listed}\\)`, 'm'));
   assert.not.ok(existsSync(join(state.installed, 'build')), 'no build from source');
 });
 

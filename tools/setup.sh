@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tools/setup.sh: prepares a fresh Debian 12 machine to build, test and run byol.
-#  - Debian packages: oneDNN (libdnnl-dev), a C++ toolchain, cmake, real Fashion-MNIST
+#  - Debian packages: oneDNN (libdnnl-dev), libjpeg (libjpeg-dev: image folders' JPEG fast path),
+#    a C++ toolchain, cmake, real Fashion-MNIST
 #  - NVIDIA cuDNN 9 + cuBLAS 13 headers/libraries from their pip wheels into a cache folder,
 #    so that CMake can compile and link libbyol_cuda.so with /usr/local/cuda's nvcc
 #  - npm ci: builds byol.node (node-gyp) and compiles the TypeScript to dist/
@@ -12,7 +13,7 @@ CACHE="${BYOL_CACHE:-$HOME/.cache/byol}"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 need_apt=()
-for pkg in libdnnl-dev dataset-fashion-mnist cmake g++ make; do
+for pkg in libdnnl-dev libjpeg-dev dataset-fashion-mnist cmake g++ make; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

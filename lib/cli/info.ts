@@ -56,6 +56,9 @@ export interface InstallInfo {
     kernels: ReturnType<NativeBinding['cpuInfo']>['kernels'] | null;
     onednn: { version: string; isa: string; bf16Native: boolean; path: string | null } | null;
     openmp: string | null; // the OpenMP runtime's file
+    // Image folders' JPEG fast path: libjpeg's file when the addon was built with it, else null
+    // (JPEGs then decode through sharp).
+    jpeg: { version: number; path: string | null } | null;
   };
   cuda: {
     available: boolean; // at least one GPU can be used
@@ -275,6 +278,7 @@ export function installInfo(): InstallInfo {
       kernels: null,
       onednn: null,
       openmp: null,
+      jpeg: null,
     },
     cuda: {
       available: false,
@@ -300,6 +304,7 @@ export function installInfo(): InstallInfo {
     info.addon.compiler = cpu.compiler;
     info.cpu.kernels = cpu.kernels;
     info.cpu.onednn = { ...cpu.onednn, path: null };
+    if (native.jpegVersion !== undefined) info.cpu.jpeg = { version: native.jpegVersion, path: null };
     info.cuda.plugin.candidates = native.cudaLibraryCandidates();
   } catch (error) {
     info.addon.error = error instanceof Error ? error.message : String(error);
@@ -325,6 +330,7 @@ export function installInfo(): InstallInfo {
     info.librariesFrom = '/proc/self/maps';
     if (info.cpu.onednn) info.cpu.onednn.path = findLibrary(files, 'libdnnl');
     info.cpu.openmp = findLibrary(files, 'libgomp') ?? findLibrary(files, 'libomp') ?? findLibrary(files, 'libiomp5');
+    if (info.cpu.jpeg) info.cpu.jpeg.path = findLibrary(files, 'libjpeg');
     info.cuda.plugin.path = findLibrary(files, 'libbyol_cuda');
     info.cuda.runtime = library(files, 'libcudart', exact?.runtime);
     info.cuda.cudnn = library(files, 'libcudnn', exact?.cudnn);
@@ -412,6 +418,11 @@ export function formatInfo(info: InstallInfo): string {
       : 'emulated (no bf16 dot products): convPrecision \'auto\' stays fp32']);
   }
   if (cpu.openmp) rows.push(['  OpenMP', cpu.openmp]);
+  if (info.addon.loaded && cpu.jpeg !== undefined) { // undefined: a report from before the field
+    rows.push(['  JPEG', cpu.jpeg
+      ? `libjpeg API ${cpu.jpeg.version}${cpu.jpeg.path ? `, ${cpu.jpeg.path}` : ''} (image folders; resizes and other formats: sharp)`
+      : 'sharp (the addon was built without libjpeg)']);
+  }
 
   const usable = cuda.gpus.filter((gpu) => gpu.available).length;
   rows.push(['cuda', cuda.available

@@ -7,6 +7,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitTensor(env, exports);
   InitDevice(env, exports);
   InitAugment(env, exports);
+  InitImage(env, exports);
   InitModel(env, exports);
   return exports;
 }

@@ -16,6 +16,7 @@ void InitTensor(Napi::Env env, Napi::Object exports);   // tensor.cc
 void InitDevice(Napi::Env env, Napi::Object exports);   // device.cc
 void InitModel(Napi::Env env, Napi::Object exports);    // model.cc (BYOL step)
 void InitAugment(Napi::Env env, Napi::Object exports);  // augment.cc
+void InitImage(Napi::Env env, Napi::Object exports);    // image.cc (JPEG decoding for image folders)
 
 // The backend for a device name ("cpu", "cuda", "cuda:1"). Backends live for the life of
 // the process (tensors point at them). Throws byol::Error naming the device on failure.
