@@ -73,7 +73,12 @@ bool Decode(const std::vector<uint8_t>& bytes, int channels, std::vector<uint8_t
   *width = static_cast<int>(cinfo.output_width);
   *height = static_cast<int>(cinfo.output_height);
   const size_t stride = static_cast<size_t>(cinfo.output_width) * channels;
-  out->resize(stride * cinfo.output_height);
+  try {
+    out->resize(stride * cinfo.output_height);
+  } catch (...) {
+    jpeg_destroy_decompress(&cinfo);
+    throw;  // bad_alloc: the worker declines the file
+  }
   while (cinfo.output_scanline < cinfo.output_height) {
     JSAMPROW row = out->data() + stride * cinfo.output_scanline;
     jpeg_read_scanlines(&cinfo, &row, 1);
