@@ -28,7 +28,8 @@
           "conditions": [
             # libjpeg(-turbo) when its header is there (Debian: libjpeg-dev): the JPEG fast path
             # of image folders (native/addon/image.cc); without it JPEGs go through sharp.
-            ["<!(node -p \"require('fs').existsSync('/usr/include/jpeglib.h') ? 1 : 0\")==1", {
+            # The test prints the string '1' or '0': `node -p` would colour a number when FORCE_COLOR is set.
+            ["<!(node -p \"require('fs').existsSync('/usr/include/jpeglib.h') ? '1' : '0'\")==1", {
               "defines": ["BYOL_WITH_JPEG"],
               "libraries": ["-ljpeg"]
             }]

@@ -73,7 +73,17 @@ function hideSystemCopies(sonames) {
   };
 }
 
+// uvu reports a failed before-hook as "(0 / 4)" and nothing else: print why, then fail.
 Pack.before(() => {
+  try {
+    prepare();
+  } catch (error) {
+    console.error(`pack: setting up failed: ${error.message}`);
+    throw error;
+  }
+});
+
+function prepare() {
   if (process.platform !== 'linux' || process.arch !== 'x64') return;
   const started = Date.now();
   // prebuildify rebuilds in build-prebuild/ only when a native source is newer than the
@@ -108,7 +118,7 @@ Pack.before(() => {
   state.installed = join(state.project, 'node_modules', 'byol');
   state.prebuilds = join(state.installed, 'prebuilds', platform);
   console.log(`pack: prebuild + pack + offline install took ${((Date.now() - started) / 1000).toFixed(1)} s`);
-});
+}
 
 Pack.after(() => {
   if (state.dir) rmSync(state.dir, { recursive: true, force: true });
