@@ -256,7 +256,7 @@ test('image folders: classes from sorted folder names, exact PNG pixels, resize,
 
 test('PNG fast path: decodePng gives sharp\'s pixels for the files it takes, declines the rest; all five row filters', async () => {
   const sharp = require('sharp');
-  const { decodePng, crc32 } = require('../dist/data/png.js');
+  const { decodePng, pngChunk: chunk } = require('../dist/data/png.js');
   const W = 23;
   const H = 17;
   const bytes = (c, salt = 0) => Buffer.from(Uint8Array.from({ length: W * H * c }, (_, i) => (i * 37 + (i % 11) * 19 + salt) & 255));
@@ -315,14 +315,6 @@ test('PNG fast path: decodePng gives sharp\'s pixels for the files it takes, dec
       filtered[y * (stride + 1) + 1 + x] = (pixels[y * stride + x] - predictor) & 255;
     }
   }
-  const chunk = (type, data) => {
-    const out = Buffer.alloc(12 + data.length);
-    out.writeUInt32BE(data.length, 0);
-    out.write(type, 4, 'latin1');
-    data.copy(out, 8);
-    out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
-    return out;
-  };
   const header = Buffer.alloc(13);
   header.writeUInt32BE(W, 0);
   header.writeUInt32BE(H, 4);

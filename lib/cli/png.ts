@@ -5,18 +5,10 @@
 import { promises as fs } from 'node:fs';
 import * as zlib from 'node:zlib';
 
-import { PNG_SIGNATURE, crc32 } from '../data/png';
+import { PNG_SIGNATURE, crc32, pngChunk as chunk } from '../data/png';
 
 export { crc32 };
 
-function chunk(type: string, data: Uint8Array): Buffer {
-  const out = Buffer.alloc(12 + data.length);
-  out.writeUInt32BE(data.length, 0);
-  out.write(type, 4, 'latin1');
-  out.set(data, 8);
-  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
-  return out;
-}
 
 // The PNG file bytes (our own encoder).
 export function encodePng(pixels: Uint8Array, width: number, height: number, channels: 1 | 3): Buffer {

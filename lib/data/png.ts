@@ -27,6 +27,16 @@ export function crc32(bytes: Uint8Array, crc = 0): number {
 
 export const PNG_SIGNATURE = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A];
 
+// One chunk: length, type, data, CRC of type + data.
+export function pngChunk(type: string, data: Uint8Array): Buffer {
+  const out = Buffer.alloc(12 + data.length);
+  out.writeUInt32BE(data.length, 0);
+  out.write(type, 4, 'latin1');
+  out.set(data, 8);
+  out.writeUInt32BE(crc32(out.subarray(4, 8 + data.length)), 8 + data.length);
+  return out;
+}
+
 export interface DecodedPng {
   data: Uint8Array; // height x width x channels
   width: number;
