@@ -4,7 +4,7 @@
 // images of their splits (the same ones at every check and after a resume); a check reads the
 // model (embed: BatchNorm in eval mode) and changes nothing the training computes.
 import { type AugmentConfig } from '../augment';
-import { type DatasetLike } from '../data';
+import { type DatasetLike, inMemory, isStreaming } from '../data';
 import { embedDataset, evalView } from '../eval/embed';
 import { evaluateKnn } from '../eval/knn';
 import { ByolOptionError } from '../validate';
@@ -21,6 +21,9 @@ export interface KnnMonitorResult {
   test: number; // test images scored
   seconds: number;
 }
+
+// The most decoded bytes of streamed bank + test images the monitor holds in memory.
+const MONITOR_MEMORY_BYTES = 1 << 30;
 
 export class KnnMonitor {
   readonly #options: NonNullable<TrainConfig['knnMonitor']>;
@@ -47,7 +50,12 @@ export class KnnMonitor {
     for (const d of [train, test]) {
       if (!d.labels) throw new ByolOptionError(`Option knnMonitor needs labels, but ${d.name} has none`);
     }
-    return new KnnMonitor(config, firstSamples(train, options.bankSize), firstSamples(test, options.testSize));
+    const [bank, scored] = [firstSamples(train, options.bankSize), firstSamples(test, options.testSize)];
+    // Streamed splits: the two subsets are decoded once here when they are small enough, not
+    // at every check.
+    const bytes = (d: DatasetLike) => (isStreaming(d) ? d.n * d.height * d.width * d.channels : 0);
+    const keep = bytes(bank) + bytes(scored) <= MONITOR_MEMORY_BYTES;
+    return new KnnMonitor(config, keep ? await inMemory(bank) : bank, keep ? await inMemory(scored) : scored);
   }
 
   // Whether a check follows step `step` (1-based): every `every` steps, and after the last.
