@@ -300,6 +300,11 @@ test('data.stream: a streamed image folder trains and evaluates exactly as the s
   const knn = async (dir) => (await readLog(join(dir, 'log.jsonl'))).filter((r) => r.event === 'knn-monitor').map((r) => r.top1);
   assert.equal(await knn(streamed.out), await knn(memory.out));
   assert.is((await readRunState(streamed.out)).config.data.stream, true);
+  // A StreamingDataset object as option data: the same run again.
+  const { openImageFolder } = require('../dist/data/index.js');
+  const object = tiny({ data: await openImageFolder(join(root, 'train')) });
+  await new Trainer(object).run();
+  assert.equal(await stepLosses(object.out), await stepLosses(memory.out));
   const probes = async (dir) => (await evaluateRun(dir, { linear: { epochs: 5 } })).results.byol;
   const [fromStream, fromMemory] = [await probes(streamed.out), await probes(memory.out)];
   assert.ok(typeof fromStream.linear.top1 === 'number' && typeof fromStream.knn.top1 === 'number', JSON.stringify(fromStream));
