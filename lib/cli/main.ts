@@ -3,6 +3,8 @@
 // report, info, bench, augment. Contract: exit 0 on success, 1 when the work failed (message on
 // stderr, no stack trace unless BYOL_DEBUG=1), 2 on a usage or option error (reported before
 // any work), 130 / 143 after an interrupted training run that wrote its checkpoint.
+import * as os from 'node:os';
+
 import { writeReport } from '../train/report';
 import { ByolOptionError } from '../validate';
 import { UsageError } from './args';
@@ -87,6 +89,9 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
 }
 
 if (require.main === module) {
+  // libuv's thread pool runs file reads, image decoding (sharp, libjpeg) and the native calls;
+  // its default of 4 threads would cap a streamed image folder at 4 cores. Read at first use.
+  process.env.UV_THREADPOOL_SIZE ??= String(Math.min(64, Math.max(4, os.availableParallelism())));
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   }, (error: unknown) => {
