@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { rejectsMessage } from './helpers.mjs';
+import { rejectsMessage, stlImages, stlValue } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const data = require('../dist/data/index.js');
@@ -174,15 +174,6 @@ test('CIFAR-100: fine and coarse labels; out-of-range labels name the file', asy
 
 // ---------------------------------------------------------------- STL-10
 
-const stlValue = (i, c, y, x) => (i * 11 + c * 60 + y * 2 + x) & 255;
-function stlImages(n) {
-  const out = new Uint8Array(n * 27648);
-  // Column-major planes, as the STL-10 binaries store them.
-  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) for (let x = 0; x < 96; x++) for (let y = 0; y < 96; y++) {
-    out[i * 27648 + c * 9216 + x * 96 + y] = stlValue(i, c, y, x);
-  }
-  return out;
-}
 
 test('STL-10: column-major planes become NHWC, labels 1..10 become 0..9, limit, damage', async () => {
   const root = freshDir('stl');
@@ -200,6 +191,12 @@ test('STL-10: column-major planes become NHWC, labels 1..10 become 0..9, limit, 
   const unlabeled = await data.loadStl10(root, { split: 'unlabeled', limit: 2 });
   assert.equal([unlabeled.n, unlabeled.labels], [2, undefined]);
   assert.is(unlabeled.images[27648 + (5 * 96 + 6) * 3 + 1], stlValue(1, 1, 5, 6));
+  // train, then unlabeled, without labels; a limit may end inside the second file.
+  const both = await data.loadStl10(root, { split: 'train+unlabeled' });
+  assert.equal([both.n, both.labels, both.name], [7, undefined, 'stl10/train+unlabeled']);
+  assert.equal(both.images.subarray(0, 3 * 27648), train.images);
+  assert.equal(both.images.subarray(3 * 27648), (await data.loadStl10(root, { split: 'unlabeled' })).images);
+  assert.equal((await data.loadStl10(root, { split: 'train+unlabeled', limit: 4 })).images, both.images.subarray(0, 4 * 27648));
 
   writeFileSync(join(dir, 'train_y.bin'), Uint8Array.from([1, 11, 4]));
   await rejectsWithFile(data.loadStl10(dir), join(dir, 'train_y.bin'), /label 11 of image 1 is outside 1\.\.10/);

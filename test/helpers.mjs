@@ -82,3 +82,14 @@ export function tinyTrainArgs(steps) {
     '--projector-hidden', '16', '--projector-out', '8', '--predictor-hidden', '16', '--batch-size', '8',
     '--steps', String(steps), '--device', 'cpu', '--progress', 'lines'];
 }
+
+// STL-10 binaries: n images whose pixel (c, y, x) of image i is stlValue(i, c, y, x), stored
+// as the dataset stores them (3 column-major planes of 96x96 per image).
+export const stlValue = (i, c, y, x) => (i * 11 + c * 60 + y * 2 + x) & 255;
+export function stlImages(n, first = 0) {
+  const out = new Uint8Array(n * 27648);
+  for (let i = 0; i < n; i++) for (let c = 0; c < 3; c++) for (let x = 0; x < 96; x++) for (let y = 0; y < 96; y++) {
+    out[i * 27648 + c * 9216 + x * 96 + y] = stlValue(first + i, c, y, x);
+  }
+  return out;
+}

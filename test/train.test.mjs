@@ -3,15 +3,15 @@
 // checkpoints, exact resume (6 straight steps vs 3 + resume 3: identical losses), abort via
 // AbortSignal, NaN stop keeping the last good checkpoint, refusal of corrupted checkpoints,
 // the metrics iterator, the HTML report, the cudaGraphs option (logged; changeable on resume),
-// the online classifier, the kNN monitor, and a streamed image folder (data.stream) computing
-// exactly what the same folder in memory does.
+// the online classifier, the kNN monitor, a streamed image folder (data.stream) computing
+// exactly what the same folder in memory does, and STL-10 pretraining on its unlabeled images.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { rejectsMessage as rejects, throwsMessage, tinyRunOptions } from './helpers.mjs';
+import { rejectsMessage as rejects, stlImages, throwsMessage, tinyRunOptions } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const { Trainer, NonFiniteLossError } = require('../dist/train/trainer.js');
@@ -312,6 +312,30 @@ test('data.stream: a streamed image folder trains and evaluates exactly as the s
   throwsMessage(() => resolveTrainConfig({ data: { kind: 'cifar10', path: root, stream: true } }), ByolOptionError,
     /Option data\.stream applies to data\.kind 'folder', not 'cifar10'/);
   throwsMessage(() => resolveTrainConfig({ data: { ...folder, stream: 1 } }), ByolOptionError, /data\.stream/);
+});
+
+test('data.unlabeled: STL-10 pretrains on train + unlabeled; the kNN monitor and the probes use the labeled images', async () => {
+  const { evaluateRun } = require('../dist/eval/run.js');
+  const dir = join(scratch, 'stl', 'stl10_binary');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'train_X.bin'), stlImages(8));
+  writeFileSync(join(dir, 'train_y.bin'), Uint8Array.from({ length: 8 }, (_, i) => 1 + (i % 2)));
+  writeFileSync(join(dir, 'unlabeled_X.bin'), stlImages(8, 8));
+  writeFileSync(join(dir, 'test_X.bin'), stlImages(4, 16));
+  writeFileSync(join(dir, 'test_y.bin'), Uint8Array.from([1, 2, 1, 2]));
+  const data = { kind: 'stl10', path: join(scratch, 'stl'), unlabeled: true };
+  const options = tiny({ data, steps: 2, knnMonitor: { every: 2, bankSize: 8 } });
+  await new Trainer(options).run();
+  const state = await readRunState(options.out);
+  assert.equal([state.plan.datasetName, state.plan.datasetSize, state.plan.classifierClasses],
+    ['stl10/train+unlabeled', 16, 0]); // no labels on the unlabeled images: no online classifier
+  const [check] = (await readLog(join(options.out, 'log.jsonl'))).filter((r) => r.event === 'knn-monitor');
+  assert.equal([check.bank, check.test], [8, 4]);
+  const report = await evaluateRun(options.out, { linear: { epochs: 2 }, knn: { k: 3 } });
+  assert.equal(report.dataset, { train: 'stl10/train', test: 'stl10/test' });
+  assert.ok(typeof report.results.byol.linear.top1 === 'number', JSON.stringify(report.results));
+  throwsMessage(() => resolveTrainConfig({ data: { kind: 'cifar10', path: dir, unlabeled: true } }), ByolOptionError,
+    /Option data\.unlabeled applies to data\.kind 'stl10', not 'cifar10'/);
 });
 
 test('convPrecision bf16: a CPU run in bf16 convolutions, logged, the setting restored after', async () => {

@@ -150,6 +150,8 @@ export const TRAIN_FLAGS: FlagSpec[] = [
   { flag: '--data-limit', type: 'int', path: 'data.limit', metavar: 'N', help: 'train on the first N samples' },
   { flag: '--data-size', type: 'int', path: 'data.size', metavar: 'PX', help: 'synthetic/folder image side' },
   { flag: '--data-channels', type: 'int', path: 'data.channels', metavar: 'C', help: 'synthetic/folder channels (1 or 3)' },
+  { flag: '--data-unlabeled', type: 'boolean', path: 'data.unlabeled', value: true,
+    help: "stl10: pretrain on the 100000 unlabeled images too (probes use the labeled ones)" },
   { flag: '--data-stream', type: 'boolean', path: 'data.stream', value: true,
     help: 'folder: decode each batch from disk instead of holding every image in memory' },
   { flag: '--data-classes', type: 'int', path: 'data.classes', metavar: 'N', help: 'synthetic classes' },

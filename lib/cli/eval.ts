@@ -12,7 +12,7 @@ import { type KnnOptions } from '../eval/knn';
 import { type LinearProbeOptions } from '../eval/linear';
 import { type EvalReport, evaluateRun } from '../eval/run';
 import { writeFileAtomic } from '../train/checkpoint';
-import { loadDatasetSpec } from '../train/data';
+import { loadDatasetSpec, probeSpec } from '../train/data';
 import { type DataOptions } from '../train/options';
 import { ByolOptionError, integer, number, oneOf } from '../validate';
 import { type FlagSpec, UsageError, formatFlags, parseArgs } from './args';
@@ -170,9 +170,7 @@ export async function embedCommand(argv: string[], io: { out: NodeJS.WritableStr
       if (run.state.config.data.kind === 'memory') {
         throw new ByolOptionError(`The run in ${runDir} trained on an in-memory dataset; use embedDataset() from the library`);
       }
-      const spec = { ...(run.state.config.data as DataOptions) };
-      if (spec.kind !== 'synthetic') delete spec.limit;
-      dataset = await loadDatasetSpec(spec, split);
+      dataset = await loadDatasetSpec(probeSpec(run.state.config.data as DataOptions), split);
     }
     io.err.write(`byol: embedding ${dataset.name} (${dataset.n} images)\n`);
     const embeddings = await embedDataset(run.model, dataset, { view: evalView(run.state.config, dataset), batchSize });

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { type DatasetLike, centerCrop, inMemory } from '../data';
 import { CHECKPOINT_FILE, writeFileAtomic } from '../train/checkpoint';
 import { asTrainableModel } from '../train/model';
-import { loadDatasetSpec } from '../train/data';
+import { loadDatasetSpec, probeSpec } from '../train/data';
 import { trainViews } from '../train/trainer';
 import { type DataOptions } from '../train/options';
 import { ByolOptionError, boolean, invalid, isPlainObject, knownKeys, number, withDefault } from '../validate';
@@ -90,8 +90,7 @@ async function datasets(runDir: string, spec: DataOptions | { kind: 'memory' }, 
   }
   // The full training split (a training-time limit does not shrink the probe's data), and
   // the test split.
-  const full = { ...(spec as DataOptions) };
-  if (full.kind !== 'synthetic') delete full.limit;
+  const full = probeSpec(spec as DataOptions);
   const [train, test] = await Promise.all([loadDatasetSpec(full, 'train'), loadDatasetSpec(full, 'test')]);
   if (!train.labels || !test.labels) {
     throw new ByolOptionError(`Evaluation needs labels, but ${!train.labels ? train.name : test.name} has none`);

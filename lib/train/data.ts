@@ -51,9 +51,12 @@ export async function loadDatasetSpec(spec: DataOptions, split: Split): Promise<
       dataset = await loadCifar100(spec.path!, { split });
       break;
     case 'stl10':
-      // Training uses the 5000 labeled train images; the 100000 unlabeled ones are a 2.8 GB
-      // read, left to the library API (loadStl10 with split 'unlabeled').
-      dataset = await loadStl10(spec.path!, { split, limit: split === 'train' ? spec.limit : undefined });
+      // Training uses the 5000 labeled train images, and with `unlabeled` the 100000 unlabeled
+      // ones after them (a 2.8 GB read).
+      dataset = await loadStl10(spec.path!, {
+        split: split === 'train' && spec.unlabeled ? 'train+unlabeled' : split,
+        limit: split === 'train' ? spec.limit : undefined,
+      });
       break;
     case 'folder': {
       const root = spec.path!;
@@ -73,6 +76,15 @@ export async function loadDatasetSpec(spec: DataOptions, split: Split): Promise<
   }
   if (split === 'train' && spec.limit !== undefined) dataset = firstSamples(dataset, spec.limit);
   return dataset;
+}
+
+// The spec probes fit on: the whole labeled training split (no training-time `limit`, except
+// for 'synthetic' where it is the size; no STL-10 unlabeled images).
+export function probeSpec(spec: DataOptions): DataOptions {
+  const out = { ...spec };
+  if (out.kind !== 'synthetic') delete out.limit;
+  delete out.unlabeled;
+  return out;
 }
 
 // The first `count` samples of `dataset` (all of it when it has no more), named "<name>[:count]".

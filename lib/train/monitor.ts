@@ -46,7 +46,10 @@ export class KnnMonitor {
       throw new ByolOptionError(`Option knnMonitor needs a test split, but the run trains on an in-memory dataset ` +
         `(${train.name}); use a dataset spec (data: { kind, path }) or evaluate with evaluateRun({ data })`);
     }
-    const test = await loadDatasetSpec(config.data as DataOptions, 'test');
+    const spec = config.data as DataOptions;
+    const test = await loadDatasetSpec(spec, 'test');
+    // STL-10 with its unlabeled images: the bank comes from the labeled training images.
+    if (spec.unlabeled) train = await loadDatasetSpec({ ...spec, unlabeled: false }, 'train');
     for (const d of [train, test]) {
       if (!d.labels) throw new ByolOptionError(`Option knnMonitor needs labels, but ${d.name} has none`);
     }

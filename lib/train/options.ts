@@ -41,6 +41,10 @@ export interface DataOptions {
   classes?: number;
   // 'synthetic': test-split samples (default 256).
   testLimit?: number;
+  // 'stl10': pretrain on the 5000 labeled training images and the 100000 unlabeled ones
+  // (the usual STL-10 protocol; 2.9 GB in memory); probes and the kNN monitor fit on the
+  // labeled ones. Default false.
+  unlabeled?: boolean;
   // 'folder': decode each batch's images when it is needed (openImageFolder) instead of
   // holding every decoded image in memory; same pixels, same results. Default false.
   stream?: boolean;
@@ -189,7 +193,7 @@ const TOP_KEYS = ['preset', 'data', 'encoder', 'projector', 'predictor', 'batchS
   'tauBase', 'augment', 'device', 'seed', 'threads', 'convPrecision', 'cudaGraphs', 'onlineClassifier', 'out',
   'checkpointEvery',
   'printEvery', 'progress', 'resume', 'signal', 'profile', 'opTimes', 'knnMonitor', 'faultInjection'] as const;
-const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit', 'stream'] as const;
+const DATA_KEYS = ['kind', 'path', 'limit', 'size', 'channels', 'classes', 'testLimit', 'stream', 'unlabeled'] as const;
 const ENCODER_KEYS = ['arch', 'stem', 'width'] as const;
 const PROJECTOR_KEYS = ['hidden', 'out'] as const;
 const PREDICTOR_KEYS = ['hidden'] as const;
@@ -255,6 +259,7 @@ function resolveData(value: unknown): TrainConfig['data'] {
   onlyFor('classes', ['synthetic']);
   onlyFor('testLimit', ['synthetic']);
   onlyFor('stream', ['folder']);
+  onlyFor('unlabeled', ['stl10']);
   if (d.size !== undefined) out.size = integer('data.size', d.size, 1, 16384);
   if (d.channels !== undefined) {
     if (d.channels !== 1 && d.channels !== 3) throw invalid('data.channels', '1 or 3', d.channels);
@@ -263,6 +268,7 @@ function resolveData(value: unknown): TrainConfig['data'] {
   if (d.classes !== undefined) out.classes = integer('data.classes', d.classes, 1, 1000);
   if (d.testLimit !== undefined) out.testLimit = integer('data.testLimit', d.testLimit, 1, 2 ** 31 - 1);
   if (d.stream !== undefined) out.stream = boolean('data.stream', d.stream);
+  if (d.unlabeled !== undefined) out.unlabeled = boolean('data.unlabeled', d.unlabeled);
   return out;
 }
 
