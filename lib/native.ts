@@ -77,9 +77,14 @@ export interface NativeBinding {
   setOpTiming(device: string, on: boolean): boolean;
   // The sums since timing went on or the last reset (waits for the device's queued work).
   opTimes(device: string, reset: boolean): OpTime[];
-  // Image folders' JPEG fast path (native/addon/image.cc), present when the addon was built with
-  // libjpeg: the pixels sharp would give, or null for a file left to sharp.
-  decodeJpeg?(bytes: Uint8Array, channels: 1 | 3): Promise<{ data: Uint8Array; width: number; height: number } | null>;
+  // Image folders (native/addon/image.cc): the image scaled to cover outHeight x outWidth and
+  // centre-cropped (antialiased triangle filter).
+  resizeCover(pixels: Uint8Array, height: number, width: number, channels: number, outHeight: number,
+    outWidth: number): Promise<Uint8Array>;
+  // Present when the addon was built with libjpeg: the pixels sharp would give (resized with
+  // resizeCover when outHeight/outWidth are given), or null for a file left to sharp.
+  decodeJpeg?(bytes: Uint8Array, channels: 1 | 3, outHeight?: number, outWidth?: number):
+    Promise<{ data: Uint8Array; width: number; height: number } | null>;
   jpegVersion?: number; // libjpeg's API version (62, 80, ...)
 }
 

@@ -383,6 +383,70 @@ test('JPEG fast path: the addon\'s libjpeg decoder gives sharp\'s pixels for the
   }
 });
 
+// Reference resize: every output pixel as one 2-D weighted sum in doubles (the native one is
+// separable, in float): scale to cover, centre box, triangle filter of radius max(1, scale).
+function referenceResizeCover(src, h, w, c, outH, outW) {
+  const scale = Math.max(outH / h, outW / w);
+  const taps = (inLen, outLen, box) => Array.from({ length: outLen }, (_, i) => {
+    const step = box / outLen;
+    const centre = (inLen - box) / 2 + (i + 0.5) * step;
+    const radius = Math.max(1, step);
+    const weights = [];
+    for (let x = 0; x < inLen; x++) {
+      const d = Math.abs(x + 0.5 - centre) / radius;
+      if (d < 1) weights.push([x, 1 - d]);
+    }
+    const sum = weights.reduce((t, [, v]) => t + v, 0);
+    return weights.map(([x, v]) => [x, v / sum]);
+  });
+  const ys = taps(h, outH, outH / scale);
+  const xs = taps(w, outW, outW / scale);
+  const out = new Uint8Array(outH * outW * c);
+  for (let y = 0; y < outH; y++) for (let x = 0; x < outW; x++) for (let ch = 0; ch < c; ch++) {
+    let v = 0;
+    for (const [sy, wy] of ys[y]) for (const [sx, wx] of xs[x]) v += wy * wx * src[(sy * w + sx) * c + ch];
+    out[(y * outW + x) * c + ch] = Math.min(255, Math.max(0, Math.round(v)));
+  }
+  return out;
+}
+
+test('resizeCover: cover + centre crop with an antialiased triangle filter; folders resize every format with it', async () => {
+  const sharp = require('sharp');
+  const pattern = (h, w, c) => Uint8Array.from({ length: h * w * c }, (_, i) => {
+    const p = Math.floor(i / c);
+    return (Math.floor(p / w) * 37 + (p % w) * 11 + (i % c) * 70 + ((p * 7919) % 13) * 9) & 255;
+  });
+  for (const [h, w, c, oh, ow] of [[40, 60, 3, 16, 16], [17, 23, 1, 32, 20], [50, 30, 3, 12, 30], [9, 9, 3, 9, 9], [64, 48, 1, 7, 5]]) {
+    const src = pattern(h, w, c);
+    const got = await native.resizeCover(src, h, w, c, oh, ow);
+    const want = referenceResizeCover(src, h, w, c, oh, ow);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]));
+    assert.ok(worst <= 1, `${h}x${w}x${c} -> ${oh}x${ow}: off by ${worst}`);
+    if (h === oh && w === ow) assert.equal(got, src, 'its own size: unchanged');
+  }
+  assert.equal(await native.resizeCover(new Uint8Array(30 * 20).fill(77), 30, 20, 1, 8, 13), new Uint8Array(8 * 13).fill(77));
+  assert.throws(() => native.resizeCover(new Uint8Array(5), 2, 2, 1, 1, 1), /Expected Uint8Array of height\*width\*channels = 4 bytes for pixels/);
+
+  // A folder resized to 12x12: a PNG (own decoder), a WebP (sharp) and, with libjpeg, a JPEG
+  // decoded at 1/2 by DCT scaling (so compared loosely with the full-size reference).
+  const root = freshDir('resize');
+  const src = pattern(30, 40, 3);
+  const raw = { raw: { width: 40, height: 30, channels: 3 } };
+  await sharp(Buffer.from(src), raw).png().toFile(join(root, 'a.png'));
+  await sharp(Buffer.from(src), raw).webp({ lossless: true }).toFile(join(root, 'b.webp'));
+  await sharp(Buffer.from(src), raw).jpeg({ quality: 95 }).toFile(join(root, 'c.jpg'));
+  const ds = await data.loadImageFolder(root, { size: 12 });
+  const want = referenceResizeCover(src, 30, 40, 3, 12, 12);
+  const sample = (i) => ds.images.subarray(i * 432, (i + 1) * 432);
+  for (const i of [0, 1]) {
+    assert.ok(sample(i).every((v, k) => Math.abs(v - want[k]) <= 1), `sample ${i} is the reference resize`);
+  }
+  const meanError = sample(2).reduce((t, v, k) => t + Math.abs(v - want[k]), 0) / 432;
+  assert.ok(meanError < 8, `JPEG at 1/2 then resized: mean error ${meanError}`);
+  assert.equal(await data.readSamples(await data.openImageFolder(root, { size: 12 }), [0, 1, 2]), ds.images);
+});
+
 test('streaming folders: openImageFolder reads the pixels loadImageFolder holds; subsets, damage at read time', async () => {
   const sharp = require('sharp');
   const root = freshDir('stream');

@@ -1,8 +1,9 @@
 // folder.ts: image folders decoded with sharp: root/<class>/<image> (labels from the sorted
 // class folder names, like torchvision's ImageFolder) or root/<image> (unlabeled).
 // Contract: every image becomes height x width x channels uint8 (channels 3: sRGB without
-// alpha; 1: luma); without `size` all images must share one size, with it each is resized to
-// cover the size and center-cropped. An undecodable image, an empty class folder or a size
+// alpha; 1: luma); without `size` all images must share one size, with it each is scaled to
+// cover the size and center-cropped (the addon's resizeCover: an antialiased triangle filter,
+// as PIL and torchvision resize; sharp's lanczos3 only when the addon does not load). An undecodable image, an empty class folder or a size
 // mismatch is a DatasetError naming the file. sharp is loaded only when a folder is read.
 // loadImageFolder decodes everything into memory; openImageFolder lists the folder and decodes
 // each batch's images when asked (a StreamingDataset), with the same pixels and order.
@@ -133,23 +134,25 @@ interface Decoded {
 
 const isJpeg = (bytes: Uint8Array) => bytes.length > 3 && bytes[0] === 0xFF && bytes[1] === 0xD8 && bytes[2] === 0xFF;
 
-// The addon's JPEG decoder, or undefined (built without libjpeg, or the addon does not load:
-// folders still read through sharp).
-let jpegDecoder: NativeBinding['decodeJpeg'] | null = null;
-function nativeJpeg(): NativeBinding['decodeJpeg'] {
-  if (jpegDecoder === null) {
+// The addon's image functions, or null when it does not load (folders then read through sharp
+// alone, which also resizes).
+let addon: Pick<NativeBinding, 'decodeJpeg' | 'resizeCover'> | null | undefined;
+function imageAddon(): Pick<NativeBinding, 'decodeJpeg' | 'resizeCover'> | null {
+  if (addon === undefined) {
     try {
-      jpegDecoder = native.decodeJpeg;
+      addon = { decodeJpeg: native.decodeJpeg, resizeCover: native.resizeCover };
     } catch {
-      jpegDecoder = undefined;
+      addon = null;
     }
   }
-  return jpegDecoder;
+  return addon;
 }
 
-// Decodes one image into channels (resized to cover `size` and center-cropped when given).
-// Plain 8-bit PNGs and baseline/progressive JPEGs that need no resize skip sharp (the same
-// pixels for a fraction of its per-image cost): decodePng, and libjpeg in the addon.
+// Decodes one image into channels, resized to cover `size` and centre-cropped when given.
+// Plain 8-bit PNGs (decodePng) and baseline/progressive JPEGs (libjpeg in the addon) skip sharp,
+// with sharp's pixels, at a fraction of its per-image cost; other files decode through sharp.
+// Resizes are the addon's resizeCover (an antialiased triangle filter, as PIL and torchvision
+// resize), or sharp's when the addon does not load.
 async function decodeImage(sharp: SharpModule, file: string, channels: 1 | 3, size?: [number, number]): Promise<Decoded> {
   let bytes: Buffer;
   try {
@@ -157,26 +160,32 @@ async function decodeImage(sharp: SharpModule, file: string, channels: 1 | 3, si
   } catch (error) {
     throw new DatasetError(file, `cannot read image: ${describeErrno(error)}`, { cause: error });
   }
-  // Files that need no resize: our PNG decoder, or libjpeg in the addon, when they take them.
-  const fits = (image: Decoded | null) => image && (!size || (image.height === size[0] && image.width === size[1]));
+  const native = imageAddon();
+  const sized = async (image: Decoded): Promise<Decoded> => {
+    if (!size || (image.height === size[0] && image.width === size[1])) return image;
+    const data = await native!.resizeCover(image.data, image.height, image.width, channels, size[0], size[1]);
+    return { data, height: size[0], width: size[1] };
+  };
   const png = decodePng(bytes, channels);
-  if (fits(png)) return png!;
-  if (isJpeg(bytes)) {
-    const jpeg = await nativeJpeg()?.(bytes, channels);
-    if (jpeg && fits(jpeg)) return jpeg;
+  if (png && (native || !size || (png.height === size[0] && png.width === size[1]))) return sized(png);
+  if (native?.decodeJpeg && isJpeg(bytes)) {
+    const jpeg = await native.decodeJpeg(bytes, channels, size?.[0], size?.[1]);
+    if (jpeg) return jpeg;
   }
+  let image: Decoded;
   try {
     let pipeline = sharp(bytes, { failOn: 'error' });
     pipeline = channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
     pipeline = pipeline.removeAlpha();
-    if (size) pipeline = pipeline.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
+    if (size && !native) pipeline = pipeline.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== channels) throw new Error(`decoded ${info.channels} channels instead of ${channels}`);
-    return { data, width: info.width, height: info.height };
+    image = { data, width: info.width, height: info.height };
   } catch (error) {
     throw new DatasetError(file, `cannot decode image: ${error instanceof Error ? error.message : String(error)}`,
       { cause: error });
   }
+  return native ? sized(image) : image;
 }
 
 // The folder's images, decoded: the first one fixes the size when none is given. `decodeAll`
