@@ -420,7 +420,7 @@ export function formatInfo(info: InstallInfo): string {
   if (cpu.openmp) rows.push(['  OpenMP', cpu.openmp]);
   if (info.addon.loaded && cpu.jpeg !== undefined) { // undefined: a report from before the field
     rows.push(['  JPEG', cpu.jpeg
-      ? `libjpeg API ${cpu.jpeg.version}${cpu.jpeg.path ? `, ${cpu.jpeg.path}` : ''} (image folders; resizes and other formats: sharp)`
+      ? `libjpeg API ${cpu.jpeg.version}${cpu.jpeg.path ? `, ${cpu.jpeg.path}` : ''} (image folders; other formats: sharp)`
       : 'sharp (the addon was built without libjpeg)']);
   }
 

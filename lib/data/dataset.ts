@@ -37,7 +37,14 @@ export interface StreamingDataset extends DatasetInfo {
 export type DatasetLike = Dataset | StreamingDataset;
 
 export function isStreaming(dataset: DatasetLike): dataset is StreamingDataset {
-  return dataset.images === undefined;
+  return dataset.images === undefined && typeof (dataset as StreamingDataset).read === 'function';
+}
+
+// The rows at `indices` of an in-memory dataset, copied into `out` (which holds them).
+function gatherRows(dataset: Dataset, indices: ArrayLike<number>, out: Uint8Array): Uint8Array {
+  const size = dataset.height * dataset.width * dataset.channels;
+  for (let i = 0; i < indices.length; i++) out.set(dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
+  return out;
 }
 
 // Throws RangeError for the first index that is not a sample of a dataset of n.
@@ -63,12 +70,8 @@ export async function readSamples(dataset: DatasetLike, indices: ArrayLike<numbe
     return pixels;
   }
   checkIndices(indices, dataset.n);
-  const size = dataset.height * dataset.width * dataset.channels;
-  const out = into ? into.subarray(0, indices.length * size) : new Uint8Array(indices.length * size);
-  for (let i = 0; i < indices.length; i++) {
-    out.set(dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
-  }
-  return out;
+  const bytes = indices.length * dataset.height * dataset.width * dataset.channels;
+  return gatherRows(dataset, indices, into ? into.subarray(0, bytes) : new Uint8Array(bytes));
 }
 
 // Samples start .. start + count - 1: a view of the memory (no copy), or a read.
@@ -255,9 +258,7 @@ export function subset(dataset: DatasetLike, indices: ArrayLike<number>, name = 
       },
     };
   }
-  const size = dataset.height * dataset.width * dataset.channels;
-  const images = new Uint8Array(indices.length * size);
-  for (let i = 0; i < indices.length; i++) images.set(dataset.images.subarray(indices[i] * size, (indices[i] + 1) * size), i * size);
+  const images = gatherRows(dataset, indices, new Uint8Array(indices.length * dataset.height * dataset.width * dataset.channels));
   return { ...info, images };
 }
 
@@ -274,13 +275,12 @@ export function validateDataset(dataset: unknown, name = 'dataset', streaming = 
     }
   }
   if (d.channels !== 1 && d.channels !== 3) throw new TypeError(`Expected ${name}.channels 1 or 3 but received ${d.channels}`);
-  const isStream = d.images === undefined && typeof (d as StreamingDataset).read === 'function';
-  if (isStream && !streaming) {
+  // A StreamingDataset's reads are checked as they come (readSamples).
+  const stream = isStreaming(d);
+  if (stream && !streaming) {
     throw new TypeError(`Expected ${name} in memory but received a StreamingDataset (${d.name}); read it whole with inMemory()`);
   }
-  if (isStream) {
-    // a StreamingDataset: its reads are checked as they come
-  } else if (!(d.images instanceof Uint8Array) || d.images.length !== d.n * d.height * d.width * d.channels) {
+  if (!stream && (!(d.images instanceof Uint8Array) || d.images.length !== d.n * d.height * d.width * d.channels)) {
     throw new TypeError(`Expected ${name}.images to be a Uint8Array of n*height*width*channels = ` +
       `${d.n * d.height * d.width * d.channels} bytes${streaming ? ' (or a streaming dataset with read())' : ''} ` +
       `but received ${d.images?.length ?? d.images}`);

@@ -136,16 +136,16 @@ const isJpeg = (bytes: Uint8Array) => bytes.length > 3 && bytes[0] === 0xFF && b
 
 // The addon's image functions, or null when it does not load (folders then read through sharp
 // alone, which also resizes).
-let addon: Pick<NativeBinding, 'decodeJpeg' | 'resizeCover'> | null | undefined;
+let imageFunctions: Pick<NativeBinding, 'decodeJpeg' | 'resizeCover'> | null | undefined;
 function imageAddon(): Pick<NativeBinding, 'decodeJpeg' | 'resizeCover'> | null {
-  if (addon === undefined) {
+  if (imageFunctions === undefined) {
     try {
-      addon = { decodeJpeg: native.decodeJpeg, resizeCover: native.resizeCover };
+      imageFunctions = { decodeJpeg: native.decodeJpeg, resizeCover: native.resizeCover };
     } catch {
-      addon = null;
+      imageFunctions = null;
     }
   }
-  return addon;
+  return imageFunctions;
 }
 
 // Decodes one image into channels, resized to cover `size` and centre-cropped when given.
@@ -160,16 +160,17 @@ async function decodeImage(sharp: SharpModule, file: string, channels: 1 | 3, si
   } catch (error) {
     throw new DatasetError(file, `cannot read image: ${describeErrno(error)}`, { cause: error });
   }
-  const native = imageAddon();
-  const sized = async (image: Decoded): Promise<Decoded> => {
-    if (!size || (image.height === size[0] && image.width === size[1])) return image;
-    const data = await native!.resizeCover(image.data, image.height, image.width, channels, size[0], size[1]);
-    return { data, height: size[0], width: size[1] };
-  };
+  const addon = imageAddon();
+  const fits = (image: Decoded) => !size || (image.height === size[0] && image.width === size[1]);
+  // Only called with the addon loaded, or for an image that fits.
+  const sized = async (image: Decoded): Promise<Decoded> => (fits(image) ? image : {
+    data: await addon!.resizeCover(image.data, image.height, image.width, channels, size![0], size![1]),
+    height: size![0], width: size![1],
+  });
   const png = decodePng(bytes, channels);
-  if (png && (native || !size || (png.height === size[0] && png.width === size[1]))) return sized(png);
-  if (native?.decodeJpeg && isJpeg(bytes)) {
-    const jpeg = await native.decodeJpeg(bytes, channels, size?.[0], size?.[1]);
+  if (png && (addon || fits(png))) return sized(png);
+  if (addon?.decodeJpeg && isJpeg(bytes)) {
+    const jpeg = await addon.decodeJpeg(bytes, channels, size?.[0], size?.[1]);
     if (jpeg) return jpeg;
   }
   let image: Decoded;
@@ -177,7 +178,7 @@ async function decodeImage(sharp: SharpModule, file: string, channels: 1 | 3, si
     let pipeline = sharp(bytes, { failOn: 'error' });
     pipeline = channels === 1 ? pipeline.grayscale() : pipeline.toColourspace('srgb');
     pipeline = pipeline.removeAlpha();
-    if (size && !native) pipeline = pipeline.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
+    if (size && !addon) pipeline = pipeline.resize(size[1], size[0], { fit: 'cover', position: 'centre' });
     const { data, info } = await pipeline.raw().toBuffer({ resolveWithObject: true });
     if (info.channels !== channels) throw new Error(`decoded ${info.channels} channels instead of ${channels}`);
     image = { data, width: info.width, height: info.height };
@@ -185,7 +186,7 @@ async function decodeImage(sharp: SharpModule, file: string, channels: 1 | 3, si
     throw new DatasetError(file, `cannot decode image: ${error instanceof Error ? error.message : String(error)}`,
       { cause: error });
   }
-  return native ? sized(image) : image;
+  return addon ? sized(image) : image;
 }
 
 // The folder's images, decoded: the first one fixes the size when none is given. `decodeAll`

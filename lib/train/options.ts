@@ -6,7 +6,7 @@
 // files or native code.
 import { type AugmentConfigOptions, augmentPair } from '../augment';
 import type { Arch, OptimizerName, PredictorOptions, ProjectorOptions, Stem } from '../byol';
-import { type DatasetLike } from '../data/dataset';
+import { type DatasetLike, isStreaming } from '../data/dataset';
 import { CONV_PRECISIONS, type ConvPrecision } from '../device';
 import {
   ByolOptionError, boolean, integer, invalid, isPlainObject, knownKeys, number, oneOf, string, withDefault,
@@ -209,7 +209,7 @@ const MAX_STEPS = 2 ** 40;
 export function isDatasetObject(value: unknown): value is DatasetLike {
   if (typeof value !== 'object' || value === null) return false;
   const d = value as DatasetLike;
-  return d.images instanceof Uint8Array || (d.images === undefined && typeof (d as { read?: unknown }).read === 'function');
+  return d.images instanceof Uint8Array || isStreaming(d);
 }
 
 function section(name: string, value: unknown, keys: readonly string[]): Record<string, unknown> {

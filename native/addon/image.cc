@@ -48,23 +48,18 @@ AxisTaps MakeTaps(int in_len, double begin, double length, int out_len) {
     int lo = static_cast<int>(std::floor(centre - support + 0.5));
     int hi = static_cast<int>(std::floor(centre + support + 0.5));
     lo = std::max(lo, 0);
-    hi = std::min(hi, in_len);
-    hi = std::min(hi, lo + t.max_taps);
+    hi = std::min({hi, in_len, lo + t.max_taps});
+    float* w = t.weights.data() + static_cast<size_t>(i) * t.max_taps;
     double sum = 0;
-    std::vector<double> w(std::max(hi - lo, 0));
     for (int x = lo; x < hi; x++) {
       const double d = std::fabs((x + 0.5 - centre) / filter_scale);
-      w[x - lo] = d < 1 ? 1 - d : 0;
+      w[x - lo] = static_cast<float>(d < 1 ? 1 - d : 0);
       sum += w[x - lo];
     }
-    if (sum <= 0) {  // the centre fell outside every tap (cannot happen for a box inside the image)
-      lo = std::clamp(static_cast<int>(centre), 0, in_len - 1);
-      w.assign(1, 1.0);
-      sum = 1;
-    }
+    // The box lies inside the image, so some tap is within the filter's radius: sum > 0.
+    for (int x = lo; x < hi; x++) w[x - lo] = static_cast<float>(w[x - lo] / sum);
     t.first[i] = lo;
-    t.count[i] = static_cast<int>(w.size());
-    for (size_t k = 0; k < w.size(); k++) t.weights[static_cast<size_t>(i) * t.max_taps + k] = static_cast<float>(w[k] / sum);
+    t.count[i] = hi - lo;
   }
   return t;
 }
