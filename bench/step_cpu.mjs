@@ -10,16 +10,12 @@
 // CPU autocast to bfloat16; --write then replaces the "BYOL step, CPU, bf16" section.
 // PyTorch is run as `python3 bench/torch_step.py` with PYTHONPATH from the environment
 // (default /root/.cache/byol/py, where tools/setup.sh BYOL_WITH_TORCH=1 installs it).
-import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-import { writeBenchmarkSection } from './markdown.mjs';
+import { runPythonJson, writeBenchmarkSection } from './common.mjs';
 
 const require = createRequire(import.meta.url);
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { Byol } = require('../dist/byol.js');
 const { Tensor } = require('../dist/tensor.js');
 const { setNumThreads, getNumThreads, devices, setCpuConvPrecision } = require('../dist/device.js');
@@ -94,16 +90,9 @@ async function benchNative() {
 }
 
 function benchTorch() {
-  const env = { ...process.env, PYTHONPATH: process.env.PYTHONPATH ?? '/root/.cache/byol/py', OMP_NUM_THREADS: String(threads) };
-  const args = [join(root, 'bench', 'torch_step.py'), '--threads', String(threads), '--steps', String(steps),
+  return runPythonJson('torch_step.py', ['--threads', String(threads), '--steps', String(steps),
     '--warmup', String(warmup), '--batch', String(batch), '--size', String(size), '--width', String(width),
-    '--hidden', String(hidden), '--out', String(out), ...(bf16 ? ['--bf16'] : [])];
-  const r = spawnSync('python3', args, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
-  const line = (r.stdout ?? '').trim().split('\n').pop();
-  if (r.status !== 0 || !line?.startsWith('{')) {
-    return { error: `python3 bench/torch_step.py failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}` };
-  }
-  return JSON.parse(line);
+    '--hidden', String(hidden), '--out', String(out), ...(bf16 ? ['--bf16'] : [])], threads);
 }
 
 const machine = `${devices().cpu ?? 'cpu'}; ${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown CPU'}`;

@@ -9,17 +9,14 @@
 // Usage: node bench/stream.mjs [--seconds 3] [--workers N] [--no-torch] [--write]
 // PyTorch runs as `python3 bench/torch_stream.py` with PYTHONPATH from the environment
 // (default /root/.cache/byol/py, where tools/setup.sh BYOL_WITH_TORCH=1 installs torch and pillow).
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
-import { writeBenchmarkSection } from './markdown.mjs';
+import { runPythonJson, writeBenchmarkSection } from './common.mjs';
 
 const require = createRequire(import.meta.url);
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sharp = require('sharp');
 const { openImageFolder, permutation } = require('../dist/data/index.js');
 
@@ -86,14 +83,8 @@ async function benchOurs(dir, c, concurrency) {
 }
 
 function benchTorch(dir, c) {
-  const env = { ...process.env, PYTHONPATH: process.env.PYTHONPATH ?? '/root/.cache/byol/py', OMP_NUM_THREADS: '1' };
-  const args = [join(root, 'bench', 'torch_stream.py'), '--dir', dir, '--channels', String(c.channels), '--batch', String(c.batch),
-    '--workers', String(workers), '--seconds', String(seconds), ...(c.size ? ['--size', ...c.size.map(String)] : [])];
-  const r = spawnSync('python3', args, { env, encoding: 'utf8', maxBuffer: 1 << 24 });
-  if (r.status !== 0) {
-    return { error: `python3 bench/torch_stream.py failed (exit ${r.status}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}` };
-  }
-  return JSON.parse(r.stdout.trim().split('\n').pop());
+  return runPythonJson('torch_stream.py', ['--dir', dir, '--channels', String(c.channels), '--batch', String(c.batch),
+    '--workers', String(workers), '--seconds', String(seconds), ...(c.size ? ['--size', ...c.size.map(String)] : [])], 1);
 }
 
 const scratch = mkdtempSync(join(tmpdir(), 'byol-stream-bench-'));
