@@ -135,6 +135,8 @@ export function decodePng(file: Uint8Array, channels: 1 | 3): DecodedPng | null 
   }
   if (!ended || colourType < 0 || width === 0 || height === 0 || idat.length === 0) return null;
   if (width * height > 1 << 26) return null; // large images: sharp streams them
+  const gray = colourType === 0 || colourType === 4;
+  if (channels === 1 && !gray) return null; // colour to gray: sharp's conversion
   const samples = SAMPLES[colourType];
   const stride = width * samples;
   let raw: Uint8Array;
@@ -146,17 +148,16 @@ export function decodePng(file: Uint8Array, channels: 1 | 3): DecodedPng | null 
   if (raw.length !== (stride + 1) * height) return null;
   const pixels = unfilter(raw, height, stride, samples);
   if (!pixels) return null;
+  if (samples === channels && (colourType === 0 || colourType === 2)) return { data: pixels, width, height };
   const n = width * height;
   const out = new Uint8Array(n * channels);
-  if (colourType === 0 || colourType === 4) {
+  if (gray) {
     // gray (+ alpha): the gray sample, once or three times
     for (let p = 0; p < n; p++) {
       const v = pixels[p * samples];
       if (channels === 1) out[p] = v;
       else out[3 * p] = out[3 * p + 1] = out[3 * p + 2] = v;
     }
-  } else if (channels === 1) {
-    return null; // colour to gray: sharp's conversion
   } else if (colourType === 3) {
     if (!palette || palette.length % 3 !== 0) return null;
     const entries = palette.length / 3;
@@ -167,9 +168,8 @@ export function decodePng(file: Uint8Array, channels: 1 | 3): DecodedPng | null 
       out[3 * p + 1] = palette[3 * index + 1];
       out[3 * p + 2] = palette[3 * index + 2];
     }
-  } else if (colourType === 2) {
-    out.set(pixels);
   } else {
+    // RGBA: alpha dropped
     for (let p = 0; p < n; p++) {
       out[3 * p] = pixels[4 * p];
       out[3 * p + 1] = pixels[4 * p + 1];
