@@ -616,6 +616,13 @@ test('loader: views equal augmentBatch with (seed, epoch, dataset index, view); 
     data.disposeBatch(batch);
     data.disposeBatch(fromMemory[k]);
   }
+  // batch(epoch, step) alone is that step of epoch() (what a resumed run starts from).
+  const single = await new data.DataLoader(ds, { batchSize: 5, seed: 7, augment: views }).batch(2, 1);
+  const whole = await collect(new data.DataLoader(ds, { batchSize: 5, seed: 7, augment: views }).epoch(2));
+  assert.equal([single.indices, single.labels, single.step], [whole[1].indices, whole[1].labels, 1]);
+  for (let v = 0; v < 2; v++) assert.equal(await single.views[v].toArray(), await whole[1].views[v].toArray());
+  for (const batch of [single, ...whole]) data.disposeBatch(batch);
+  assert.throws(() => new data.DataLoader(ds, { batchSize: 5 }).batch(0, 3), /Expected integer between 0 and 2 for step but received 3/);
   const short = { ...streamed, read: async (indices) => new Uint8Array(indices.length) };
   await rejectsMessage(collect(new data.DataLoader(short, { batchSize: 4 }).epoch(0)), TypeError,
     /read\(\) returned 4 bytes for 4 samples of 20x20x3 \(expected a Uint8Array of 4800\)/);

@@ -86,6 +86,16 @@ export class DataLoader {
     return permutation(this.dataset.n, this.seed, epoch);
   }
 
+  #last: { epoch: number; order: Int32Array } | null = null;
+
+  // Batch `step` of epoch `epoch` on its own, as epoch() would give it (e.g. to start mid-epoch,
+  // as a resumed training run does). The epoch's order is kept for the next call.
+  batch(epoch: number, step: number): Promise<Batch> {
+    if (this.#last?.epoch !== epoch) this.#last = { epoch, order: this.order(epoch) };
+    integer('step', step, 0, Math.max(0, this.batchesPerEpoch - 1));
+    return this.#prepare(this.#last.order, epoch, step);
+  }
+
   // Gathers batch `step` of an epoch's order and starts its augmentation.
   async #prepare(order: Int32Array, epoch: number, step: number): Promise<Batch> {
     const { dataset } = this;

@@ -13,8 +13,8 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
-import { type AugmentConfig, augmentBatch, augmentPair } from '../augment';
-import { type DatasetLike, DataLoader, readSamples, validateDataset } from '../data';
+import { type AugmentConfig, augmentPair } from '../augment';
+import { type DatasetLike, DataLoader, validateDataset } from '../data';
 import { getCpuConvPrecision, opTimesPerStep, resolveDevice, setCpuConvPrecision, setNumThreads } from '../device';
 import { native } from '../native';
 import { ByolOptionError, invalid, isPlainObject } from '../validate';
@@ -81,56 +81,22 @@ interface PreparedBatch {
   labels?: Int32Array; // the batch's classes (labeled data)
 }
 
-// Batches by global step (epoch = step / stepsPerEpoch): the shuffling of DataLoader.order()
-// and the augmentation keys of DataLoader, but able to start mid-epoch for resume.
+// Batches by global step (epoch = step / stepsPerEpoch): DataLoader's order and augmentation
+// keys (view numbers 1 and 2), fetched one step at a time so that a run can start mid-epoch.
 class BatchSource {
-  readonly #dataset: DatasetLike;
   readonly #loader: DataLoader;
-  readonly #views: [AugmentConfig, AugmentConfig];
-  readonly #batchSize: number;
   readonly #stepsPerEpoch: number;
-  readonly #seed: number;
-  readonly #device: string;
-  #orderEpoch = -1;
-  #order: Int32Array = new Int32Array(0);
 
   constructor(dataset: DatasetLike, views: [AugmentConfig, AugmentConfig], batchSize: number, stepsPerEpoch: number,
     seed: number, device: string) {
-    this.#dataset = dataset;
-    this.#views = views;
-    this.#batchSize = batchSize;
     this.#stepsPerEpoch = stepsPerEpoch;
-    this.#seed = seed;
-    this.#device = device;
-    this.#loader = new DataLoader(dataset, { batchSize, seed, shuffle: true, dropLast: true });
+    this.#loader = new DataLoader(dataset, { batchSize, seed, shuffle: true, dropLast: true, augment: views, device });
   }
 
   async fetch(step: number): Promise<PreparedBatch> {
-    const epoch = Math.floor(step / this.#stepsPerEpoch);
-    const position = step % this.#stepsPerEpoch;
-    if (epoch !== this.#orderEpoch) {
-      this.#order = this.#loader.order(epoch);
-      this.#orderEpoch = epoch;
-    }
-    const indices = this.#order.slice(position * this.#batchSize, (position + 1) * this.#batchSize);
-    const { height, width, channels } = this.#dataset;
-    const images = await readSamples(this.#dataset, indices);
-    const shape = [indices.length, height, width, channels];
-    const made: import('../tensor').Tensor<'float32'>[] = [];
-    try {
-      for (let v = 0; v < 2; v++) {
-        // view numbers 1 and 2, as DataLoader numbers them
-        const out = await augmentBatch(images, null, {
-          config: this.#views[v], seed: this.#seed, epoch, indices, view: v + 1, device: this.#device, shape,
-        });
-        made.push(out.images);
-      }
-    } catch (error) {
-      for (const t of made) t.dispose();
-      throw error;
-    }
-    const labels = this.#dataset.labels;
-    return { step, views: [made[0], made[1]], ...(labels ? { labels: Int32Array.from(indices, (i) => labels[i]) } : {}) };
+    const batch = await this.#loader.batch(Math.floor(step / this.#stepsPerEpoch), step % this.#stepsPerEpoch);
+    const [view1, view2] = batch.views!;
+    return { step, views: [view1, view2], ...(batch.labels ? { labels: batch.labels } : {}) };
   }
 }
 
