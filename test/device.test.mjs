@@ -172,4 +172,52 @@ test('OMP_NUM_THREADS is the default thread count', () => {
   assert.is(result.stdout.trim(), '3');
 });
 
+// Every OpenMP region runs on the addon's compute thread (native/addon/compute.cc): work
+// arriving on different libuv threads used to give each of them a libgomp pool of its own, and
+// more pool threads than CPUs turned every barrier into futex waits (steps 1.3-1.6x slower).
+// Here: concurrent steps, augmentation and downloads on a 4-thread libuv pool with 2 OpenMP
+// threads start no thread besides the compute thread and its one libgomp worker (both named
+// byol-compute), and a later setNumThreads() reaches the CPU backend.
+test('CPU work runs on one compute thread; setNumThreads applies to the backend', () => {
+  const script = `
+    const fs = require('node:fs');
+    const byol = require(${JSON.stringify(indexPath)});
+    const threads = () => {
+      const names = {};
+      for (const t of fs.readdirSync('/proc/self/task')) {
+        try { const n = fs.readFileSync('/proc/self/task/' + t + '/comm', 'utf8').trim(); names[n] = (names[n] || 0) + 1; }
+        catch { /* exited meanwhile */ }
+      }
+      return names;
+    };
+    (async () => {
+      await Promise.all([1, 2, 3, 4].map(() => fs.promises.stat('/')));  // the libuv pool exists
+      const before = threads();
+      const model = await byol.Byol.create({ encoder: { arch: 'resnet18', stem: 'cifar', inChannels: 1, width: 0.125 },
+        projector: { hidden: 64, out: 32 }, predictor: { hidden: 64 }, optimizer: { name: 'lars' }, device: 'cpu' });
+      const images = new Uint8Array(64 * 28 * 28).map((_, i) => i % 251);
+      const views = await Promise.all([1, 2].map((view) => byol.augmentBatch(images, null, {
+        config: byol.augmentConfig({ preset: 'grayscale' }), seed: 0, epoch: 0, indices: Int32Array.from({ length: 64 }, (_, i) => i), view,
+        shape: [64, 28, 28, 1] })));
+      const [v1, v2] = views.map((v) => v.images);
+      await Promise.all([model.step(v1, v2, { lr: 0.1, tau: 0.99 }), v1.toArray(), model.embed(v2),
+        model.step(v2, v1, { lr: 0.1, tau: 0.99 }), v2.toArray()]);
+      const after = threads();
+      byol.setNumThreads(1);
+      await v1.toArray();  // a task on the compute thread applies the count
+      const described = byol.devices().cpu;
+      console.log(JSON.stringify({ before, after, described }));
+    })().catch((e) => { console.error(e); process.exit(1); });`;
+  const result = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8',
+    env: childEnv({ UV_THREADPOOL_SIZE: '4', OMP_NUM_THREADS: '2' }) });
+  assert.is(result.status, 0, result.stderr);
+  const { before, after, described } = JSON.parse(result.stdout.trim().split('\n').pop());
+  assert.is(before['byol-compute'] ?? 0, 0, JSON.stringify(before));
+  assert.is(after['byol-compute'], 2, `compute thread and its OpenMP worker: ${JSON.stringify(after)}`);
+  // Every other thread existed before the work (libuv's pool, V8's platform threads).
+  const others = (names) => Object.entries(names).reduce((n, [name, k]) => n + (name === 'byol-compute' ? 0 : k), 0);
+  assert.is(others(after), others(before), `threads besides byol-compute: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+  assert.match(described, /, 1 thread,/);
+});
+
 test.run();

@@ -4,6 +4,7 @@
 #pragma once
 #include <napi.h>
 
+#include <functional>
 #include <string>
 
 #include "byol/backend.h"
@@ -24,9 +25,21 @@ byol::Backend* GetBackend(const std::string& device);
 
 // "cpu" / "cuda:N" for a backend made by GetBackend.
 std::string BackendDeviceName(const byol::Backend* backend);
-// Call first in every AsyncWorker::Execute: OpenMP's thread count is per calling thread,
-// so libuv pool threads must re-apply the count set with setNumThreads().
+// The CPU backend's thread count (setNumThreads(), else OMP_NUM_THREADS or the CPUs this
+// process may use), applied to the calling thread and the CPU backend. The compute thread
+// calls it before each task; JS threads keep an OpenMP count of 1 (InitDevice), so the
+// synchronous calls made on them (Tensor.from's copy and permute) never open a thread pool.
 void ApplyThreadSetting();
+
+// Runs `task` on the addon's compute thread (compute.cc) and waits for it; an exception it
+// throws is rethrown here. Every OpenMP region of the process runs there, so libgomp keeps one
+// warm thread pool. Called from AsyncWorker::Execute (a libuv thread); runs `task` inline when
+// already on the compute thread.
+void RunOnComputeThread(const std::function<void()>& task);
+bool OnComputeThread();
+// RunOnComputeThread for CPU-backend work; other backends' work (CUDA: kernel launches, no
+// OpenMP) runs on the calling thread, as before.
+void RunWhereDeviceComputes(const byol::Backend* backend, const std::function<void()>& task);
 
 // Throws a TypeError in the shape of lib/validate.ts: "Expected <expected> for <name> but
 // received <value> of type <type>" (defense in depth behind the TypeScript checks).

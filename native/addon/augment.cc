@@ -201,32 +201,7 @@ class AugmentWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      ApplyThreadSetting();
-      // One "augment" range per view batch (drawing, upload, kernel), for nsys timelines.
-      const byol::Range range(backend_, "augment");
-      const int N = static_cast<int>(shape_[0]), H = static_cast<int>(shape_[1]),
-                W = static_cast<int>(shape_[2]), C = static_cast<int>(shape_[3]);
-      std::vector<byol::AugmentParams> params(N);
-      byol::draw_augment_params(params.data(), config_, seed_, epoch_, indices_.data(), N, view_, H, W);
-      out_ = byol::Tensor(backend_, {N, config_.out_h, config_.out_w, C}, byol::DType::f32);
-      if (N == 0) return;
-      if (backend_->type() == byol::DeviceType::cpu) {
-        // Host pixels straight from the tensor or the copied array: no staging.
-        const uint8_t* pixels = host_.data();
-        byol::Tensor on_cpu;
-        if (images_.defined()) {
-          on_cpu = images_.to(backend_);
-          pixels = on_cpu.u8();
-        }
-        // The CPU backend's `augment` virtual delegates to this same kernel.
-        byol::cpu::augment(out_.f32(), pixels, params.data(), N, H, W, C, config_.out_h, config_.out_w);
-      } else {
-        byol::Tensor on_device = images_.defined()
-                                     ? images_.to(backend_)
-                                     : byol::Tensor::from_host(backend_, host_.data(), shape_, byol::DType::u8);
-        backend_->augment(out_.f32(), on_device.u8(), params.data(), N, H, W, C, config_.out_h, config_.out_w);
-        backend_->synchronize();
-      }
+      RunWhereDeviceComputes(backend_, [&] { MakeViews(); });
     } catch (const std::bad_alloc&) {
       SetError("out of memory allocating the augmented batch");
     } catch (const std::exception& e) {
@@ -248,6 +223,35 @@ class AugmentWorker : public Napi::AsyncWorker {
   }
 
  private:
+  // Draws the parameters and makes the views (on the compute thread for the CPU backend).
+  void MakeViews() {
+    // One "augment" range per view batch (drawing, upload, kernel), for nsys timelines.
+    const byol::Range range(backend_, "augment");
+    const int N = static_cast<int>(shape_[0]), H = static_cast<int>(shape_[1]),
+              W = static_cast<int>(shape_[2]), C = static_cast<int>(shape_[3]);
+    std::vector<byol::AugmentParams> params(N);
+    byol::draw_augment_params(params.data(), config_, seed_, epoch_, indices_.data(), N, view_, H, W);
+    out_ = byol::Tensor(backend_, {N, config_.out_h, config_.out_w, C}, byol::DType::f32);
+    if (N == 0) return;
+    if (backend_->type() == byol::DeviceType::cpu) {
+      // Host pixels straight from the tensor or the copied array: no staging.
+      const uint8_t* pixels = host_.data();
+      byol::Tensor on_cpu;
+      if (images_.defined()) {
+        on_cpu = images_.to(backend_);
+        pixels = on_cpu.u8();
+      }
+      // The CPU backend's `augment` virtual delegates to this same kernel.
+      byol::cpu::augment(out_.f32(), pixels, params.data(), N, H, W, C, config_.out_h, config_.out_w);
+    } else {
+      byol::Tensor on_device = images_.defined()
+                                   ? images_.to(backend_)
+                                   : byol::Tensor::from_host(backend_, host_.data(), shape_, byol::DType::u8);
+      backend_->augment(out_.f32(), on_device.u8(), params.data(), N, H, W, C, config_.out_h, config_.out_w);
+      backend_->synchronize();
+    }
+  }
+
   Napi::Promise::Deferred deferred_;
   byol::Backend* backend_;
   byol::Tensor images_;          // a NativeTensor's storage (shared, survives dispose())

@@ -3,6 +3,7 @@
 // loads the plugin once per GPU, and a failed load throws the loader's full message.
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <map>
@@ -45,8 +46,15 @@ byol::Backend* g_cpu_backend = nullptr;
 std::map<int, byol::Backend*> g_cuda_backends;
 std::map<const byol::Backend*, std::string> g_backend_names;
 
-// 0 = the OpenMP default (OMP_NUM_THREADS or all cores).
+// 0 = the OpenMP default (OMP_NUM_THREADS or all cores), read once at the first InitDevice
+// (g_default_threads), before the JS thread's own count is set to 1.
 std::atomic<int> g_num_threads{0};
+std::atomic<int> g_default_threads{0};
+
+int EffectiveThreads() {
+  const int n = g_num_threads.load();
+  return n > 0 ? n : std::max(1, g_default_threads.load());
+}
 
 // Turns core exceptions (byol::Error, bad_alloc) into JS errors; node-addon-api only
 // converts Napi::Error by itself and would terminate the process on anything else.
@@ -142,19 +150,16 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   });
 }
 
-// setNumThreads(n): OpenMP's thread count is a per-thread setting, so it is applied here (the
-// main thread) and again at the start of every AsyncWorker (ApplyThreadSetting), because the
-// libuv pool threads that run native work do not inherit it from the main thread.
+// setNumThreads(n): the count the compute thread applies before its next task
+// (ApplyThreadSetting); work already running keeps its count.
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   int n = ArgInt(info, 0, "threads", 1, 4096);
   g_num_threads.store(n);
-  omp_set_num_threads(n);
   return info.Env().Undefined();
 }
 
 Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
-  int n = g_num_threads.load();
-  return Napi::Number::New(info.Env(), n > 0 ? n : omp_get_max_threads());
+  return Napi::Number::New(info.Env(), EffectiveThreads());
 }
 
 // setCpuConvPrecision('fp32' | 'bf16'): the CPU backend's convolution precision for work
@@ -186,9 +191,8 @@ byol::Backend* GetBackend(const std::string& device) {
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   if (id.type == byol::DeviceType::cpu) {
     if (!g_cpu_backend) {
-      // 0 = follow the calling thread's OpenMP setting, which setNumThreads() and
-      // ApplyThreadSetting() control; a fixed count here would override them forever.
-      g_cpu_backend = byol::make_cpu_backend(0).release();
+      // The count now; ApplyThreadSetting() gives it a later setNumThreads() value.
+      g_cpu_backend = byol::make_cpu_backend(EffectiveThreads()).release();
       g_backend_names[g_cpu_backend] = "cpu";
     }
     return g_cpu_backend;
@@ -220,11 +224,23 @@ std::string BackendDeviceName(const byol::Backend* backend) {
 }
 
 void ApplyThreadSetting() {
-  int n = g_num_threads.load();
-  if (n > 0 && omp_get_max_threads() != n) omp_set_num_threads(n);
+  const int n = EffectiveThreads();
+  if (omp_get_max_threads() != n) omp_set_num_threads(n);
+  byol::Backend* cpu = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_registry_mutex);
+    cpu = g_cpu_backend;
+  }
+  if (cpu) static_cast<byol::cpu::CpuBackend*>(cpu)->set_threads(n);
 }
 
 void InitDevice(Napi::Env env, Napi::Object exports) {
+  // The default count is this process's OpenMP default, read before any thread changes its
+  // own. A JS thread (the main thread, a worker_thread) then keeps 1: its synchronous calls are
+  // small copies, and a parallel region on it would start a second libgomp pool (compute.cc).
+  static std::once_flag defaults;
+  std::call_once(defaults, [] { g_default_threads.store(omp_get_max_threads()); });
+  omp_set_num_threads(1);
   exports.Set("describeDevice", Napi::Function::New(env, DescribeDevice, "describeDevice"));
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda, "probeCuda"));
   exports.Set("cudaLibraryCandidates",

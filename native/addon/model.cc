@@ -168,9 +168,8 @@ class ModelWorker : public Napi::AsyncWorker {
 
   void Execute() override {
     try {
-      ApplyThreadSetting();
       std::lock_guard<std::mutex> lock(slot_->mutex);
-      Run(*model_, *slot_);
+      RunWhereDeviceComputes(model_->backend(), [&] { Run(*model_, *slot_); });
     } catch (const std::bad_alloc&) {
       SetError(std::string(name_) + ": out of memory");
     } catch (const std::exception& e) {
@@ -472,9 +471,8 @@ class CreateWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() const { return deferred_.Promise(); }
   void Execute() override {
     try {
-      ApplyThreadSetting();
       slot_ = std::make_shared<ModelSlot>();
-      slot_->model = std::make_shared<byol::ByolModel>(backend_, config_);
+      RunWhereDeviceComputes(backend_, [&] { slot_->model = std::make_shared<byol::ByolModel>(backend_, config_); });
       slot_->device = device_;
     } catch (const std::bad_alloc&) {
       SetError("Byol.create: out of memory allocating the model");

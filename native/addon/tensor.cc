@@ -260,21 +260,24 @@ class ToArrayWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() const { return deferred_.Promise(); }
 
   void Execute() override {
-    ApplyThreadSetting();
     if (tensor_.nbytes() == 0) return;
+    const size_t element_size = byol::dtype_size(tensor_.dtype());
+    if (tensor_.device() == byol::DeviceType::cpu) {
+      // CPU storage is host memory: copy or permute from it directly, no staging copy; on
+      // the compute thread, like every parallel copy.
+      RunOnComputeThread([&] {
+        if (permute_) PermuteImages(false, out_data_, tensor_.raw(), tensor_.shape(), element_size);
+        else tensor_.to_host(out_data_);
+      });
+      return;
+    }
     if (!permute_) {
       tensor_.to_host(out_data_);
       return;
     }
-    size_t element_size = byol::dtype_size(tensor_.dtype());
-    if (tensor_.device() == byol::DeviceType::cpu) {
-      // CPU storage is host memory: permute from it directly, no staging copy.
-      PermuteImages(false, out_data_, tensor_.raw(), tensor_.shape(), element_size);
-      return;
-    }
     std::vector<uint8_t> staging(tensor_.nbytes());
     tensor_.to_host(staging.data());
-    PermuteImages(false, out_data_, staging.data(), tensor_.shape(), element_size);
+    RunOnComputeThread([&] { PermuteImages(false, out_data_, staging.data(), tensor_.shape(), element_size); });
   }
 
   void OnOK() override {

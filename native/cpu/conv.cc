@@ -49,7 +49,7 @@ void check_shape(const char* op, const ConvShape& s) {
 ConvPlan& CpuBackend::conv_plan(PlanOp op, const ConvShape& s, bool accumulate) {
   // bf16 applies to forward and backward-data only (cpu_backend.h, set_conv_bf16).
   const bool bf16 = conv_bf16() && op != PlanOp::conv_backward_weight;
-  PlanKey key{op, {s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.stride, s.pad, bf16 ? 1 : 0}, accumulate};
+  PlanKey key{op, {s.N, s.H, s.W, s.C, s.K, s.R, s.S, s.stride, s.pad, bf16 ? 1 : 0, omp_get_max_threads()}, accumulate};
   auto found = conv_plans_.find(key);
   if (found != conv_plans_.end()) return *found->second;
   limit_cache();
@@ -277,7 +277,7 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
   // next oneDNN call, 8 threads never do). Its thread count is fixed when the primitive is
   // created, so both creation and execution run with at most N threads; the plan cache key
   // holds N, so one key always means one thread count.
-  const int threads = std::max(1, std::min(threads_, s.N));
+  const int threads = std::max(1, std::min(threads_.load(), s.N));
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
     try {

@@ -116,7 +116,13 @@ CpuBackend::CpuBackend(int threads)
 CpuBackend::~CpuBackend() = default;
 
 void CpuBackend::use_threads() const {
-  if (omp_get_max_threads() != threads_) omp_set_num_threads(threads_);
+  const int n = threads_.load();
+  if (omp_get_max_threads() != n) omp_set_num_threads(n);
+}
+
+void CpuBackend::set_threads(int threads) {
+  BYOL_CHECK(threads >= 1, "cpu: expected a thread count >= 1 but received ", threads);
+  threads_.store(threads);
 }
 
 namespace {
@@ -155,7 +161,8 @@ std::vector<OpTime> CpuBackend::op_times(bool reset) { return op_timer_.rows(res
 std::string CpuBackend::describe() const {
   const CpuCapabilities caps = cpu_capabilities();
   std::ostringstream os;
-  os << "cpu: " << cpu_model_ << ", " << threads_ << " threads, oneDNN " << caps.onednn_version
+  const int threads = threads_.load();
+  os << "cpu: " << cpu_model_ << ", " << threads << (threads == 1 ? " thread" : " threads") << ", oneDNN " << caps.onednn_version
      << " (" << caps.onednn_isa << ")";
   if (conv_bf16()) os << ", bf16 convolutions";
   return os.str();

@@ -33,7 +33,9 @@ enum class PlanOp : int32_t {
 // Cache key: the op plus every size and flag its primitives depend on.
 struct PlanKey {
   PlanOp op;
-  int32_t dims[10];  // conv: N H W C K R S stride pad bf16; linear: B I O has_bias
+  // conv: N H W C K R S stride pad bf16; linear: B I O has_bias; then the OpenMP thread count
+  // the primitive was created for (last entry): oneDNN fixes a plan's count at creation.
+  int32_t dims[11];
   bool accumulate;
   bool operator==(const PlanKey& o) const;
 };
@@ -180,6 +182,11 @@ class CpuBackend final : public Backend {
   void set_conv_bf16(bool bf16);
   bool conv_bf16() const { return conv_bf16_.load(); }
 
+  // The OpenMP thread count of later ops (>= 1; the addon's setNumThreads, applied between
+  // tasks on its compute thread).
+  void set_threads(int threads);
+  int threads() const { return threads_.load(); }
+
  private:
   // OpenMP's thread count is a per-host-thread setting and ops may arrive from any thread
   // (Node's worker pool), so every op applies the configured count before it runs.
@@ -190,7 +197,7 @@ class CpuBackend final : public Backend {
   LinearPlan& linear_plan(PlanOp op, int B, int I, int O, bool has_bias, bool accumulate);
   void limit_cache();
 
-  int threads_;  // OpenMP threads every op runs with (>= 1)
+  std::atomic<int> threads_;  // OpenMP threads every op runs with (>= 1)
   std::string cpu_model_;
   dnnl::engine engine_;
   dnnl::stream stream_;

@@ -24,7 +24,7 @@ void check_sizes(const char* op, int B, int I, int O) {
 
 LinearPlan& CpuBackend::linear_plan(PlanOp op, int B, int I, int O, bool has_bias,
                                     bool accumulate) {
-  PlanKey key{op, {B, I, O, has_bias ? 1 : 0, 0, 0, 0, 0, 0, 0}, accumulate};
+  PlanKey key{op, {B, I, O, has_bias ? 1 : 0, 0, 0, 0, 0, 0, 0, omp_get_max_threads()}, accumulate};
   auto found = linear_plans_.find(key);
   if (found != linear_plans_.end()) return *found->second;
   limit_cache();
