@@ -86,6 +86,11 @@ export interface NativeBinding {
   decodeJpeg?(bytes: Uint8Array, channels: 1 | 3, outHeight?: number, outWidth?: number):
     Promise<{ data: Uint8Array; width: number; height: number } | null>;
   jpegVersion?: number; // libjpeg's API version (62, 80, ...)
+  // The evaluation's weighted kNN (native/cpu/knn.h) on the compute thread: rows already
+  // L2-normalized; counts of test rows whose class ranks first / in the top five. The arrays
+  // are read while the promise is pending.
+  knnClassify(train: Float32Array, trainLabels: Int32Array, test: Float32Array, testLabels: Int32Array, dim: number,
+    classes: number, k: number, temperature: number): Promise<{ top1: number; top5: number }>;
 }
 
 // One row of an op-time profile: the phase of the step, the op, calls and summed milliseconds,

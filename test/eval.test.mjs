@@ -14,6 +14,7 @@ const require = createRequire(import.meta.url);
 const { evaluateLinear, featureStats } = require('../dist/eval/linear.js');
 const { evaluateLinearAugmented, trainAugmentedProbe } = require('../dist/eval/augmented.js');
 const { evaluateKnn, normalizeRows } = require('../dist/eval/knn.js');
+const { native } = require('../dist/native.js');
 const {
   writeNpy, writeSafetensors, readSafetensorsF32, embedDataset, cachedFeatures, featureCacheFile, pixelFeatures,
   deterministicView, embedFeatures,
@@ -133,12 +134,54 @@ test('kNN: matches a brute-force reference, with and without workers', async () 
   const query = blobs({ n: 57, dim: 7, classes: 5, spread: 0.5, seed: 4 });
   const data = { train: small, test: query, dim: 7 };
   const expected = knnReference(small, query, 7, 20, 0.1, 5);
-  const inline = await evaluateKnn(data, { k: 20, threads: 0 });
-  const workers = await evaluateKnn(data, { k: 20, threads: 3 });
+  const inline = await evaluateKnn(data, { k: 20, implementation: 'js', threads: 0 });
+  const workers = await evaluateKnn(data, { k: 20, implementation: 'js', threads: 3 });
+  const nativeResult = await evaluateKnn(data, { k: 20 });
   assert.is(inline.top1, expected);
   assert.is(workers.top1, expected);
+  assert.is(nativeResult.top1, expected);
   assert.is(workers.top5, inline.top5);
+  assert.is(nativeResult.top5, inline.top5);
   assert.ok(expected > 0.3 && expected < 1, `reference accuracy ${expected} should be informative`);
+});
+
+// The native kNN (oneDNN GEMM blocks, native/cpu/knn.cc) against the JavaScript reference on
+// overlapping classes, where many test rows sit near a decision boundary: the same counts for
+// several k, temperatures and class counts, including a training set too large for one block
+// of similarities (64 MiB / (4 bytes x 70000) = 239 rows of a 300-row test set).
+test('kNN: the native implementation gives the JavaScript reference counts', async () => {
+  const cases = [
+    { n: 3000, m: 700, dim: 33, classes: 7, spread: 0.3, k: 50, temperature: 0.1 },
+    { n: 997, m: 301, dim: 5, classes: 3, spread: 0.8, k: 1, temperature: 0.5 },
+    { n: 400, m: 200, dim: 64, classes: 12, spread: 0.3, k: 400, temperature: 0.07 },
+    { n: 70000, m: 300, dim: 8, classes: 10, spread: 0.8, k: 200, temperature: 0.1 },
+  ];
+  for (const [i, c] of cases.entries()) {
+    const data = { train: blobs({ n: c.n, dim: c.dim, classes: c.classes, spread: c.spread, seed: 10 + i }),
+      test: blobs({ n: c.m, dim: c.dim, classes: c.classes, spread: c.spread, seed: 20 + i }), dim: c.dim };
+    const options = { k: c.k, temperature: c.temperature };
+    const reference = await evaluateKnn(data, { ...options, implementation: 'js', threads: 2 });
+    const result = await evaluateKnn(data, options);
+    const label = `case ${i} (${JSON.stringify(c)}): native ${result.top1}/${result.top5}, js ${reference.top1}/${reference.top5}`;
+    assert.is(result.top1, reference.top1, label);
+    assert.is(result.top5, reference.top5, label);
+    assert.ok(reference.top1 > 1 / c.classes && reference.top1 < 0.99, `${label}: informative`);
+    assert.is(result.k, Math.min(c.k, c.n));
+  }
+});
+
+test('kNN: the native binding checks its arguments', async () => {
+  const f = new Float32Array(12);
+  const labels = new Int32Array([0, 1, 2, 0]);
+  assert.throws(() => native.knnClassify(new Float64Array(12), labels, f, labels, 3, 3, 2, 0.1),
+    (e) => /Expected Float32Array for train/.test(e.message));
+  assert.throws(() => native.knnClassify(f, labels, f.subarray(0, 11), labels, 3, 3, 2, 0.1),
+    (e) => /Expected 12 values \(testLabels x dim\) for test/.test(e.message));
+  assert.throws(() => native.knnClassify(f, new Int32Array([0, 1, 3, 0]), f, labels, 3, 3, 2, 0.1),
+    (e) => e instanceof RangeError && /trainLabels in \[0, 3\) but found 3 at index 2/.test(e.message));
+  assert.throws(() => native.knnClassify(f, labels, f, labels, 3, 3, 0, 0.1), (e) => /for k/.test(e.message));
+  await rejects(evaluateKnn({ train, test: testSet, dim }, { implementation: 'gpu' }), ByolOptionError,
+    /options\.implementation/);
 });
 
 test('kNN: separable blobs near perfect; k capped at the training size; validation', async () => {

@@ -6,6 +6,7 @@
 import * as path from 'node:path';
 
 import { type DatasetLike, openImageFolder } from '../data';
+import { setNumThreads } from '../device';
 import { type AugmentedLinearOptions } from '../eval/augmented';
 import { embedDataset, evalView, loadRunModel, writeNpy, writeSafetensors } from '../eval/embed';
 import { type KnnOptions } from '../eval/knn';
@@ -30,7 +31,7 @@ const EVAL_FLAGS: FlagSpec[] = [
   { flag: '--lr', type: 'number', metavar: 'LR', help: 'linear probe peak learning rate (0.1)' },
   { flag: '--k', type: 'int', metavar: 'K', help: 'kNN neighbours (200)' },
   { flag: '--temperature', type: 'number', metavar: 'T', help: 'kNN temperature (0.1)' },
-  { flag: '--threads', type: 'int', metavar: 'N', help: 'kNN worker threads (CPUs)' },
+  { flag: '--threads', type: 'int', metavar: 'N', help: 'CPU threads for embedding and the kNN (all cores)' },
   { flag: '--json', type: 'boolean', help: 'print eval.json on stdout' },
   { flag: '--help', type: 'boolean', help: 'show this help' },
 ];
@@ -107,7 +108,7 @@ export async function evalCommand(argv: string[], io: { out: NodeJS.WritableStre
   const knn: KnnOptions = {};
   if (f.has('--k')) knn.k = integer('--k', f.get('--k'), 1, 1 << 20);
   if (f.has('--temperature')) knn.temperature = number('--temperature', f.get('--temperature'), 1e-4, 1e4);
-  if (f.has('--threads')) knn.threads = integer('--threads', f.get('--threads'), 0, 256);
+  if (f.has('--threads')) setNumThreads(integer('--threads', f.get('--threads'), 1, 4096));
   const batchSize = f.has('--batch-size') ? integer('--batch-size', f.get('--batch-size'), 1, 1 << 16) : undefined;
   const report: EvalReport = await evaluateRun(runDir, {
     linear: both || f.has('--linear') ? linear : false,

@@ -1,19 +1,28 @@
 // knn.ts: the weighted k-nearest-neighbour monitor of InstDisc (Wu et al. 2018) as
 // reproductions of BYOL use it (solo-learn, lightly): cosine similarity between L2-normalized
 // features, the k most similar training samples vote for their class with weight exp(sim / T).
-// Contract: evaluateKnn() validates its inputs, normalizes once, then splits the test rows
-// over worker threads that share the training features (SharedArrayBuffer); each worker holds
-// only the similarities of 4 test rows at a time, so memory stays O(train size).
+// Contract: evaluateKnn() validates its inputs and normalizes once. The native implementation
+// (default) computes the similarities of blocks of test rows with oneDNN's GEMM on the addon's
+// compute thread (native/cpu/knn.cc: ~64 MiB of similarities at a time). The JavaScript one
+// (knnBlock, the reference the tests hold the native one to) splits the test rows over worker
+// threads that share the training features (SharedArrayBuffer), each holding the similarities
+// of 4 test rows at a time. Both choose neighbours with the same heap; their similarities
+// differ in rounding only (float32 GEMM against double sums rounded to float32).
 import { availableParallelism } from 'node:os';
 
-import { integer, invalid, isPlainObject, knownKeys, number, withDefault } from '../validate';
+import { native } from '../native';
+import { integer, invalid, isPlainObject, knownKeys, number, oneOf, withDefault } from '../validate';
 import { type FeatureSet, type ProbeData, checkProbeData } from './linear';
 import { runInWorker } from './pool';
 
 export interface KnnOptions {
   k?: number; // neighbours; default 200 (capped at the training set size)
   temperature?: number; // T of exp(sim / T); default 0.1
-  // Worker threads; 0 computes on the calling thread. Default: the number of CPUs.
+  // 'native' (default): oneDNN GEMMs on the CPU backend's threads (setNumThreads). 'js': the
+  // JavaScript reference on worker threads.
+  implementation?: 'native' | 'js';
+  // Worker threads of the 'js' implementation; 0 computes on the calling thread. Default: the
+  // number of CPUs.
   threads?: number;
 }
 
@@ -211,12 +220,15 @@ export function knnBlock(train: FeatureSet, test: FeatureSet, dim: number, class
   return { top1, top5, predictions };
 }
 
-export function resolveKnnOptions(options: KnnOptions = {}): ResolvedKnnOptions & { threads: number } {
+export function resolveKnnOptions(options: KnnOptions = {}):
+  ResolvedKnnOptions & { threads: number; implementation: 'native' | 'js' } {
   if (!isPlainObject(options)) throw invalid('options', 'object', options);
-  knownKeys('options', options, ['k', 'temperature', 'threads']);
+  knownKeys('options', options, ['k', 'temperature', 'implementation', 'threads']);
   return {
     k: withDefault(options.k, 200, (v) => integer('options.k', v, 1, 1 << 20)),
     temperature: withDefault(options.temperature, 0.1, (v) => number('options.temperature', v, 1e-4, 1e4)),
+    implementation: withDefault(options.implementation, 'native' as const,
+      (v) => oneOf('options.implementation', v, ['native', 'js'] as const)),
     threads: withDefault(options.threads, availableParallelism(), (v) => integer('options.threads', v, 0, 256)),
   };
 }
@@ -231,13 +243,21 @@ function shared(array: Float32Array | Int32Array): Float32Array | Int32Array {
 // kNN accuracy of the test split; rejects (never throws) on bad input, naming the field.
 export async function evaluateKnn(data: ProbeData, options: KnnOptions = {}): Promise<KnnResult> {
   const started = Date.now();
-  const { threads, ...resolved } = resolveKnnOptions(options);
+  const { threads, implementation, ...resolved } = resolveKnnOptions(options);
   const classes = checkProbeData(data);
   const { dim } = data;
   const nTest = data.test.labels.length;
   let correct1 = 0;
   let correct5 = 0;
-  if (threads === 0 || nTest === 0) {
+  if (implementation === 'native' && nTest > 0) {
+    // Normalized copies: the caller's arrays are left as they are, and nothing else can write
+    // to these while the native call reads them.
+    const counts = await native.knnClassify(normalizeRows(data.train.features, dim), Int32Array.from(data.train.labels),
+      normalizeRows(data.test.features, dim), Int32Array.from(data.test.labels), dim, classes, resolved.k,
+      resolved.temperature);
+    correct1 = counts.top1;
+    correct5 = counts.top5;
+  } else if (threads === 0 || nTest === 0) {
     const train = { features: normalizeRows(data.train.features, dim), labels: data.train.labels };
     const test = { features: normalizeRows(data.test.features, dim), labels: data.test.labels };
     const block = knnBlock(train, test, dim, classes, resolved, 0, nTest);

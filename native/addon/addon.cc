@@ -8,6 +8,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitDevice(env, exports);
   InitAugment(env, exports);
   InitImage(env, exports);
+  InitKnn(env, exports);
   InitModel(env, exports);
   return exports;
 }

@@ -18,6 +18,7 @@ void InitDevice(Napi::Env env, Napi::Object exports);   // device.cc
 void InitModel(Napi::Env env, Napi::Object exports);    // model.cc (BYOL step)
 void InitAugment(Napi::Env env, Napi::Object exports);  // augment.cc
 void InitImage(Napi::Env env, Napi::Object exports);    // image.cc (JPEG decoding for image folders)
+void InitKnn(Napi::Env env, Napi::Object exports);      // knn.cc (the evaluation's kNN)
 
 // The backend for a device name ("cpu", "cuda", "cuda:1"). Backends live for the life of
 // the process (tensors point at them). Throws byol::Error naming the device on failure.
