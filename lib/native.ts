@@ -89,6 +89,11 @@ export interface NativeBinding {
   // The evaluation's weighted kNN (native/cpu/knn.h) on the compute thread: rows already
   // L2-normalized; counts of test rows whose class ranks first / in the top five. The arrays
   // are read while the promise is pending.
+  // One minibatch step of the linear probe (native/cpu/linear_probe.h), synchronous, on the
+  // compute thread: updates the four state arrays, returns the rows' summed cross-entropy.
+  sgdLinearStep(weights: Float64Array, bias: Float64Array, velocityW: Float64Array, velocityB: Float64Array,
+    x: Float32Array, rows: Int32Array, start: number, count: number, labels: Int32Array, dim: number, classes: number,
+    lr: number, momentum: number, nesterov: boolean, weightDecay: number): number;
   knnClassify(train: Float32Array, trainLabels: Int32Array, test: Float32Array, testLabels: Int32Array, dim: number,
     classes: number, k: number, temperature: number): Promise<{ top1: number; top5: number }>;
 }

@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { rejectsMessage as rejects, tinyRunOptions } from './helpers.mjs';
 
 const require = createRequire(import.meta.url);
-const { evaluateLinear, featureStats } = require('../dist/eval/linear.js');
+const { SgdLinearHead, evaluateLinear, featureStats } = require('../dist/eval/linear.js');
 const { evaluateLinearAugmented, trainAugmentedProbe } = require('../dist/eval/augmented.js');
 const { evaluateKnn, normalizeRows } = require('../dist/eval/knn.js');
 const { native } = require('../dist/native.js');
@@ -168,6 +168,45 @@ test('kNN: the native implementation gives the JavaScript reference counts', asy
     assert.ok(reference.top1 > 1 / c.classes && reference.top1 < 0.99, `${label}: informative`);
     assert.is(result.k, Math.min(c.k, c.n));
   }
+});
+
+// The native minibatch step (native/cpu/linear_probe.cc) against the JavaScript reference: the
+// same sums in the same order, so weights agree to rounding of exp/log (checked to 1e-12) and
+// the accuracies are equal; with an odd batch (rows left over after the fours) and weight decay.
+test('linear probe: the native step gives the JavaScript reference results', async () => {
+  const data = { train: blobs({ n: 1203, dim: 19, classes: 6, spread: 0.4, seed: 5 }),
+    test: blobs({ n: 301, dim: 19, classes: 6, spread: 0.4, seed: 6 }), dim: 19 };
+  for (const options of [{ epochs: 7, batchSize: 61 }, { epochs: 3, batchSize: 256, weightDecay: 1e-3, nesterov: false }]) {
+    const reference = await evaluateLinear(data, { ...options, implementation: 'js', worker: false });
+    const inWorker = await evaluateLinear(data, options);
+    const onThisThread = await evaluateLinear(data, { ...options, worker: false });
+    for (const result of [inWorker, onThisThread]) {
+      const label = `${JSON.stringify(options)}: native ${JSON.stringify(result)}, js ${JSON.stringify(reference)}`;
+      assert.is(result.top1, reference.top1, label);
+      assert.is(result.top5, reference.top5, label);
+      assert.is(result.trainTop1, reference.trainTop1, label);
+      assert.ok(Math.abs(result.trainLoss - reference.trainLoss) <= 1e-12 * reference.trainLoss, label);
+    }
+    assert.ok(reference.top1 > 0.3 && reference.top1 < 0.99, `informative: ${reference.top1}`);
+  }
+  // One step, state compared value by value.
+  const heads = ['js', 'native'].map((implementation) => new SgdLinearHead(19, 6,
+    { momentum: 0.9, nesterov: true, weightDecay: 1e-4, implementation }));
+  const rows = permutation(1203, 1, 0);
+  const losses = heads.map((head) => [0, 1, 2].map((k) => head.step(data.train.features, rows, 37 * k, 37, data.train.labels, 0.1)));
+  for (let k = 0; k < 3; k++) assert.ok(Math.abs(losses[0][k] - losses[1][k]) <= 1e-12 * losses[0][k], `loss ${k}`);
+  for (let i = 0; i < heads[0].weights.length; i++) {
+    assert.ok(Math.abs(heads[0].weights[i] - heads[1].weights[i]) <= 1e-12, `weights[${i}]: ${heads[0].weights[i]} vs ${heads[1].weights[i]}`);
+  }
+  const x = new Float32Array(12);
+  const w = new Float64Array(6);
+  const b = new Float64Array(2);
+  assert.throws(() => native.sgdLinearStep(w, b, w, b, x, new Int32Array([0, 4]), 0, 2, new Int32Array(4), 3, 2, 0.1, 0.9, true, 0),
+    (e) => e instanceof RangeError && /rows in \[0, 4\) \(rows of x with a label\) but found 4 at index 1/.test(e.message));
+  assert.throws(() => native.sgdLinearStep(w, b, w, b, x, new Int32Array([0, 1]), 0, 2, new Int32Array([0, 2, 0, 0]), 3, 2, 0.1, 0.9, true, 0),
+    (e) => e instanceof RangeError && /labels in \[0, 2\) but found 2 at index 1/.test(e.message));
+  assert.throws(() => native.sgdLinearStep(new Float64Array(5), b, w, b, x, new Int32Array(2), 0, 2, new Int32Array(4), 3, 2, 0.1, 0.9, true, 0),
+    (e) => /Float64Array of 6 values for weights/.test(e.message));
 });
 
 test('kNN: the native binding checks its arguments', async () => {

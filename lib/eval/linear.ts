@@ -5,7 +5,8 @@
 // arithmetic in a worker thread (the event loop stays free) and is deterministic for a seed;
 // trainLinearProbe() is the same computation, synchronous, for the worker and for tests.
 import { permutation } from '../data/random';
-import { ByolOptionError, boolean, integer, invalid, isPlainObject, knownKeys, number, withDefault } from '../validate';
+import { native } from '../native';
+import { ByolOptionError, boolean, integer, invalid, isPlainObject, knownKeys, number, oneOf, withDefault } from '../validate';
 import { runInWorker } from './pool';
 
 // Features of a labeled split: n rows of `dim` floats, row-major.
@@ -33,6 +34,9 @@ export interface LinearProbeOptions {
   seed?: number; // minibatch order; default 0
   // Subtract the train mean and divide by the train std of each dimension. Default true.
   standardize?: boolean;
+  // 'native' (default): each minibatch step runs in the addon (C++, the same double-precision
+  // sums in the same order, on the CPU backend's threads); 'js': the JavaScript reference.
+  implementation?: 'native' | 'js';
   // false: compute on the calling thread (blocks the event loop). Default true.
   worker?: boolean;
 }
@@ -51,7 +55,8 @@ export interface LinearProbeResult {
 
 export type ResolvedLinearOptions = Required<Omit<LinearProbeOptions, 'worker'>>;
 
-const OPTION_KEYS = ['epochs', 'batchSize', 'lr', 'momentum', 'nesterov', 'weightDecay', 'seed', 'standardize', 'worker'];
+const OPTION_KEYS = ['epochs', 'batchSize', 'lr', 'momentum', 'nesterov', 'weightDecay', 'seed', 'standardize',
+  'implementation', 'worker'];
 
 export function resolveLinearOptions(options: LinearProbeOptions = {}): ResolvedLinearOptions & { worker: boolean } {
   if (!isPlainObject(options)) throw invalid('options', 'object', options);
@@ -65,6 +70,8 @@ export function resolveLinearOptions(options: LinearProbeOptions = {}): Resolved
     weightDecay: withDefault(options.weightDecay, 0, (v) => number('options.weightDecay', v, 0, 10)),
     seed: withDefault(options.seed, 0, (v) => integer('options.seed', v, 0, Number.MAX_SAFE_INTEGER)),
     standardize: withDefault(options.standardize, true, (v) => boolean('options.standardize', v)),
+    implementation: withDefault(options.implementation, 'native' as const,
+      (v) => oneOf('options.implementation', v, ['native', 'js'] as const)),
     worker: withDefault(options.worker, true, (v) => boolean('options.worker', v)),
   };
 }
@@ -253,7 +260,7 @@ export class SgdLinearHead {
   #logits: Float64Array;
 
   constructor(readonly dim: number, readonly classes: number,
-    readonly options: Pick<ResolvedLinearOptions, 'momentum' | 'nesterov' | 'weightDecay'>) {
+    readonly options: Pick<ResolvedLinearOptions, 'momentum' | 'nesterov' | 'weightDecay' | 'implementation'>) {
     this.weights = new Float64Array(classes * dim);
     this.bias = new Float64Array(classes);
     this.#velocityW = new Float64Array(classes * dim);
@@ -268,6 +275,10 @@ export class SgdLinearHead {
   step(x: Float32Array, rows: Int32Array, start: number, count: number, labels: Int32Array, lr: number): number {
     const { dim, classes, weights, bias } = this;
     const { momentum, nesterov, weightDecay } = this.options;
+    if (this.options.implementation === 'native') {
+      return native.sgdLinearStep(weights, bias, this.#velocityW, this.#velocityB, x, rows, start, count, labels, dim,
+        classes, lr, momentum, nesterov, weightDecay);
+    }
     if (this.#logits.length < count * classes) this.#logits = new Float64Array(count * classes);
     const logits = this.#logits;
     const gradW = this.#gradW;

@@ -9,6 +9,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   InitAugment(env, exports);
   InitImage(env, exports);
   InitKnn(env, exports);
+  InitProbe(env, exports);
   InitModel(env, exports);
   return exports;
 }

@@ -19,6 +19,7 @@ void InitModel(Napi::Env env, Napi::Object exports);    // model.cc (BYOL step)
 void InitAugment(Napi::Env env, Napi::Object exports);  // augment.cc
 void InitImage(Napi::Env env, Napi::Object exports);    // image.cc (JPEG decoding for image folders)
 void InitKnn(Napi::Env env, Napi::Object exports);      // knn.cc (the evaluation's kNN)
+void InitProbe(Napi::Env env, Napi::Object exports);    // probe.cc (the linear probe's step)
 
 // The backend for a device name ("cpu", "cuda", "cuda:1"). Backends live for the life of
 // the process (tensors point at them). Throws byol::Error naming the device on failure.
