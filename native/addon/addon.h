@@ -40,7 +40,7 @@ void ApplyThreadSetting();
 void RunOnComputeThread(const std::function<void()>& task);
 bool OnComputeThread();
 // RunOnComputeThread for CPU-backend work; other backends' work (CUDA: kernel launches, no
-// OpenMP) runs on the calling thread, as before.
+// OpenMP) runs on the calling thread, as before, with that thread's OpenMP count set to 1.
 void RunWhereDeviceComputes(const byol::Backend* backend, const std::function<void()>& task);
 
 // Throws a TypeError in the shape of lib/validate.ts: "Expected <expected> for <name> but

@@ -13,6 +13,8 @@
 // The AsyncWorker that hands a task here blocks its libuv thread until the task is done, so a
 // promise still settles as before; tasks run one at a time, in the order they arrive, which
 // also keeps a prefetched augmentation from competing with a step for the same cores.
+#include <omp.h>
+
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -98,8 +100,14 @@ void RunOnComputeThread(const std::function<void()>& task) {
 }
 
 void RunWhereDeviceComputes(const byol::Backend* backend, const std::function<void()>& task) {
-  if (backend != nullptr && backend->type() == byol::DeviceType::cpu) RunOnComputeThread(task);
-  else task();
+  if (backend != nullptr && backend->type() == byol::DeviceType::cpu) {
+    RunOnComputeThread(task);
+    return;
+  }
+  // Here on a libuv thread: a CPU tensor read by GPU work is copied by the CPU backend, whose
+  // copies open parallel regions; with a count of 1 they stay serial and start no second pool.
+  if (omp_get_max_threads() != 1) omp_set_num_threads(1);
+  task();
 }
 
 }  // namespace byol_addon
