@@ -157,8 +157,12 @@ test('train (config + flags) -> eval -> embed -> report', async () => {
   // Synthetic classes differ in color and stripes: raw pixels separate them well.
   assert.ok(report.results.pixels.linear.top1 > 0.6, `pixels linear ${report.results.pixels.linear.top1}`);
   assert.ok(existsSync(join(run, `features-${state.weights.sha256.slice(0, 16)}-train.bin`)));
-  const again = byol(['eval', run, '--knn', '--k', '20']);
+  const again = byol(['eval', run, '--knn', '--k', '20', '--threads', '1']);
+  assert.is(again.code, 0, again.err);
   assert.match(again.err, /features of .* from the cache/);
+  // One thread (--threads 1) computes the same kNN.
+  assert.equal(JSON.parse(readFileSync(join(run, 'eval.json'), 'utf8')).results.byol.knn.top1, report.results.byol.knn.top1);
+  assert.is(byol(['eval', run, '--knn', '--threads', '0']).code, 2);
   // The augmented protocol alone: the run's crop, merged into eval.json next to the earlier probes.
   const augmented = byol(['eval', run, '--augmented', '--augmented-epochs', '2']);
   assert.is(augmented.code, 0, augmented.err);
