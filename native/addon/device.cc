@@ -42,7 +42,9 @@ DeviceId ParseDevice(const std::string& name) {
 // JS handles, which may be finalized at any point of shutdown, or never) point at them, and
 // tearing down a CUDA context from a static destructor after the driver unloaded crashes.
 std::mutex g_registry_mutex;
-byol::Backend* g_cpu_backend = nullptr;
+// Atomic: the compute thread reads it between tasks without the registry lock, which a CUDA
+// load holds for seconds.
+std::atomic<byol::Backend*> g_cpu_backend{nullptr};
 std::map<int, byol::Backend*> g_cuda_backends;
 std::map<const byol::Backend*, std::string> g_backend_names;
 
@@ -190,12 +192,12 @@ byol::Backend* GetBackend(const std::string& device) {
   // for one GPU must not create two contexts.
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   if (id.type == byol::DeviceType::cpu) {
-    if (!g_cpu_backend) {
+    if (!g_cpu_backend.load()) {
       // The count now; ApplyThreadSetting() gives it a later setNumThreads() value.
-      g_cpu_backend = byol::make_cpu_backend(EffectiveThreads()).release();
-      g_backend_names[g_cpu_backend] = "cpu";
+      g_cpu_backend.store(byol::make_cpu_backend(EffectiveThreads()).release());
+      g_backend_names[g_cpu_backend.load()] = "cpu";
     }
-    return g_cpu_backend;
+    return g_cpu_backend.load();
   }
   auto found = g_cuda_backends.find(id.index);
   if (found != g_cuda_backends.end()) return found->second;
@@ -226,11 +228,7 @@ std::string BackendDeviceName(const byol::Backend* backend) {
 void ApplyThreadSetting() {
   const int n = EffectiveThreads();
   if (omp_get_max_threads() != n) omp_set_num_threads(n);
-  byol::Backend* cpu = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(g_registry_mutex);
-    cpu = g_cpu_backend;
-  }
+  byol::Backend* cpu = g_cpu_backend.load();
   if (cpu) static_cast<byol::cpu::CpuBackend*>(cpu)->set_threads(n);
 }
 
