@@ -38,7 +38,6 @@ void ApplyThreadSetting();
 // warm thread pool. Called from AsyncWorker::Execute (a libuv thread); runs `task` inline when
 // already on the compute thread.
 void RunOnComputeThread(const std::function<void()>& task);
-bool OnComputeThread();
 // RunOnComputeThread for CPU-backend work; other backends' work (CUDA: kernel launches, no
 // OpenMP) runs on the calling thread, as before, with that thread's OpenMP count set to 1.
 void RunWhereDeviceComputes(const byol::Backend* backend, const std::function<void()>& task);
@@ -47,6 +46,15 @@ void RunWhereDeviceComputes(const byol::Backend* backend, const std::function<vo
 // received <value> of type <type>" (defense in depth behind the TypeScript checks).
 [[noreturn]] void ThrowExpected(Napi::Env env, const std::string& name, const std::string& expected,
                                 const Napi::Value& value);
+
+// Argument readers shared by the bindings (validate.cc); each throws ThrowExpected's TypeError.
+// A finite number in [lo, hi]; an integer in [lo, hi].
+double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi);
+int64_t ArgInteger(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi);
+// A typed array of `type` ("Float32Array" ... as `type_name`), of exactly `length` elements
+// when length > 0; cast it with .As<Napi::Float32Array>() and the like.
+Napi::TypedArray ArgTypedArray(const Napi::CallbackInfo& info, size_t i, const char* name, napi_typedarray_type type,
+                               const char* type_name, size_t length = 0);
 
 // The core tensor behind a JS Tensor handle. Throws a TypeError naming `arg_name` when the
 // value is not a live (undisposed) native tensor.

@@ -82,8 +82,6 @@ ComputeQueue& Queue() {
 
 }  // namespace
 
-bool OnComputeThread() { return t_on_compute_thread; }
-
 void RunOnComputeThread(const std::function<void()>& task) {
   if (t_on_compute_thread) {  // nested: already here
     task();

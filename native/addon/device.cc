@@ -192,12 +192,14 @@ byol::Backend* GetBackend(const std::string& device) {
   // for one GPU must not create two contexts.
   std::lock_guard<std::mutex> lock(g_registry_mutex);
   if (id.type == byol::DeviceType::cpu) {
-    if (!g_cpu_backend.load()) {
+    byol::Backend* cpu = g_cpu_backend.load();
+    if (!cpu) {
       // The count now; ApplyThreadSetting() gives it a later setNumThreads() value.
-      g_cpu_backend.store(byol::make_cpu_backend(EffectiveThreads()).release());
-      g_backend_names[g_cpu_backend.load()] = "cpu";
+      cpu = byol::make_cpu_backend(EffectiveThreads()).release();
+      g_cpu_backend.store(cpu);
+      g_backend_names[cpu] = "cpu";
     }
-    return g_cpu_backend.load();
+    return cpu;
   }
   auto found = g_cuda_backends.find(id.index);
   if (found != g_cuda_backends.end()) return found->second;

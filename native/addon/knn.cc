@@ -3,7 +3,6 @@
 // (native/cpu/knn.h: one oneDNN GEMM per block of test rows).
 // The typed arrays are read in place while the promise is pending (the worker holds
 // references to them): the caller must not write to them until it settles.
-#include <cmath>
 #include <string>
 
 #include "../cpu/knn.h"
@@ -62,34 +61,16 @@ class KnnWorker : public Napi::AsyncWorker {
   byol::cpu::KnnCounts counts_;
 };
 
-template <typename Array>
-Array TypedArg(const Napi::CallbackInfo& info, size_t i, const char* name, napi_typedarray_type type,
-               const char* type_name) {
-  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) ThrowExpected(info.Env(), name, type_name, v);
-  return v.As<Array>();
-}
-
-double NumberArg(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi, bool integer) {
-  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
-  const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
-  if (!std::isfinite(d) || d < lo || d > hi || (integer && std::floor(d) != d)) {
-    ThrowExpected(info.Env(), name, std::string(integer ? "integer" : "number") + " between " + std::to_string(lo) +
-                                        " and " + std::to_string(hi), v);
-  }
-  return d;
-}
-
 Napi::Value KnnClassify(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto train = TypedArg<Napi::Float32Array>(info, 0, "train", napi_float32_array, "Float32Array");
-  auto train_labels = TypedArg<Napi::Int32Array>(info, 1, "trainLabels", napi_int32_array, "Int32Array");
-  auto test = TypedArg<Napi::Float32Array>(info, 2, "test", napi_float32_array, "Float32Array");
-  auto test_labels = TypedArg<Napi::Int32Array>(info, 3, "testLabels", napi_int32_array, "Int32Array");
-  const auto dim = static_cast<int64_t>(NumberArg(info, 4, "dim", 1, 1 << 24, true));
-  const int classes = static_cast<int>(NumberArg(info, 5, "classes", 1, 1 << 20, true));
-  const int k = static_cast<int>(NumberArg(info, 6, "k", 1, 1 << 20, true));
-  const double temperature = NumberArg(info, 7, "temperature", 1e-6, 1e6, false);
+  auto train = ArgTypedArray(info, 0, "train", napi_float32_array, "Float32Array").As<Napi::Float32Array>();
+  auto train_labels = ArgTypedArray(info, 1, "trainLabels", napi_int32_array, "Int32Array").As<Napi::Int32Array>();
+  auto test = ArgTypedArray(info, 2, "test", napi_float32_array, "Float32Array").As<Napi::Float32Array>();
+  auto test_labels = ArgTypedArray(info, 3, "testLabels", napi_int32_array, "Int32Array").As<Napi::Int32Array>();
+  const int64_t dim = ArgInteger(info, 4, "dim", 1, 1 << 24);
+  const int classes = static_cast<int>(ArgInteger(info, 5, "classes", 1, 1 << 20));
+  const int k = static_cast<int>(ArgInteger(info, 6, "k", 1, 1 << 20));
+  const double temperature = ArgNumber(info, 7, "temperature", 1e-6, 1e6);
   const size_t n = train_labels.ElementLength(), m = test_labels.ElementLength();
   if (n == 0) ThrowExpected(env, "trainLabels", "at least one label", info[1]);
   if (train.ElementLength() != n * dim) ThrowExpected(env, "train", std::to_string(n * dim) + " values (trainLabels x dim)", info[0]);

@@ -78,24 +78,6 @@ bool ArgBool(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return v.As<Napi::Boolean>().Value();
 }
 
-double ArgNumber(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi) {
-  Napi::Value v = info.Length() > i ? info[i] : info.Env().Undefined();
-  if (!v.IsNumber()) ThrowExpected(info.Env(), name, "number", v);
-  const double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || d < lo || d > hi) {
-    std::ostringstream expected;
-    expected << "number between " << lo << " and " << hi;
-    ThrowExpected(info.Env(), name, expected.str(), v);
-  }
-  return d;
-}
-
-int64_t ArgInteger(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi) {
-  const double d = ArgNumber(info, i, name, lo, hi);
-  if (std::floor(d) != d) ThrowExpected(info.Env(), name, "integer", info[i]);
-  return static_cast<int64_t>(d);
-}
-
 // The flat options object lib/byol.ts builds (names as in its error messages).
 byol::ModelConfig ParseConfig(const Napi::Object& o) {
   Napi::Env env = o.Env();

@@ -185,7 +185,6 @@ class CpuBackend final : public Backend {
   // The OpenMP thread count of later ops (>= 1; the addon's setNumThreads, applied between
   // tasks on its compute thread).
   void set_threads(int threads);
-  int threads() const { return threads_.load(); }
 
  private:
   // OpenMP's thread count is a per-host-thread setting and ops may arrive from any thread
