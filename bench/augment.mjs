@@ -6,12 +6,12 @@
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 
+import { argv, option } from './common.mjs';
+
 const require = createRequire(import.meta.url);
 const { augmentBatch, augmentPair } = require('../dist/augment.js');
 const { setNumThreads, getNumThreads, devices } = require('../dist/device.js');
 
-const argv = process.argv.slice(2);
-const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const device = option('--device', 'cpu');
 const seconds = Number(option('--seconds', '2'));
 if (argv.includes('--threads')) setNumThreads(Number(option('--threads')));

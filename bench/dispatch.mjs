@@ -8,14 +8,13 @@
 // Usage: node bench/dispatch.mjs [--steps 20] [--warmup 3] [--width 0.125] [--size 28]
 //        [--channels 1] [--batch 128] [--hidden 512] [--out 128] [--write]
 // Defaults: the fashion-mnist-quick preset's model (small ops, where dispatch costs show most).
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { writeBenchmarkSection } from './common.mjs';
+import { argv, option, runJson, writeBenchmarkSection } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const { Byol } = require('../dist/byol.js');
@@ -23,8 +22,6 @@ const { Tensor } = require('../dist/tensor.js');
 const { augmentBatch, augmentConfig } = require('../dist/augment.js');
 const { devices, getNumThreads } = require('../dist/device.js');
 
-const argv = process.argv.slice(2);
-const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const steps = Number(option('--steps', '20'));
 const warmup = Number(option('--warmup', '3'));
 const width = Number(option('--width', '0.125'));
@@ -44,10 +41,8 @@ function runNative() {
     '--size', String(size), '--batch', String(batch), '--hidden', String(hidden), '--out', String(out),
     '--pred-hidden', String(hidden), '--warmup', String(warmup), '--steps', String(steps), '--max-seconds', '600',
     '--threads', String(getNumThreads())];
-  const r = spawnSync(nativeBench, args, { encoding: 'utf8', maxBuffer: 1 << 24 });
-  const line = (r.stdout ?? '').trim().split('\n').pop();
-  if (r.status !== 0 || !line?.startsWith('{')) return { error: `byol_bench_step failed (exit ${r.status}): ${(r.stderr ?? '').trim().slice(-300)}` };
-  return { ms: JSON.parse(line).ms_per_step_median };
+  const result = runJson('byol_bench_step', nativeBench, args);
+  return result.error ? result : { ms: result.ms_per_step_median };
 }
 
 async function runNode(withAugment) {

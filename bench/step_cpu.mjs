@@ -13,15 +13,13 @@
 import { createRequire } from 'node:module';
 import { cpus, loadavg } from 'node:os';
 
-import { runPythonJson, writeBenchmarkSection } from './common.mjs';
+import { argv, option, runPythonJson, writeBenchmarkSection } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const { Byol } = require('../dist/byol.js');
 const { Tensor } = require('../dist/tensor.js');
 const { setNumThreads, getNumThreads, devices, setCpuConvPrecision } = require('../dist/device.js');
 
-const argv = process.argv.slice(2);
-const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const steps = Number(option('--steps', '20'));
 const warmup = Number(option('--warmup', '2'));
 const threads = Number(option('--threads', String(cpus().length)));

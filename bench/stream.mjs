@@ -14,14 +14,12 @@ import { createRequire } from 'node:module';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-import { runPythonJson, writeBenchmarkSection } from './common.mjs';
+import { argv, option, runPythonJson, writeBenchmarkSection } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const sharp = require('sharp');
 const { openImageFolder, permutation } = require('../dist/data/index.js');
 
-const argv = process.argv.slice(2);
-const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const seconds = Number(option('--seconds', '3'));
 const workers = Number(option('--workers', String(cpus().length)));
 const load = loadavg()[0].toFixed(2);

@@ -31,7 +31,7 @@ const EVAL_FLAGS: FlagSpec[] = [
   { flag: '--lr', type: 'number', metavar: 'LR', help: 'linear probe peak learning rate (0.1)' },
   { flag: '--k', type: 'int', metavar: 'K', help: 'kNN neighbours (200)' },
   { flag: '--temperature', type: 'number', metavar: 'T', help: 'kNN temperature (0.1)' },
-  { flag: '--threads', type: 'int', metavar: 'N', help: 'CPU threads for embedding and the kNN (all cores)' },
+  { flag: '--threads', type: 'int', metavar: 'N', help: 'CPU threads for embedding, the kNN and the linear probe (all cores)' },
   { flag: '--json', type: 'boolean', help: 'print eval.json on stdout' },
   { flag: '--help', type: 'boolean', help: 'show this help' },
 ];
