@@ -72,6 +72,14 @@ const char* cudaGetErrorName(cudaError_t status) {
     case cudaErrorNoKernelImageForDevice: return "cudaErrorNoKernelImageForDevice";
     case cudaErrorIllegalAddress: return "cudaErrorIllegalAddress";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureWrongThread: return "cudaErrorStreamCaptureWrongThread";
   }
   return "cudaErrorUnknown";
 }
@@ -85,6 +93,14 @@ const char* cudaGetErrorString(cudaError_t status) {
     case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorInsufficientDriver: return "CUDA driver version is insufficient for CUDA runtime version";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureWrongThread: return "attempt to terminate a thread-local capture sequence from another thread";
   }
   return "unknown error";
 }
@@ -505,12 +521,34 @@ uint64_t shfl_xor_bits(unsigned mask, uint64_t bits, int lane_mask) {
   return got;
 }
 
+bool Launch::valid() const {
+  const uint64_t threads = uint64_t(block_.x) * block_.y * block_.z;
+  return block_.x >= 1 && block_.y >= 1 && block_.z >= 1 && block_.x <= 1024 && block_.y <= 1024 &&
+         block_.z <= 64 && threads <= kMaxThreads && grid_.x >= 1 && grid_.y >= 1 && grid_.z >= 1 &&
+         grid_.x <= 0x7fffffffu && grid_.y <= 65535 && grid_.z <= 65535 && shared_bytes_ <= 48 * 1024;
+}
+
+namespace {
+std::atomic<SubmitHook> g_submit_hook{nullptr};
+}  // namespace
+
+void set_submit_hook(SubmitHook hook) { g_submit_hook = hook; }
+
+void set_last_error(cudaError_t status) { t_last_error = status; }
+
+void Launch::submit(std::function<void()> work) const {
+  if (!valid()) {
+    t_last_error = cudaErrorInvalidConfiguration;
+    return;
+  }
+  const SubmitHook hook = g_submit_hook.load();
+  if (hook && hook(stream_, work)) return;
+  work();
+}
+
 void Launch::run(const std::function<void()>& thread_body) const {
   const uint64_t threads = uint64_t(block_.x) * block_.y * block_.z;
-  const bool valid = block_.x >= 1 && block_.y >= 1 && block_.z >= 1 && block_.x <= 1024 && block_.y <= 1024 &&
-                     block_.z <= 64 && threads <= kMaxThreads && grid_.x >= 1 && grid_.y >= 1 && grid_.z >= 1 &&
-                     grid_.x <= 0x7fffffffu && grid_.y <= 65535 && grid_.z <= 65535 && shared_bytes_ <= 48 * 1024;
-  if (!valid) {
+  if (!valid()) {
     t_last_error = cudaErrorInvalidConfiguration;
     return;
   }

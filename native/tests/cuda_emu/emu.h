@@ -61,27 +61,46 @@ uint64_t take_races();
 // While on, races are counted but not printed (tests of the race check itself).
 void expect_races(bool on);
 
+// The runtime's last error (cudaGetLastError), set by a bad launch and by the simulated
+// runtime of ../cuda_sim.
+void set_last_error(cudaError_t status);
+
+// Where a launch's work goes. Without a hook it runs at once; the simulated runtime
+// (../cuda_sim) installs one that records it instead while `stream` is being captured into a
+// CUDA graph, and returns true then.
+using SubmitHook = bool (*)(cudaStream_t stream, std::function<void()>& work);
+void set_submit_hook(SubmitHook hook);
+
 class Launch {
  public:
   Launch(const char* name, dim3 grid, dim3 block, size_t shared_bytes = 0, cudaStream_t stream = nullptr)
-      : name_(name), grid_(grid), block_(block), shared_bytes_(shared_bytes) {
-    (void)stream;  // one host thread runs everything in call order: every stream is in order
-  }
+      : name_(name), grid_(grid), block_(block), shared_bytes_(shared_bytes), stream_(stream) {}
 
-  // Returns a callable that runs `kernel` over the grid with the arguments it is given.
+  // Returns a callable that runs `kernel` over the grid with the arguments it is given. The
+  // arguments are copied at the launch, as CUDA copies them: work recorded into a graph
+  // replays with the values it was launched with. One host thread runs everything in call
+  // order, so every stream is in order.
   template <typename... Params>
   auto kernel(void (*kernel)(Params...)) const {
     const Launch self = *this;
-    return [self, kernel](auto&&... args) { self.run([&] { kernel(args...); }); };
+    return [self, kernel](auto... args) {
+      self.submit([self, kernel, args...] { self.run([&] { kernel(args...); }); });
+    };
   }
 
   // Runs `thread_body` once per thread of the grid (see the contract above).
   void run(const std::function<void()>& thread_body) const;
 
  private:
+  // Checks the configuration (a bad one sets cudaErrorInvalidConfiguration and runs nothing),
+  // then runs `work` now or hands it to the submit hook.
+  void submit(std::function<void()> work) const;
+  bool valid() const;
+
   const char* name_;
   dim3 grid_, block_;
   size_t shared_bytes_;
+  cudaStream_t stream_;
 };
 
 }  // namespace byol_emu

@@ -13,16 +13,12 @@ constexpr byol::DeviceType kCudaDevice = byol::DeviceType::cuda;
 
 #include "prelude.h"
 
-#include <sys/mman.h>
-#include <unistd.h>
-
 #include <cstring>
-#include <map>
-#include <mutex>
 #include <vector>
 
 #include "../../core/augment_math.h"
 #include "../../core/optim_math.h"
+#include "guarded_heap.h"
 #include "kernels.h"
 
 namespace byol_test {
@@ -35,53 +31,14 @@ using byol::ParamSegment;
 using byol::PoolShape;
 namespace k = byol::cuda;  // the emulated launchers (byol::cuda_emu)
 
-// Host memory with a PROT_NONE page on each side; the buffer ends exactly at the upper guard,
-// so reading one float past its end faults.
-class GuardedHeap {
- public:
-  void* alloc(size_t bytes) {
-    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
-    const size_t body = (bytes + 3) / 4 * 4;  // floats and int32 stay aligned
-    const size_t pages = (body + page - 1) / page;
-    const size_t total = (pages + 2) * page;
-    void* map = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    BYOL_CHECK(map != MAP_FAILED, "cuda (emulated): alloc: could not map ", bytes, " bytes");
-    char* base = static_cast<char*>(map);
-    mprotect(base, page, PROT_NONE);
-    mprotect(base + (pages + 1) * page, page, PROT_NONE);
-    char* ptr = base + (pages + 1) * page - body;
-    std::memset(ptr, 0xff, body);  // NaN floats: what nothing wrote reads as NaN
-    std::lock_guard<std::mutex> lock(mutex_);
-    maps_[ptr] = {base, total};
-    return ptr;
-  }
-  void release(void* ptr) {
-    if (!ptr) return;
-    std::pair<char*, size_t> map;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = maps_.find(ptr);
-      BYOL_CHECK(it != maps_.end(), "cuda (emulated): release: ", ptr, " is not an allocation of this backend");
-      map = it->second;
-      maps_.erase(it);
-    }
-    munmap(map.first, map.second);  // a later use faults, as a use after free should
-  }
-  ~GuardedHeap() {
-    for (auto& [ptr, map] : maps_) munmap(map.first, map.second);
-  }
-
- private:
-  std::mutex mutex_;
-  std::map<void*, std::pair<char*, size_t>> maps_;
-};
+using GuardedHeap = byol_emu::GuardedHeap;
 
 class EmuBackend final : public byol::Backend {
  public:
   EmuBackend(byol::Backend* reference, int num_sms) : ref_(reference), num_sms_(num_sms) {
     BYOL_CHECK(reference && reference->type() == byol::DeviceType::cpu,
                "make_emu_backend: expected the CPU backend as the reference");
-    status_ = static_cast<unsigned*>(heap_.alloc(sizeof(unsigned)));
+    status_ = static_cast<unsigned*>(alloc(sizeof(unsigned)));
     *status_ = 0;
   }
   ~EmuBackend() override { heap_.release(status_); }
@@ -92,7 +49,11 @@ class EmuBackend final : public byol::Backend {
            " SMs for the batch norm split; convolutions and GEMMs by the CPU backend)";
   }
 
-  void* alloc(size_t bytes) override { return heap_.alloc(bytes); }
+  void* alloc(size_t bytes) override {
+    void* ptr = heap_.alloc(bytes);
+    BYOL_CHECK(ptr, "cuda (emulated): alloc: could not map ", bytes, " bytes");
+    return ptr;
+  }
   void release(void* ptr) override { heap_.release(ptr); }
   void upload(void* dst, const void* src, size_t bytes) override {
     if (bytes) std::memcpy(dst, src, bytes);
@@ -321,7 +282,7 @@ class EmuBackend final : public byol::Backend {
 
   byol::Backend* ref_;
   int num_sms_;
-  GuardedHeap heap_;
+  GuardedHeap heap_{"cuda (emulated)"};
   unsigned* status_ = nullptr;
 };
 

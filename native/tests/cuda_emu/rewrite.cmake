@@ -8,7 +8,12 @@
 # declaration site its own slot, fresh for every block), so a read before any write in that
 # block sees NaN bytes, not the last block's values. Only statically sized arrays are
 # rewritten; anything else named __shared__ stops the build.
-# Usage: cmake -DIN=kernels/x.cu -DOUT=build/x.cc -P rewrite.cmake
+# Usage: cmake -DIN=kernels/x.cu -DOUT=build/x.cc [-DPRELUDE=header] -P rewrite.cmake
+# PRELUDE (default prelude.h) is the header the output includes first: the simulated plugin
+# (../cuda_sim) gives its own, which keeps the namespace byol::cuda.
+if(NOT PRELUDE)
+  set(PRELUDE prelude.h)
+endif()
 file(READ "${IN}" text)
 string(REGEX REPLACE
   "([A-Za-z_][A-Za-z0-9_]*(<[A-Za-z0-9_, :]*>)?)<<<(([^>]|>[^>]|>>[^>])*)>>>\\("
@@ -49,7 +54,7 @@ set(text "${done}${rest}")
 if(text MATCHES "__shared__")
   message(FATAL_ERROR "rewrite.cmake: ${IN} names __shared__ in a form the emulator does not rewrite")
 endif()
-set(header "// Generated from ${IN} by native/tests/cuda_emu/rewrite.cmake: do not edit.\n#include \"prelude.h\"\n#line 1 \"${IN}\"\n")
+set(header "// Generated from ${IN} by native/tests/cuda_emu/rewrite.cmake: do not edit.\n#include \"${PRELUDE}\"\n#line 1 \"${IN}\"\n")
 # Rewrites only when the text changes, so an unchanged kernel file is not recompiled.
 set(content "${header}${text}")
 if(EXISTS "${OUT}")
