@@ -334,7 +334,11 @@ void CudaBackend::free_raw(void* ptr) {
 }
 
 void* CudaBackend::alloc(size_t bytes) {
-  BYOL_CUDA_OP("alloc");
+  // Not BYOL_CUDA_OP: an allocation is not timed (no GPU work; the CPU backend's op table has
+  // no alloc row either), but it names itself, waits out a capture and sets the device.
+  OpScope scope("alloc");
+  OpGate gate(this);
+  activate();
   return alloc_raw(bytes, "a tensor");
 }
 
