@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // run.mjs: the whole test suite (`npm test`): the C++ test runner (op table vs PyTorch
-// fixtures, CUDA vs CPU where a GPU exists), the race check (the emulated CUDA kernels under
+// fixtures, CUDA vs CPU where a GPU exists), the same CUDA cases and the JS suites with CUDA
+// branches on the simulated GPU (native/tests/cuda_sim), the race check (the emulated CUDA kernels under
 // ThreadSanitizer, byol_tests_race), the uvu tests of the JS API and the benchmark report's
 // Python tests, then one closing line "N passed, N failed, N skipped" summing them.
 // Exit 1 on any failure.
-// Arguments: --only native|race|js|bench, and a filter passed to the C++ runners (--filter X).
+// Arguments: --only native|sim|race|js|bench, and a filter passed to the C++ runners (--filter X).
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -17,13 +18,13 @@ const filter = argv.includes('--filter') ? argv[argv.indexOf('--filter') + 1] : 
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const parts = [];
 
-function run(name, command, args, parse) {
+function run(name, command, args, parse, env = {}) {
   const started = Date.now();
   const result = spawnSync(command, args, {
     cwd: root,
     encoding: 'utf8',
     // Passive OpenMP waiting: spinning threads steal the 2 cores from each other under load.
-    env: { OMP_WAIT_POLICY: 'passive', ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+    env: { OMP_WAIT_POLICY: 'passive', ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', ...env },
     maxBuffer: 256 * 1024 * 1024,
   });
   const output = (result.stdout ?? '') + (result.stderr ?? '');
@@ -46,6 +47,15 @@ function parseRunner(out) {
   return m && { passed: +m[1], failed: +m[2], skipped: +(m[3] ?? 0) };
 }
 
+// uvu ends with "Total: N", "Passed: N" and "Skipped: N".
+function parseUvu(out) {
+  const total = out.match(/Total:\s+(\d+)/);
+  const passed = out.match(/Passed:\s+(\d+)/);
+  const skipped = out.match(/Skipped:\s+(\d+)/);
+  if (!total || !passed) return null;
+  return { passed: +passed[1], failed: +total[1] - +passed[1], skipped: skipped ? +skipped[1] : 0 };
+}
+
 if (only === null || only === 'native') {
   const runner = ['build-cmake/native/tests/byol_tests', 'build-cmake/byol_tests']
     .map((p) => join(root, p)).find((p) => existsSync(p));
@@ -55,6 +65,26 @@ if (only === null || only === 'native') {
     parts.push({ name: 'native (C++ runner)', passed: 0, failed: 1, skipped: 0, seconds: 0 });
   } else {
     run('native (C++ runner)', runner, filter ? ['--filter', filter] : [], parseRunner);
+  }
+}
+
+// The simulated GPU (native/tests/cuda_sim): libbyol_cuda.so's own sources built against a
+// host CUDA runtime, cuDNN and cuBLAS, loaded as the CUDA plugin. Every @cuda case of the C++
+// runner runs on it (the step-time case skips: its timings would mean nothing), then the JS
+// suites whose CUDA branches only run where a CUDA device loads (device, op timing, profiling)
+// and the plugin's own checks from Node (test/*.sim.mjs).
+const simLibrary = join(root, 'build-cmake/libbyol_cuda_sim.so');
+const simJs = '^((device|op_times|profile)\\.test|[\\w-]+\\.sim)\\.mjs$';
+if (only === null || only === 'sim') {
+  const runner = join(root, 'build-cmake/native/tests/byol_tests');
+  if (!existsSync(simLibrary) || !existsSync(runner)) {
+    console.log('simulated GPU: libbyol_cuda_sim.so or byol_tests is not built (run `npm run build:cmake`): counted as 1 failure');
+    totals.failed += 1;
+    parts.push({ name: 'simulated GPU', passed: 0, failed: 1, skipped: 0, seconds: 0 });
+  } else {
+    const env = { BYOL_CUDA_LIBRARY: simLibrary, BYOL_TEST_NO_TIMING: '1' };
+    run('simulated GPU (C++)', runner, ['--backend', 'cuda', '--filter', filter ?? '@cuda'], parseRunner, env);
+    if (!filter) run('simulated GPU (js)', process.execPath, [join(root, 'node_modules', 'uvu', 'bin.js'), 'test', simJs], parseUvu, env);
   }
 }
 
@@ -76,13 +106,7 @@ if (only === null || only === 'race') {
 
 if (only === null || only === 'js') {
   const uvu = join(root, 'node_modules', 'uvu', 'bin.js');
-  run('js (uvu)', process.execPath, [uvu, 'test', '\\.test\\.mjs$'], (out) => {
-    const total = out.match(/Total:\s+(\d+)/);
-    const passed = out.match(/Passed:\s+(\d+)/);
-    const skipped = out.match(/Skipped:\s+(\d+)/);
-    if (!total || !passed) return null;
-    return { passed: +passed[1], failed: +total[1] - +passed[1], skipped: skipped ? +skipped[1] : 0 };
-  });
+  run('js (uvu)', process.execPath, [uvu, 'test', '\\.test\\.mjs$'], parseUvu);
 }
 
 // The benchmark report's own tests (bench/gpu_report.py renders BENCHMARKS.md's GPU section
