@@ -6,6 +6,8 @@
 //     as the plugin itself reports it through probeCuda/resolveDevice (BYOL_SIM_* settings);
 //   - out of GPU memory: the error names the size asked and what the pool holds, and the model
 //     steps on exactly as a fresh one does;
+//   - a GPU without memory pools: graph replay turns itself off with the reason, and the steps
+//     (every buffer from cudaMalloc) give exactly the losses of the pooled GPU's graph replays;
 //   - the trainer on 'cuda' (graph replay on): exact resume (3 + 3 steps = 6 straight steps),
 //     and the CLI training on real Fashion-MNIST with a checkpoint and encoder written.
 import { spawnSync } from 'node:child_process';
@@ -93,6 +95,25 @@ test('out of GPU memory: the size asked and the pool in the message, the model u
   assert.match(out.error, /^cuda: alloc: out of GPU memory: asked for [\d.]+ MiB \(\d+ bytes\) for a tensor on cuda:0 \(byol simulated GPU \(host CPU\)\), [\d.]+ MiB free of 64 MiB; byol's pool holds [\d.]+ MiB/);
   assert.match(out.error, /use a smaller batch or image size/);
   assert.equal(out.after, out.expected);
+});
+
+test('a GPU without memory pools: graphs off with the reason, the same losses from cudaMalloc', () => {
+  const script = `const b = require('.');
+(async () => {
+  const m = await b.Byol.create({ encoder: { arch: 'resnet18', stem: 'cifar', inChannels: 1, width: 0.125 },
+    projector: { hidden: 64, out: 32 }, predictor: { hidden: 64 }, device: 'cuda', seed: 0 });
+  const x = b.Tensor.from(new Float32Array(8 * 256).map((_, i) => Math.cos(i * 0.11)), [8, 1, 16, 16], { device: 'cuda' });
+  const losses = [];
+  for (let i = 0; i < 5; ++i) losses.push((await m.step(x, x, { lr: 0.1, tau: 0.99 })).loss);
+  console.log(JSON.stringify({ losses, graphs: m.graphStatus() }));
+})();`;
+  const pooled = child(script);
+  const plain = child(script, { BYOL_SIM_POOLS: '0' });
+  assert.is(pooled.graphs.error, null);
+  assert.is(pooled.graphs.launches, 3);
+  assert.equal(plain.graphs, { enabled: false, launches: 0, error: plain.graphs.error });
+  assert.match(plain.graphs.error, /^cuda: CUDA graphs need stream-ordered memory pools, which byol simulated GPU \(host CPU\) does not offer/);
+  assert.equal(plain.losses, pooled.losses);
 });
 
 test('trainer on cuda with graph replay: 3 steps + resume 3 = 6 straight steps, exactly', async () => {

@@ -138,10 +138,17 @@ bool CudaBackend::begin_capture() {
       capture_tables_.clear();
     }
     capture_owner_.store(std::this_thread::get_id(), std::memory_order_release);
-    const cudaError_t status = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
-    if (status == cudaSuccess) return true;
-    (void)cudaGetLastError();
-    capture_error_ = "cuda: cudaStreamBeginCapture failed: " + error_text(status);
+    if (!pool_) {
+      // Scratch inside a capture must come from the stream-ordered pool: cudaMalloc is not
+      // allowed while the thread captures, so every capture would fail at its first op.
+      capture_error_ = std::string("cuda: CUDA graphs need stream-ordered memory pools, which ") + props_.name +
+                       " does not offer (cudaDevAttrMemoryPoolsSupported = 0): steps run eagerly";
+    } else {
+      const cudaError_t status = cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal);
+      if (status == cudaSuccess) return true;
+      (void)cudaGetLastError();
+      capture_error_ = "cuda: cudaStreamBeginCapture failed: " + error_text(status);
+    }
   } catch (...) {
     capture_owner_.store(std::thread::id(), std::memory_order_release);
     t_gate_holder = previous;

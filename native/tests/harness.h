@@ -25,6 +25,12 @@ struct SkipTest {
 };
 [[noreturn]] inline void skip(const std::string& why) { throw SkipTest{why}; }
 
+// A GPU without stream-ordered memory pools cannot capture steps (CudaBackend::begin_capture
+// says so in the model's graph_error): the graph cases skip there, with that reason.
+inline void skip_if_graphs_unavailable(const std::string& graph_error) {
+  if (graph_error.find("need stream-ordered memory pools") != std::string::npos) skip(graph_error);
+}
+
 // Compares `got` with `want` elementwise. Error metric: max |got - want| / (atol + rtol*|want|)
 // must be <= 1. Prints one line: "  <name>  max_abs=... max_rel=... tol=(atol, rtol) ok|FAIL".
 // Returns whether it passed; the case fails if any check failed.
