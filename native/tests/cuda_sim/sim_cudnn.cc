@@ -142,9 +142,14 @@ std::vector<int> offered(Pass pass, bool find) {
   return {};
 }
 
+// Get*_v7 (find = false) and Find* of every pass: x/w/y are the forward roles (input, filter,
+// output) of the descriptors each call names.
 template <typename Perf, typename Algo>
-cudnnStatus_t list(cudnnHandle_t handle, Pass pass, bool find, const Geometry& g,
-                   const cudnnConvolutionDescriptor_t conv, int requested, int* returned, Perf* perf) {
+cudnnStatus_t list(cudnnHandle_t handle, Pass pass, bool find, const cudnnTensorDescriptor_t x,
+                   const cudnnFilterDescriptor_t w, const cudnnConvolutionDescriptor_t conv,
+                   const cudnnTensorDescriptor_t y, int requested, int* returned, Perf* perf) {
+  Geometry g;
+  if (cudnnStatus_t s = geometry(x, w, conv, y, &g)) return s;
   if (!handle) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "the handle is null");
   if (requested <= 0 || !returned || !perf)
     return fail(CUDNN_STATUS_BAD_PARAM, "expected requestedAlgoCount > 0 and non-null returnedAlgoCount, perfResults");
@@ -165,34 +170,6 @@ cudnnStatus_t list(cudnnHandle_t handle, Pass pass, bool find, const Geometry& g
     perf[i].mathType = conv->math == CUDNN_FMA_MATH ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
   }
   *returned = n;
-  return CUDNN_STATUS_SUCCESS;
-}
-
-// The checks every execution makes before it enqueues.
-cudnnStatus_t check_run(cudnnHandle_t handle, Pass pass, int algo, int algo_count, const Geometry& g,
-                        const void* workspace, size_t workspace_bytes, const void* alpha, const void* beta,
-                        const void* x, const char* x_name, size_t x_floats, const void* w, const char* w_name,
-                        size_t w_floats, const void* y, const char* y_name, size_t y_floats) {
-  if (!handle) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "the handle is null");
-  if (!alpha || !beta) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "alpha and beta must not be null");
-  if (algo < 0 || algo >= algo_count) return fail(CUDNN_STATUS_BAD_PARAM, "algorithm " + std::to_string(algo) + " does not exist");
-  const struct {
-    const void* p;
-    const char* name;
-    size_t floats;
-  } buffers[] = {{x, x_name, x_floats}, {w, w_name, w_floats}, {y, y_name, y_floats}};
-  for (const auto& b : buffers)
-    if (!byol_sim::is_device(b.p, b.floats * sizeof(float)))
-      return fail(CUDNN_STATUS_BAD_PARAM, std::string(b.name) + " does not point to " + std::to_string(b.floats) +
-                                              " floats of device memory");
-  const size_t need = workspace_for(pass, algo, g);
-  if (workspace_bytes < need)
-    return fail(CUDNN_STATUS_BAD_PARAM_INSUFFICIENT_WORKSPACE, "algorithm " + std::to_string(algo) + " needs " +
-                                                                   std::to_string(need) + " bytes of workspace but " +
-                                                                   std::to_string(workspace_bytes) + " were given");
-  if (need > 0 && !byol_sim::is_device(workspace, need))
-    return fail(CUDNN_STATUS_BAD_PARAM, "the workspace does not point to " + std::to_string(need) +
-                                            " bytes of device memory");
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -297,11 +274,52 @@ void backward_filter(const Geometry& g, const float* x_in, const float* dy_in, f
   }
 }
 
-// Enqueues `run` after scribbling over the workspace the algorithm uses.
-cudnnStatus_t launch(cudnnHandle_t handle, void* workspace, size_t need, std::function<void()> run) {
-  const cudaError_t status = byol_sim::enqueue(handle->stream, [workspace, need, run = std::move(run)] {
+// One execution of `pass`: x, w and y are the forward roles (input, filter, output) of the
+// buffers the call names (backward data writes x, backward filter writes w). Checks what cuDNN
+// checks, then enqueues the computation after scribbling over the workspace the algorithm uses.
+cudnnStatus_t execute(cudnnHandle_t handle, Pass pass, int algo, const void* alpha, const void* beta,
+                      const cudnnTensorDescriptor_t x_desc, const void* x, const cudnnFilterDescriptor_t w_desc,
+                      const void* w, const cudnnTensorDescriptor_t y_desc, const void* y,
+                      const cudnnConvolutionDescriptor_t conv, void* workspace, size_t workspace_bytes) {
+  Geometry g;
+  if (cudnnStatus_t s = geometry(x_desc, w_desc, conv, y_desc, &g)) return s;
+  if (!handle) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "the handle is null");
+  if (!alpha || !beta) return fail(CUDNN_STATUS_BAD_PARAM_NULL_POINTER, "alpha and beta must not be null");
+  const int algo_count = pass == Pass::forward         ? int(CUDNN_CONVOLUTION_FWD_ALGO_COUNT)
+                         : pass == Pass::backward_data ? int(CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT)
+                                                       : int(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+  if (algo < 0 || algo >= algo_count) return fail(CUDNN_STATUS_BAD_PARAM, "algorithm " + std::to_string(algo) + " does not exist");
+  const struct {
+    const void* p;
+    const char* name;
+    size_t floats;
+  } buffers[] = {{x, pass == Pass::backward_data ? "dx" : "x", g.x_floats()},
+                 {w, pass == Pass::backward_filter ? "dw" : "w", g.w_floats()},
+                 {y, pass == Pass::forward ? "y" : "dy", g.y_floats()}};
+  for (const auto& b : buffers)
+    if (!byol_sim::is_device(b.p, b.floats * sizeof(float)))
+      return fail(CUDNN_STATUS_BAD_PARAM, std::string(b.name) + " does not point to " + std::to_string(b.floats) +
+                                              " floats of device memory");
+  const size_t need = workspace_for(pass, algo, g);
+  if (workspace_bytes < need)
+    return fail(CUDNN_STATUS_BAD_PARAM_INSUFFICIENT_WORKSPACE, "algorithm " + std::to_string(algo) + " needs " +
+                                                                   std::to_string(need) + " bytes of workspace but " +
+                                                                   std::to_string(workspace_bytes) + " were given");
+  if (need > 0 && !byol_sim::is_device(workspace, need))
+    return fail(CUDNN_STATUS_BAD_PARAM, "the workspace does not point to " + std::to_string(need) +
+                                            " bytes of device memory");
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  auto* xf = static_cast<float*>(const_cast<void*>(x));
+  auto* wf = static_cast<float*>(const_cast<void*>(w));
+  auto* yf = static_cast<float*>(const_cast<void*>(y));
+  const cudaError_t status = byol_sim::enqueue(handle->stream, [=] {
     if (need) std::memset(workspace, 0xff, need);
-    run();
+    if (pass == Pass::forward)
+      forward(g, xf, wf, yf, a, b);
+    else if (pass == Pass::backward_data)
+      backward_data(g, wf, yf, xf, a, b);
+    else
+      backward_filter(g, xf, yf, wf, a, b);
   });
   if (status != cudaSuccess) return fail(CUDNN_STATUS_EXECUTION_FAILED, "the stream's capture was invalidated");
   return CUDNN_STATUS_SUCCESS;
@@ -448,60 +466,48 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t handle, const
                                                      const cudnnConvolutionDescriptor_t conv,
                                                      const cudnnTensorDescriptor_t y, const int requested,
                                                      int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(x, w, conv, y, &g)) return s;
-  return list<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(handle, Pass::forward, false, g, conv,
-                                                                         requested, returned, perf);
+  return list<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
+      handle, Pass::forward, false, x, w, conv, y, requested, returned, perf);
 }
 cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(cudnnHandle_t handle, const cudnnTensorDescriptor_t x,
                                                    const cudnnFilterDescriptor_t w,
                                                    const cudnnConvolutionDescriptor_t conv,
                                                    const cudnnTensorDescriptor_t y, const int requested,
                                                    int* returned, cudnnConvolutionFwdAlgoPerf_t* perf) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(x, w, conv, y, &g)) return s;
-  return list<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(handle, Pass::forward, true, g, conv,
-                                                                         requested, returned, perf);
+  return list<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
+      handle, Pass::forward, true, x, w, conv, y, requested, returned, perf);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnnHandle_t handle, const cudnnFilterDescriptor_t w,
                                                           const cudnnTensorDescriptor_t dy,
                                                           const cudnnConvolutionDescriptor_t conv,
                                                           const cudnnTensorDescriptor_t dx, const int requested,
                                                           int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(dx, w, conv, dy, &g)) return s;
-  return list<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(handle, Pass::backward_data, false, g,
-                                                                                 conv, requested, returned, perf);
+  return list<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
+      handle, Pass::backward_data, false, dx, w, conv, dy, requested, returned, perf);
 }
 cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(cudnnHandle_t handle, const cudnnFilterDescriptor_t w,
                                                         const cudnnTensorDescriptor_t dy,
                                                         const cudnnConvolutionDescriptor_t conv,
                                                         const cudnnTensorDescriptor_t dx, const int requested,
                                                         int* returned, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(dx, w, conv, dy, &g)) return s;
-  return list<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(handle, Pass::backward_data, true, g,
-                                                                                 conv, requested, returned, perf);
+  return list<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
+      handle, Pass::backward_data, true, dx, w, conv, dy, requested, returned, perf);
 }
 cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(cudnnHandle_t handle, const cudnnTensorDescriptor_t x,
                                                             const cudnnTensorDescriptor_t dy,
                                                             const cudnnConvolutionDescriptor_t conv,
                                                             const cudnnFilterDescriptor_t dw, const int requested,
                                                             int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(x, dw, conv, dy, &g)) return s;
   return list<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
-      handle, Pass::backward_filter, false, g, conv, requested, returned, perf);
+      handle, Pass::backward_filter, false, x, dw, conv, dy, requested, returned, perf);
 }
 cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithm(cudnnHandle_t handle, const cudnnTensorDescriptor_t x,
                                                           const cudnnTensorDescriptor_t dy,
                                                           const cudnnConvolutionDescriptor_t conv,
                                                           const cudnnFilterDescriptor_t dw, const int requested,
                                                           int* returned, cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(x, dw, conv, dy, &g)) return s;
   return list<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
-      handle, Pass::backward_filter, true, g, conv, requested, returned, perf);
+      handle, Pass::backward_filter, true, x, dw, conv, dy, requested, returned, perf);
 }
 
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha, const cudnnTensorDescriptor_t x_desc,
@@ -509,17 +515,8 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha, c
                                       const cudnnConvolutionDescriptor_t conv, cudnnConvolutionFwdAlgo_t algo,
                                       void* workspace, size_t workspace_bytes, const void* beta,
                                       const cudnnTensorDescriptor_t y_desc, void* y) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(x_desc, w_desc, conv, y_desc, &g)) return s;
-  if (cudnnStatus_t s = check_run(handle, Pass::forward, algo, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, g, workspace,
-                                  workspace_bytes, alpha, beta, x, "x", g.x_floats(), w, "w", g.w_floats(), y, "y",
-                                  g.y_floats()))
-    return s;
-  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  const auto* xf = static_cast<const float*>(x);
-  const auto* wf = static_cast<const float*>(w);
-  auto* yf = static_cast<float*>(y);
-  return launch(handle, workspace, workspace_for(Pass::forward, algo, g), [=] { forward(g, xf, wf, yf, a, b); });
+  return execute(handle, Pass::forward, algo, alpha, beta, x_desc, x, w_desc, w, y_desc, y, conv, workspace,
+                 workspace_bytes);
 }
 
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alpha, const cudnnFilterDescriptor_t w_desc,
@@ -527,18 +524,8 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
                                            const cudnnConvolutionDescriptor_t conv, cudnnConvolutionBwdDataAlgo_t algo,
                                            void* workspace, size_t workspace_bytes, const void* beta,
                                            const cudnnTensorDescriptor_t dx_desc, void* dx) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(dx_desc, w_desc, conv, dy_desc, &g)) return s;
-  if (cudnnStatus_t s = check_run(handle, Pass::backward_data, algo, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, g,
-                                  workspace, workspace_bytes, alpha, beta, dx, "dx", g.x_floats(), w, "w",
-                                  g.w_floats(), dy, "dy", g.y_floats()))
-    return s;
-  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  const auto* wf = static_cast<const float*>(w);
-  const auto* dyf = static_cast<const float*>(dy);
-  auto* dxf = static_cast<float*>(dx);
-  return launch(handle, workspace, workspace_for(Pass::backward_data, algo, g),
-                [=] { backward_data(g, wf, dyf, dxf, a, b); });
+  return execute(handle, Pass::backward_data, algo, alpha, beta, dx_desc, dx, w_desc, w, dy_desc, dy, conv, workspace,
+                 workspace_bytes);
 }
 
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* alpha,
@@ -548,16 +535,6 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* a
                                              cudnnConvolutionBwdFilterAlgo_t algo, void* workspace,
                                              size_t workspace_bytes, const void* beta,
                                              const cudnnFilterDescriptor_t dw_desc, void* dw) {
-  Geometry g;
-  if (cudnnStatus_t s = geometry(x_desc, dw_desc, conv, dy_desc, &g)) return s;
-  if (cudnnStatus_t s = check_run(handle, Pass::backward_filter, algo, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, g,
-                                  workspace, workspace_bytes, alpha, beta, x, "x", g.x_floats(), dw, "dw",
-                                  g.w_floats(), dy, "dy", g.y_floats()))
-    return s;
-  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  const auto* xf = static_cast<const float*>(x);
-  const auto* dyf = static_cast<const float*>(dy);
-  auto* dwf = static_cast<float*>(dw);
-  return launch(handle, workspace, workspace_for(Pass::backward_filter, algo, g),
-                [=] { backward_filter(g, xf, dyf, dwf, a, b); });
+  return execute(handle, Pass::backward_filter, algo, alpha, beta, x_desc, x, dw_desc, dw, dy_desc, dy, conv,
+                 workspace, workspace_bytes);
 }
