@@ -6,8 +6,15 @@
 //     device side lies inside one live allocation and their host side outside every one;
 //   - one device, its properties, driver and runtime versions, memory pools (settable:
 //     BYOL_SIM_* below, so the backend's error paths can be driven);
-//   - streams: work runs at once, in call order, under one lock (a GPU runs a stream's work
-//     in order; two host threads' ops never interleave inside one);
+//   - streams: asynchronous, as on a GPU: work (kernel launches through the emulator's submit
+//     hook, copies, memsets, frees, cuDNN and cuBLAS calls, graph launches) queues on its
+//     stream and runs, in order and under one lock, only when the host waits for it
+//     (cudaStreamSynchronize, cudaEventSynchronize; cudaEventQuery runs it and still answers
+//     cudaErrorNotReady once; cudaFree and cudaFreeHost wait for every stream). So a host that
+//     reads pinned memory before its copy ran, or overwrites a pinned buffer a queued copy
+//     still reads, gets wrong numbers here as on a GPU. Copies from or to pageable host memory
+//     behave as CUDA's do: the source is taken at the call; a copy into pageable memory waits
+//     for the stream. BYOL_SIM_SYNC=1 runs all work at once instead;
 //   - graph capture: work on a capturing stream (kernel launches through the emulator's
 //     submit hook, copies, memsets, cuDNN and cuBLAS calls) is recorded with its arguments
 //     and replayed by cudaGraphLaunch; allocations made inside a capture keep their address
@@ -18,7 +25,8 @@
 //     frees at every launch, which the second launch reports;
 //   - events (host clock), NVTX range depth, the profiler window.
 // Settings (environment, read once): BYOL_SIM_DEVICES (1), BYOL_SIM_DRIVER (13000: CUDA
-// 13.0; 0 = no driver), BYOL_SIM_MEMORY_MB (16384), BYOL_SIM_SMS (8), BYOL_SIM_POOLS (1).
+// 13.0; 0 = no driver), BYOL_SIM_MEMORY_MB (16384), BYOL_SIM_SMS (8), BYOL_SIM_POOLS (1),
+// BYOL_SIM_SYNC (0).
 // Not modelled: concurrency between streams, timing, anything of the hardware.
 #include "cuda_runtime.h"
 
@@ -27,7 +35,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
+#include <set>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -45,7 +55,7 @@ constexpr int kRuntimeVersion = 13000;
 
 struct Settings {
   int devices = 1, driver = 13000, sms = 8;
-  bool pools = true;
+  bool pools = true, sync = false;
   size_t memory = size_t(16384) << 20;
 };
 
@@ -68,6 +78,7 @@ const Settings& settings() {
     r.driver = int(env_long("BYOL_SIM_DRIVER", 13000));
     r.sms = std::max(1, int(env_long("BYOL_SIM_SMS", 8)));
     r.pools = env_long("BYOL_SIM_POOLS", 1) != 0;
+    r.sync = env_long("BYOL_SIM_SYNC", 0) != 0;
     r.memory = size_t(env_long("BYOL_SIM_MEMORY_MB", 16384)) << 20;
     return r;
   }();
@@ -96,6 +107,8 @@ struct CUgraphExec_st {
 
 struct CUstream_st {
   unsigned flags = 0;
+  std::deque<Work> queue;          // enqueued, not yet run
+  uint64_t enqueued = 0, done = 0;  // work items ever queued / run
   CUgraph_st* graph = nullptr;  // non-null while capturing
   bool invalidated = false;
   cudaStreamCaptureMode mode = cudaStreamCaptureModeGlobal;
@@ -105,6 +118,8 @@ struct CUstream_st {
 
 struct CUevent_st {
   unsigned flags = 0;
+  CUstream_st* stream = nullptr;  // where it was last recorded (null: complete)
+  uint64_t seq = 0;               // complete once stream->done reaches it
   bool recorded = false;
   std::chrono::steady_clock::time_point time;
 };
@@ -155,6 +170,36 @@ bool refused_in_capture() {
   return true;
 }
 
+std::set<CUstream_st*>& streams() {
+  static auto* s = new std::set<CUstream_st*>();
+  return *s;
+}
+
+// Runs `stream`'s queued work until `seq` items have run (all of it by default). Under the lock.
+void run_until(CUstream_st* stream, uint64_t seq = UINT64_MAX) {
+  while (stream->done < seq && !stream->queue.empty()) {
+    Work work = std::move(stream->queue.front());
+    stream->queue.pop_front();
+    ++stream->done;
+    work();
+  }
+}
+
+void run_all_streams() {
+  for (CUstream_st* s : streams()) run_until(s);
+}
+
+bool event_complete(const CUevent_st* e) { return !e->stream || e->stream->done >= e->seq; }
+
+bool is_pinned(const void* ptr, size_t bytes) {
+  const char* p = static_cast<const char*>(ptr);
+  for (const auto& [base, size] : pinned()) {
+    const char* b = static_cast<const char*>(base);
+    if (p >= b && size_t(p - b) + bytes <= size) return true;
+  }
+  return false;
+}
+
 void release_device(void* ptr) {
   auto it = pool_allocs().find(ptr);
   if (it != pool_allocs().end()) {
@@ -182,6 +227,11 @@ bool submit_launch(cudaStream_t stream, std::function<void()>& work) {
     if (!stream->invalidated) stream->graph->nodes.push_back(std::move(work));
     return true;
   }
+  if (stream && !settings().sync) {
+    stream->queue.push_back(std::move(work));
+    ++stream->enqueued;
+    return true;
+  }
   work();
   return true;
 }
@@ -200,6 +250,11 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
   if (stream && stream->graph) {
     if (stream->invalidated) return fail(cudaErrorStreamCaptureInvalidated);
     stream->graph->nodes.push_back(std::move(work));
+    return cudaSuccess;
+  }
+  if (stream && !settings().sync) {
+    stream->queue.push_back(std::move(work));
+    ++stream->enqueued;
     return cudaSuccess;
   }
   work();
@@ -314,6 +369,7 @@ cudaError_t cudaFree(void* ptr) {
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
   if (!ptr) return cudaSuccess;
   if (!heap().owns(ptr, 0)) return fail(cudaErrorInvalidValue);
+  run_all_streams();  // cudaFree synchronizes the device
   release_device(ptr);
   return cudaSuccess;
 }
@@ -332,7 +388,9 @@ cudaError_t cudaFreeHost(void* ptr) {
   std::lock_guard<std::recursive_mutex> lock(mutex());
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
   if (!ptr) return cudaSuccess;
-  if (!pinned().erase(ptr)) return fail(cudaErrorInvalidValue);
+  if (!pinned().count(ptr)) return fail(cudaErrorInvalidValue);
+  run_all_streams();  // cudaFreeHost synchronizes the device
+  pinned().erase(ptr);
   std::free(ptr);
   return cudaSuccess;
 }
@@ -349,6 +407,7 @@ cudaError_t cudaMemPoolCreate(cudaMemPool_t* pool, const cudaMemPoolProps* props
 cudaError_t cudaMemPoolDestroy(cudaMemPool_t pool) {
   if (!pool) return fail(cudaErrorInvalidValue);
   std::lock_guard<std::recursive_mutex> lock(mutex());
+  run_all_streams();
   // The runtime frees what is still allocated from a destroyed pool; the simulator does too,
   // and counts it as a leak worth a line.
   size_t leaked = 0;
@@ -430,8 +489,7 @@ cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream) {
     });
     return cudaSuccess;
   }
-  release_device(ptr);
-  return cudaSuccess;
+  return byol_sim::enqueue(stream, [ptr] { release_device(ptr); });  // stream-ordered
 }
 
 namespace {
@@ -468,6 +526,20 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
                  dst, dst_device ? "device" : dst_any ? "past the end of a device allocation" : "host");
     return fail(cudaErrorInvalidValue);
   }
+  std::lock_guard<std::recursive_mutex> lock(mutex());
+  const bool capturing = stream && stream->graph;
+  if (!capturing && !src_device && !is_pinned(src, bytes)) {
+    // From pageable memory: CUDA stages the source before returning, so the caller may reuse
+    // it at once; the device write keeps its place in the stream.
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src), static_cast<const char*>(src) + bytes);
+    return byol_sim::enqueue(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+  }
+  if (!capturing && !dst_device && !is_pinned(dst, bytes)) {
+    // Into pageable memory: returns once the copy is done (the stream's earlier work first).
+    if (stream) run_until(stream);
+    std::memcpy(dst, src, bytes);
+    return cudaSuccess;
+  }
   return byol_sim::enqueue(stream, [dst, src, bytes] { std::memcpy(dst, src, bytes); });
 }
 
@@ -481,8 +553,10 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
 
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   if (!stream) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::recursive_mutex> lock(mutex());
   *stream = new CUstream_st();
   (*stream)->flags = flags;
+  streams().insert(*stream);
   return cudaSuccess;
 }
 
@@ -490,6 +564,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   if (!stream) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::recursive_mutex> lock(mutex());
   if (stream->graph) return fail(cudaErrorStreamCaptureUnsupported);
+  run_until(stream);  // work already queued still runs
+  streams().erase(stream);
   delete stream;
   return cudaSuccess;
 }
@@ -501,7 +577,11 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     return fail(cudaErrorStreamCaptureUnsupported);
   }
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
-  return cudaSuccess;  // work ran when it was enqueued
+  if (stream)
+    run_until(stream);
+  else
+    run_all_streams();  // the legacy stream waits for the others (a simplification)
+  return cudaSuccess;
 }
 
 cudaError_t cudaEventCreate(cudaEvent_t* event) { return cudaEventCreateWithFlags(event, cudaEventDefault); }
@@ -521,28 +601,41 @@ cudaError_t cudaEventDestroy(cudaEvent_t event) {
 
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
-  return byol_sim::enqueue(stream, [event] {
+  std::lock_guard<std::recursive_mutex> lock(mutex());
+  const cudaError_t status = byol_sim::enqueue(stream, [event] {
     event->recorded = true;
     event->time = std::chrono::steady_clock::now();
   });
+  if (status == cudaSuccess && stream && !stream->graph) {
+    event->stream = stream->queue.empty() ? nullptr : stream;  // empty: it ran already
+    event->seq = stream->enqueued;
+  }
+  return status;
 }
 
 cudaError_t cudaEventQuery(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::recursive_mutex> lock(mutex());
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
-  return cudaSuccess;
+  if (event_complete(event)) return cudaSuccess;
+  // Not done yet: the device makes progress meanwhile (the work runs now), but this answer
+  // says what a GPU could say at this moment.
+  run_until(event->stream, event->seq);
+  return cudaErrorNotReady;  // not an error: the last error stays as it was
 }
 
 cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::recursive_mutex> lock(mutex());
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
+  if (!event_complete(event)) run_until(event->stream, event->seq);
   return cudaSuccess;
 }
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms || !start || !end) return fail(cudaErrorInvalidValue);
+  std::lock_guard<std::recursive_mutex> lock(mutex());
+  if (!event_complete(start) || !event_complete(end)) return cudaErrorNotReady;
   if ((start->flags | end->flags) & cudaEventDisableTiming) return fail(cudaErrorInvalidResourceHandle);
   if (!start->recorded || !end->recorded) return fail(cudaErrorInvalidResourceHandle);
   *ms = std::chrono::duration<float, std::milli>(end->time - start->time).count();
@@ -605,8 +698,12 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!exec) return fail(cudaErrorInvalidValue);
   std::lock_guard<std::recursive_mutex> lock(mutex());
   if (stream && stream->graph) return fail(cudaErrorStreamCaptureUnsupported);
-  for (const Work& node : exec->nodes) node();
-  return cudaSuccess;
+  // The exec graph may be destroyed before its launch runs (CUDA keeps it alive until then).
+  auto nodes = std::make_shared<std::vector<Work>>(exec->nodes);
+  auto owned = exec->owned;
+  return byol_sim::enqueue(stream, [nodes, owned] {
+    for (const Work& node : *nodes) node();
+  });
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
