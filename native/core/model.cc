@@ -37,6 +37,10 @@ struct ModelNets {
   size_t num_target_param_tensors = 0;
 };
 
+// Where view 1's logits start in a training plan's readback block (floats after `loss`): 16
+// bytes in, so they stay as aligned as the GEMM that writes them expects.
+constexpr int64_t kLogitsOffset = 4;
+
 struct ModelPlan {
   int N = 0, H = 0, W = 0;
   bool training = false;
@@ -48,6 +52,10 @@ struct ModelPlan {
   float *z1 = nullptr, *z2 = nullptr;  // target projections of view 1 / view 2
   float *dp = nullptr, *dz = nullptr, *dfeatures = nullptr;
   float* loss = nullptr;  // [0] the BYOL loss, [1] the online classifier's cross-entropy
+  // Floats from `loss` on that a step downloads: the BYOL loss alone, or with the classifier
+  // both losses, 2 floats of padding, and view 1's logits (`logits` = loss + 4), so one copy
+  // brings back all the host needs.
+  int64_t readback = 1;
   // The online classifier (training plans of a model that has one): labels (uploaded by each
   // step before its ops), logits and softmax of view 1, and the logits' gradient.
   int32_t* labels = nullptr;
@@ -175,13 +183,15 @@ void carve_plan(const ModelNets& nets, const ModelConfig& config, int N, int H, 
   carver.request(&plan->z2, out);
   carver.request(&plan->dp, out);
   carver.request(&plan->dfeatures, static_cast<int64_t>(N) * nets.encoder.feature_dim);
-  carver.request(&plan->loss, 2);
   if (nets.has_classifier) {
     const int64_t logits = static_cast<int64_t>(N) * nets.classifier.out;
+    plan->readback = kLogitsOffset + logits;
+    carver.request(&plan->loss, plan->readback);  // logits: set after the carver assigns
     carver.request(&plan->labels, N);
-    carver.request(&plan->logits, logits);
     carver.request(&plan->probs, logits);
     carver.request(&plan->dlogits, logits);
+  } else {
+    carver.request(&plan->loss, 2);
   }
 }
 
@@ -200,6 +210,7 @@ ModelPlan& get_plan(std::unique_ptr<ModelPlan>& slot, Backend* backend, const Mo
     plan->memory = Tensor(backend, {static_cast<int64_t>(std::max<size_t>(carver.bytes(), 1))}, DType::u8);
   }
   carver.assign(plan->memory.raw());
+  if (training && nets.has_classifier) plan->logits = plan->loss + kLogitsOffset;
   slot = std::move(plan);
   return *slot;
 }
@@ -420,18 +431,18 @@ float ByolModel::step(const Tensor& view1, const Tensor& view2, float lr, float 
   for (auto& count : target_tracked_) count += 2;
   optimizer_steps_ = optimizer_step;
 
-  // The step's one host synchronization: on a GPU this range is the wait for the queue.
+  // The step's one host synchronization: on a GPU this range is the wait for the queue. One
+  // copy brings the losses and (with the classifier) view 1's logits.
   const Range range(be, "loss readback");
-  float values[2] = {0, 0};
-  be->download(values, plan.loss, classes > 0 ? sizeof(values) : sizeof(float));
+  std::vector<float> values(static_cast<size_t>(plan.readback));
+  be->download(values.data(), plan.loss, values.size() * sizeof(float));
   last_classifier_ = ClassifierStats();
   if (classes > 0) {
     // The argmax of each row of view 1's logits (the first of equal maxima) against its label.
-    std::vector<float> logits(static_cast<size_t>(N) * classes);
-    be->download(logits.data(), plan.logits, logits.size() * sizeof(float));
+    const float* logits = values.data() + kLogitsOffset;
     int64_t correct = 0;
     for (int i = 0; i < N; ++i) {
-      const float* row = logits.data() + static_cast<size_t>(i) * classes;
+      const float* row = logits + static_cast<size_t>(i) * classes;
       correct += std::max_element(row, row + classes) - row == labels[i];
     }
     last_classifier_ = {values[1], correct, N};

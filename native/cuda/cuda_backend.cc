@@ -389,9 +389,12 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   BYOL_CHECK(host_dst != nullptr, "cuda: download: host_dst is null (", bytes, " bytes)");
   BYOL_CHECK(src != nullptr, "cuda: download: src is null (", bytes, " bytes)");
+  // The status word first (pinned: queued), then the data: the copy into `host_dst` (pageable)
+  // waits for both, so the step's readback and the label check share one wait.
+  const bool status_fetched = fetch_device_status();
   BYOL_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
   BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  check_device_status();
+  check_device_status(status_fetched);
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
@@ -419,8 +422,9 @@ void CudaBackend::fill(float* dst, float value, size_t n) {
 void CudaBackend::synchronize() {
   BYOL_CUDA_OP("synchronize");
   refuse_in_capture("waits for the host");
+  const bool status_fetched = fetch_device_status();
   BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  check_device_status();
+  check_device_status(status_fetched);
 }
 
 // ---- profiling -----------------------------------------------------------------------------
@@ -546,7 +550,13 @@ bool CudaBackend::profiler_stop() {
   return true;
 }
 
-void CudaBackend::check_device_status() {
+bool CudaBackend::fetch_device_status() {
+  if (!status_may_be_set_.exchange(false)) return false;
+  BYOL_CUDA_CHECK(cudaMemcpyAsync(host_status_, device_status_, sizeof(unsigned), cudaMemcpyDeviceToHost, stream_));
+  return true;
+}
+
+void CudaBackend::check_device_status(bool fetched) {
   {
     std::lock_guard<std::mutex> lock(deferred_mutex_);
     if (!deferred_error_.empty()) {
@@ -555,10 +565,7 @@ void CudaBackend::check_device_status() {
       throw Error(message);
     }
   }
-  if (!status_may_be_set_.exchange(false)) return;
-  BYOL_CUDA_CHECK(cudaMemcpyAsync(host_status_, device_status_, sizeof(unsigned),
-                                  cudaMemcpyDeviceToHost, stream_));
-  BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (!fetched) return;
   const unsigned bits = *host_status_;
   if (bits == 0) return;
   BYOL_CUDA_CHECK(cudaMemsetAsync(device_status_, 0, sizeof(unsigned), stream_));
@@ -741,7 +748,7 @@ void CudaBackend::cross_entropy_forward(float* loss, float* probs, const float* 
   BYOL_CHECK(loss && probs && logits && labels,
              "cuda: cross_entropy_forward: loss, probs, logits and labels must not be null");
   DeviceBuffer rows(this, size_t(B) * sizeof(float));
-  status_may_be_set_ = true;
+  note_status_kernel();
   cuda::cross_entropy_forward(loss, probs, rows.f32(), device_status_, logits, labels, B, K, stream_);
 }
 
@@ -751,7 +758,7 @@ void CudaBackend::cross_entropy_backward(float* dlogits, const float* probs, con
   BYOL_CHECK(B > 0 && K > 0, "cuda: cross_entropy_backward: expected B, K > 0 but received B=", B, " K=", K);
   BYOL_CHECK(dlogits && probs && labels,
              "cuda: cross_entropy_backward: dlogits, probs and labels must not be null");
-  status_may_be_set_ = true;
+  note_status_kernel();
   cuda::cross_entropy_backward(dlogits, device_status_, probs, labels, dloss, B, K, stream_);
 }
 

@@ -272,8 +272,18 @@ class CudaBackend final : public Backend {
   void free_raw(void* ptr);
   // Makes this backend's device current on the calling thread.
   void activate() const;
-  // Reads and clears the device status word after a sync; throws on a bad-label bit.
-  void check_device_status();
+  // The device status word: fetch_device_status() queues its copy to the host when a checking
+  // kernel may have set it (returns whether it did); after the sync, check_device_status()
+  // throws the error a destructor deferred, then, when fetched, clears the word and throws on a
+  // bad-label bit. A download fetches before its own copy, so both share the one wait.
+  bool fetch_device_status();
+  void check_device_status(bool fetched);
+  // A kernel that may set the status word was enqueued (or recorded: the capture's graph then
+  // marks the word at every launch).
+  void note_status_kernel() {
+    status_may_be_set_ = true;
+    if (capturing_here()) capture_sets_status_ = true;
+  }
   void ensure_workspace(size_t bytes);
   ConvPlan& conv_plan(const ConvShape& s);
   void choose_forward_algo(ConvPlan& plan, const ConvShape& s);
@@ -349,6 +359,7 @@ class CudaBackend final : public Backend {
   // Touched by the capturing thread only (other threads wait at the gate):
   std::vector<void*> capture_allocs_;          // allocated inside the capture (graph nodes)
   std::vector<void*> capture_deferred_frees_;  // allocated before it, freed inside it
+  bool capture_sets_status_ = false;          // a status-setting kernel was recorded
   std::string capture_broken_;                 // why the capture must fail although CUDA took it
   std::vector<const void*> capture_tables_;    // segment tables the captured ops read (optim_mutex_)
 

@@ -57,8 +57,9 @@ OpGate::~OpGate() {
 
 class CudaGraph final : public Graph {
  public:
-  CudaGraph(CudaBackend* backend, cudaGraphExec_t exec, std::vector<const void*> tables, void* workspace)
-      : backend_(backend), exec_(exec), tables_(std::move(tables)), workspace_(workspace) {}
+  CudaGraph(CudaBackend* backend, cudaGraphExec_t exec, std::vector<const void*> tables, void* workspace,
+            bool sets_status)
+      : backend_(backend), exec_(exec), tables_(std::move(tables)), workspace_(workspace), sets_status_(sets_status) {}
 
   ~CudaGraph() override {
     // An exec graph destroyed while a launch is in flight is released when the launch ends;
@@ -95,6 +96,9 @@ class CudaGraph final : public Graph {
     BYOL_CHECK(!self->capturing_here(), "cuda: a graph cannot be launched inside another graph's capture");
     OpEvents events(self, "graph_launch");  // the whole replay is one timed op
     BYOL_CUDA_CHECK(cudaGraphLaunch(exec_, self->stream()));
+    // Its cross-entropy kernels check labels on the device like eager ones: the next
+    // download or synchronize reads the status word.
+    if (sets_status_) self->status_may_be_set_ = true;
   }
 
  private:
@@ -102,6 +106,7 @@ class CudaGraph final : public Graph {
   cudaGraphExec_t exec_;
   std::vector<const void*> tables_;  // SegmentTable* pinned for this graph's lifetime
   void* workspace_;                  // the cuDNN workspace its conv nodes use (pinned), or null
+  bool sets_status_;                 // it holds kernels that may set the device status word
 };
 
 // ---- capture ---------------------------------------------------------------------------------
@@ -131,6 +136,7 @@ bool CudaBackend::begin_capture() {
   try {
     capture_error_.clear();
     capture_broken_.clear();
+    capture_sets_status_ = false;
     capture_allocs_.clear();
     capture_deferred_frees_.clear();
     {
@@ -235,7 +241,7 @@ std::unique_ptr<Graph> CudaBackend::end_capture(std::string* error) {
   t_gate_holder = nullptr;
   release_capture_gate();
   if (!why.empty()) return fail(why);
-  return std::make_unique<CudaGraph>(this, exec, std::move(tables), workspace);
+  return std::make_unique<CudaGraph>(this, exec, std::move(tables), workspace, capture_sets_status_);
 }
 
 }  // namespace cuda

@@ -7,6 +7,8 @@
 // the step scalars in at capture time proves the comparison can fail.
 // On a GPU (@cuda): the real capture, against eager steps of the same backend, plus the gate
 // that keeps another thread's ops out of a capture.
+#include <dlfcn.h>
+
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -481,6 +483,76 @@ BYOL_TEST("graph/gate_keeps_other_threads_out@cuda", ctx) {
 
 // Host time per step, eager against replayed, at a launch-bound size (printed, not asserted:
 // the device check's benchmark measures the real configurations).
+// A label outside [0, K) reaches the GPU's cross-entropy only through the backend API (the
+// model checks labels on the host): the kernels flag it in the device status word, and the next
+// download throws naming the op, once, in eager ops and in a replayed graph alike.
+BYOL_TEST("graph/device_label_check@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  Backend* b = ctx.cuda;
+  const int B = 4, K = 3;
+  const std::vector<float> host_logits = {0.1f, 0.2f, 0.3f, 1.0f, -1.0f, 0.5f, 0.0f, 0.0f, 2.0f, -0.5f, 0.25f, 0.75f};
+  Tensor logits = Tensor::from_host(b, host_logits.data(), {B, K}, byol::DType::f32);
+  Tensor probs = Tensor::zeros(b, {B, K}), loss = Tensor::zeros(b, {1});
+  const int32_t good[B] = {0, 2, 1, 2}, bad[B] = {0, 3, 1, 2};
+  Tensor labels = Tensor::from_host(b, good, {B}, byol::DType::i32);
+  b->cross_entropy_forward(loss.f32(), probs.f32(), logits.f32(), static_cast<const int32_t*>(labels.raw()), B, K);
+  byol_test::expect_true(std::isfinite(loss.to_vector_f32()[0]), "good labels: a finite loss, no error");
+  b->upload(labels.raw(), bad, sizeof(bad));
+  b->cross_entropy_forward(loss.f32(), probs.f32(), logits.f32(), static_cast<const int32_t*>(labels.raw()), B, K);
+  byol_test::expect_error("eager: the next download", [&] { loss.to_vector_f32(); }, {"cross_entropy_forward", "label"});
+  byol_test::expect_true(std::isnan(loss.to_vector_f32()[0]), "reported once; the loss is NaN");
+
+  b->upload(labels.raw(), good, sizeof(good));
+  if (!b->begin_capture()) {
+    std::string why;
+    b->end_capture(&why);
+    byol_test::skip_if_graphs_unavailable(why);
+    byol_test::expect_true(false, "begin_capture", why);
+    return;
+  }
+  b->cross_entropy_forward(loss.f32(), probs.f32(), logits.f32(), static_cast<const int32_t*>(labels.raw()), B, K);
+  std::string error;
+  std::unique_ptr<byol::Graph> graph = b->end_capture(&error);
+  if (!byol_test::expect_true(graph != nullptr, "captured", error)) return;
+  graph->launch();
+  byol_test::expect_true(std::isfinite(loss.to_vector_f32()[0]), "replay with good labels: no error");
+  b->upload(labels.raw(), bad, sizeof(bad));
+  graph->launch();
+  byol_test::expect_error("replay: the next download", [&] { loss.to_vector_f32(); }, {"cross_entropy_forward", "label"});
+}
+
+// On the simulated GPU (native/tests/cuda_sim), whose streams run only when the host waits and
+// which counts the waits that find work pending: a step, eager or replayed, with or without the
+// online classifier, waits once, for its loss. Elsewhere it skips (a GPU cannot count this).
+BYOL_TEST("graph/one_host_wait_per_step@cuda", ctx) {
+  if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
+  const char* library = std::getenv("BYOL_CUDA_LIBRARY");
+  void* handle = library ? dlopen(library, RTLD_LAZY | RTLD_NOLOAD) : nullptr;
+  auto waits = handle ? reinterpret_cast<uint64_t (*)()>(dlsym(handle, "byol_sim_blocking_waits")) : nullptr;
+  if (!waits) {
+    if (handle) dlclose(handle);
+    byol_test::skip("not the simulated GPU: only it counts the host's waits");
+  }
+  for (bool graphs : {false, true})
+    for (int classes : {0, 5}) {
+      ModelConfig c = tiny_config(byol::OptimizerKind::lars);
+      c.classifier_classes = classes;
+      ByolModel m(ctx.cuda, c);
+      m.set_use_graphs(graphs);
+      Tensor v1 = random_views(ctx.cuda, 8, 16, 1), v2 = random_views(ctx.cuda, 8, 16, 2);
+      for (int i = 0; i < 3; ++i) m.step(v1, v2, 0.1f, 0.99f, classes ? step_labels(8, i).data() : nullptr);
+      const uint64_t before = waits();
+      const int steps = 4;
+      for (int i = 3; i < 3 + steps; ++i) m.step(v1, v2, 0.1f, 0.99f, classes ? step_labels(8, i).data() : nullptr);
+      const uint64_t per_step_x4 = waits() - before;
+      const std::string name = std::string(graphs ? "graph" : "eager") + (classes ? " + classifier" : "");
+      byol_test::expect_true(per_step_x4 == steps, name + ": one host wait per step",
+                             std::to_string(per_step_x4) + " waits in " + std::to_string(steps) + " steps" +
+                                 (graphs ? ", " + std::to_string(m.graph_launches()) + " graph launches" : ""));
+    }
+  dlclose(handle);
+}
+
 BYOL_TEST("graph/step_time@cuda", ctx) {
   if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
   if (const char* v = std::getenv("BYOL_TEST_NO_TIMING"); v && *v && std::string(v) != "0")

@@ -31,6 +31,7 @@
 #include "cuda_runtime.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -190,6 +191,19 @@ void run_all_streams() {
 }
 
 bool event_complete(const CUevent_st* e) { return !e->stream || e->stream->done >= e->seq; }
+
+bool any_pending() {
+  for (const CUstream_st* s : streams())
+    if (!s->queue.empty()) return true;
+  return false;
+}
+
+// Times the host blocked on queued GPU work (byol_sim_blocking_waits below): a synchronization
+// with work still pending, or a copy into pageable memory (which waits for its stream).
+std::atomic<uint64_t> g_blocking_waits{0};
+void note_wait(bool pending) {
+  if (pending) ++g_blocking_waits;
+}
 
 bool is_pinned(const void* ptr, size_t bytes) {
   const char* p = static_cast<const char*>(ptr);
@@ -369,6 +383,7 @@ cudaError_t cudaFree(void* ptr) {
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
   if (!ptr) return cudaSuccess;
   if (!heap().owns(ptr, 0)) return fail(cudaErrorInvalidValue);
+  note_wait(any_pending());
   run_all_streams();  // cudaFree synchronizes the device
   release_device(ptr);
   return cudaSuccess;
@@ -389,6 +404,7 @@ cudaError_t cudaFreeHost(void* ptr) {
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
   if (!ptr) return cudaSuccess;
   if (!pinned().count(ptr)) return fail(cudaErrorInvalidValue);
+  note_wait(any_pending());
   run_all_streams();  // cudaFreeHost synchronizes the device
   pinned().erase(ptr);
   std::free(ptr);
@@ -536,6 +552,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   }
   if (!capturing && !dst_device && !is_pinned(dst, bytes)) {
     // Into pageable memory: returns once the copy is done (the stream's earlier work first).
+    note_wait(true);
     if (stream) run_until(stream);
     std::memcpy(dst, src, bytes);
     return cudaSuccess;
@@ -577,6 +594,7 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
     return fail(cudaErrorStreamCaptureUnsupported);
   }
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
+  note_wait(stream ? !stream->queue.empty() : any_pending());
   if (stream)
     run_until(stream);
   else
@@ -628,6 +646,7 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   if (!event) return fail(cudaErrorInvalidResourceHandle);
   std::lock_guard<std::recursive_mutex> lock(mutex());
   if (refused_in_capture()) return fail(cudaErrorStreamCaptureUnsupported);
+  note_wait(!event_complete(event));
   if (!event_complete(event)) run_until(event->stream, event->seq);
   return cudaSuccess;
 }
@@ -731,4 +750,10 @@ int nvtxRangePop() {
     return -1;
   }
   return --t_nvtx_depth;
+}
+
+// The simulator's one export besides the runtime: how often the host has blocked on queued GPU
+// work so far (tests look it up with dlsym to check that a step waits only for its loss).
+extern "C" __attribute__((visibility("default"))) uint64_t byol_sim_blocking_waits() {
+  return g_blocking_waits.load();
 }
