@@ -9,7 +9,9 @@
 //   - a GPU without memory pools: graph replay turns itself off with the reason, and the steps
 //     (every buffer from cudaMalloc) give exactly the losses of the pooled GPU's graph replays;
 //   - the trainer on 'cuda' (graph replay on): exact resume (3 + 3 steps = 6 straight steps),
-//     and the CLI training on real Fashion-MNIST with a checkpoint and encoder written.
+//     one blocking wait for the GPU per step (the next batch's augmentation and uploads do not
+//     wait for the running step), and the CLI training on real Fashion-MNIST with a
+//     checkpoint and encoder written.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -138,6 +140,23 @@ test('trainer on cuda with graph replay: 3 steps + resume 3 = 6 straight steps, 
   const resumed = await new Trainer({ resume: split.out, progress: 'none' }).run();
   assert.is(resumed.step, 6);
   assert.equal(await stepLosses(split.out), expected);
+});
+
+test('the trainer waits for the GPU once per step (augmentation and uploads run ahead)', () => {
+  // BYOL_SIM_STATS=1: the simulated runtime prints its count of blocking host waits at exit.
+  const waits = (steps) => {
+    const out = newRunDir();
+    const run = spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'train', '--data', 'synthetic',
+      '--data-limit', '64', '--data-size', '16', '--width', '0.125', '--projector-hidden', '32', '--projector-out', '16',
+      '--predictor-hidden', '32', '--batch-size', '8', '--steps', String(steps), '--device', 'cuda', '--progress', 'none',
+      '--checkpoint-every', '0', '--out', out], { encoding: 'utf8', env: { ...process.env, BYOL_SIM_STATS: '1' } });
+    assert.is(run.status, 0, run.stderr);
+    const m = run.stderr.match(/cuda \(simulated\): \d+ work items, (\d+) blocking host waits/);
+    assert.ok(m, run.stderr);
+    return +m[1];
+  };
+  // Steps 5..8 come after the graph capture (step 3): 4 more steps, 4 more waits (each loss).
+  assert.is(waits(8) - waits(4), 4);
 });
 
 test('byol train --device cuda on real Fashion-MNIST writes a checkpoint and an encoder', () => {

@@ -247,8 +247,11 @@ class AugmentWorker : public Napi::AsyncWorker {
       byol::Tensor on_device = images_.defined()
                                    ? images_.to(backend_)
                                    : byol::Tensor::from_host(backend_, host_.data(), shape_, byol::DType::u8);
+      // No synchronize: the views are used on the same stream, after the kernel; the pixels'
+      // device copy is freed stream-ordered and the parameters are staged by the backend. A
+      // wait here would hold the next batch until the GPU finished the running step, and the
+      // step after it could only be queued once the GPU had gone idle.
       backend_->augment(out_.f32(), on_device.u8(), params.data(), N, H, W, C, config_.out_h, config_.out_w);
-      backend_->synchronize();
     }
   }
 

@@ -3,7 +3,7 @@
 // copied into pinned staging and uploaded asynchronously, scratch from the stream-ordered pool,
 // then kernels/augment.cu on the stream. Contract: backend.h / byol/augment.h; the caller's
 // params array is free when the call returns, and nothing waits for the GPU (except a full
-// staging ring, see AugmentStaging in cuda_backend.h).
+// staging ring, see StagingRing in cuda_backend.h).
 #include <algorithm>
 #include <cstring>
 
@@ -13,61 +13,6 @@
 
 namespace byol {
 namespace cuda {
-namespace {
-
-// In-flight augment calls the host may run ahead by before one waits: a step augments two
-// views, and the host rarely gets more than a couple of steps ahead.
-constexpr size_t kMaxStagingSlots = 8;
-constexpr size_t kMinStagingBytes = size_t(64) << 10;
-
-}  // namespace
-
-CudaBackend::AugmentStaging::Slot& CudaBackend::AugmentStaging::acquire(size_t bytes) {
-  // Fixed capacity: `Slot&` handed out stays valid while more slots are added.
-  if (slots.capacity() < kMaxStagingSlots) slots.reserve(kMaxStagingSlots);
-  Slot* chosen = nullptr;
-  for (Slot& slot : slots) {
-    const cudaError_t status = cudaEventQuery(slot.done);
-    if (status == cudaErrorNotReady) continue;  // its copy has not run yet
-    BYOL_CUDA_CHECK(status);
-    if (!chosen || (chosen->bytes < bytes && slot.bytes >= bytes)) chosen = &slot;
-  }
-  if (!chosen && slots.size() < kMaxStagingSlots) {
-    Slot slot;
-    BYOL_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
-    slots.push_back(slot);
-    chosen = &slots.back();
-  }
-  if (!chosen) {
-    chosen = &*std::min_element(slots.begin(), slots.end(),
-                                [](const Slot& a, const Slot& b) { return a.last_use < b.last_use; });
-    BYOL_CUDA_CHECK(cudaEventSynchronize(chosen->done));
-  }
-  if (chosen->bytes < bytes) {
-    if (chosen->host) BYOL_CUDA_CHECK(cudaFreeHost(chosen->host));
-    chosen->host = nullptr;
-    chosen->bytes = 0;
-    size_t want = kMinStagingBytes;
-    while (want < bytes) want *= 2;
-    BYOL_CUDA_CHECK(cudaHostAlloc(&chosen->host, want, cudaHostAllocDefault));
-    chosen->bytes = want;
-  }
-  chosen->last_use = ++clock;
-  return *chosen;
-}
-
-CudaBackend::AugmentStaging::~AugmentStaging() {
-  // Runs after teardown() synchronized the stream; destructors cannot report failures.
-  for (Slot& slot : slots) {
-    if (slot.done) {
-      cudaEventSynchronize(slot.done);
-      cudaEventDestroy(slot.done);
-    }
-    if (slot.host) cudaFreeHost(slot.host);
-  }
-  (void)cudaGetLastError();
-}
-
 void CudaBackend::augment(float* out, const uint8_t* images, const AugmentParams* params, int N, int H, int W,
                           int C, int out_h, int out_w) {
   BYOL_CUDA_OP("augment");
@@ -81,7 +26,7 @@ void CudaBackend::augment(float* out, const uint8_t* images, const AugmentParams
   char* device_args = static_cast<char*>(args.data());
   {
     std::lock_guard<std::mutex> lock(augment_staging_.mutex);
-    AugmentStaging::Slot& slot = augment_staging_.acquire(layout.staged_bytes);
+    StagingRing::Slot& slot = augment_staging_.acquire(layout.staged_bytes);
     stage_augment_args(slot.host, params, N, layout);
     BYOL_CUDA_CHECK(cudaMemcpyAsync(device_args, slot.host, layout.staged_bytes, cudaMemcpyHostToDevice, stream_));
     BYOL_CUDA_CHECK(cudaEventRecord(slot.done, stream_));

@@ -176,8 +176,6 @@ CudaBackend::CudaBackend(int device) : device_(device) {
     BYOL_CUDA_CHECK(cudaMemsetAsync(device_status_, 0, sizeof(unsigned), stream_));
     BYOL_CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_status_), sizeof(unsigned),
                                   cudaHostAllocDefault));
-    for (StagingSlot& slot : staging_)
-      BYOL_CUDA_CHECK(cudaEventCreateWithFlags(&slot.done, cudaEventDisableTiming));
 
     // TF32 tensor cores by default (PyTorch's choice for convolutions); 0 for full FP32.
     tf32_conv_ = tf32_matmul_ = true;
@@ -212,11 +210,6 @@ void CudaBackend::teardown() noexcept {
   // Never throws: failures while tearing down cannot be acted on.
   if (stream_) cudaStreamSynchronize(stream_);
   plans_.clear();
-  for (StagingSlot& slot : staging_) {
-    if (slot.done) cudaEventDestroy(slot.done);
-    if (slot.host) cudaFreeHost(slot.host);
-    slot = StagingSlot{};
-  }
   if (host_status_) cudaFreeHost(host_status_);
   host_status_ = nullptr;
   for (const TimedOp& t : timed_ops_) {
@@ -359,21 +352,11 @@ void CudaBackend::upload(void* dst, const void* host_src, size_t bytes) {
   BYOL_CHECK(dst != nullptr, "cuda: upload: dst is null (", bytes, " bytes)");
   BYOL_CHECK(host_src != nullptr, "cuda: upload: host_src is null (", bytes, " bytes)");
   std::lock_guard<std::mutex> lock(mutex_);
+  std::lock_guard<std::mutex> staging_lock(upload_staging_.mutex);
   size_t offset = 0;
   while (offset < bytes) {
     const size_t n = std::min(kStagingChunk, bytes - offset);
-    StagingSlot& slot = staging_[next_slot_];
-    next_slot_ ^= 1;
-    // The slot's previous copy must have left the staging buffer before it is overwritten.
-    BYOL_CUDA_CHECK(cudaEventSynchronize(slot.done));
-    if (slot.bytes < n) {
-      if (slot.host) BYOL_CUDA_CHECK(cudaFreeHost(slot.host));
-      slot.host = nullptr;
-      slot.bytes = 0;
-      const size_t want = std::min(kStagingChunk, std::max(n, size_t(1) << 20));
-      BYOL_CUDA_CHECK(cudaHostAlloc(&slot.host, want, cudaHostAllocDefault));
-      slot.bytes = want;
-    }
+    StagingRing::Slot& slot = upload_staging_.acquire(n);
     std::memcpy(slot.host, static_cast<const char*>(host_src) + offset, n);
     BYOL_CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + offset, slot.host, n,
                                     cudaMemcpyHostToDevice, stream_));
@@ -389,11 +372,25 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
   BYOL_CHECK(host_dst != nullptr, "cuda: download: host_dst is null (", bytes, " bytes)");
   BYOL_CHECK(src != nullptr, "cuda: download: src is null (", bytes, " bytes)");
-  // The status word first (pinned: queued), then the data: the copy into `host_dst` (pageable)
-  // waits for both, so the step's readback and the label check share one wait.
+  // The status word first, then the data, both into pinned memory, then a wait for an event
+  // after the data's copy: the step's readback and the label check share one wait, and work
+  // that other threads queue meanwhile (the next batch's augmentation) is not waited for, as
+  // a stream synchronization would.
   const bool status_fetched = fetch_device_status();
-  BYOL_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
-  BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  {
+    std::lock_guard<std::mutex> staging_lock(download_staging_.mutex);
+    size_t offset = 0;
+    while (offset < bytes) {
+      const size_t n = std::min(kStagingChunk, bytes - offset);
+      StagingRing::Slot& slot = download_staging_.acquire(n);
+      BYOL_CUDA_CHECK(cudaMemcpyAsync(slot.host, static_cast<const char*>(src) + offset, n,
+                                      cudaMemcpyDeviceToHost, stream_));
+      BYOL_CUDA_CHECK(cudaEventRecord(slot.done, stream_));
+      BYOL_CUDA_CHECK(cudaEventSynchronize(slot.done));
+      std::memcpy(static_cast<char*>(host_dst) + offset, slot.host, n);
+      offset += n;
+    }
+  }
   check_device_status(status_fetched);
 }
 

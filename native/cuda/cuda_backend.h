@@ -322,17 +322,6 @@ class CudaBackend final : public Backend {
   std::mutex deferred_mutex_;
   std::string deferred_error_;
 
-  // Pageable host memory cannot be read by an asynchronous copy; uploads go through two
-  // pinned staging slots so the caller's buffer is free when upload() returns while the
-  // copy itself overlaps with queued work.
-  struct StagingSlot {
-    void* host = nullptr;
-    size_t bytes = 0;
-    cudaEvent_t done = nullptr;
-  };
-  StagingSlot staging_[2];
-  int next_slot_ = 0;
-
   // ---- op timing (OpEvents) ----
   struct TimedOp {
     int phase;
@@ -390,12 +379,16 @@ class CudaBackend final : public Backend {
   std::vector<std::unique_ptr<SegmentTable>> segment_tables_;
   uint64_t segment_table_clock_ = 0;
 
-  // ---- augment's pinned staging (augment.cc) ----
-  // The caller may reuse its parameter array as soon as augment() returns, so the parameters
+  // ---- pinned staging (staging.cc) ----
+  // Pageable host memory cannot be read by an asynchronous copy, and the caller may reuse its
+  // buffer (upload's source, augment's parameter array) as soon as the call returns: the bytes
   // are copied into pinned memory first and uploaded from there asynchronously. A slot is
-  // reusable once its copy has run (its event); a small ring of slots lets the host run ahead
-  // of the GPU by several calls without waiting. Freed by the destructor (after teardown()).
-  struct AugmentStaging {
+  // reusable once its copy has run (its event); a ring of slots lets the host run ahead of the
+  // GPU by several calls without waiting (a step's uploads: two views' pixels, its scalars,
+  // its labels). One ring for upload(), one for augment(), and one for download(), whose
+  // copies land in pinned memory so it can wait for an event just after them. Freed by the
+  // destructor (after teardown()).
+  struct StagingRing {
     struct Slot {
       void* host = nullptr;
       size_t bytes = 0;
@@ -406,14 +399,14 @@ class CudaBackend final : public Backend {
     std::vector<Slot> slots;
     uint64_t clock = 0;
     // A slot of at least `bytes` whose previous copy has completed; waits only when all of the
-    // ring's slots (augment.cc: kMaxStagingSlots) are still in flight, for the least recently used.
+    // ring's slots (staging.cc: kMaxStagingSlots) are still in flight, for the least recently used.
     Slot& acquire(size_t bytes);
-    AugmentStaging() = default;
-    AugmentStaging(const AugmentStaging&) = delete;
-    AugmentStaging& operator=(const AugmentStaging&) = delete;
-    ~AugmentStaging();
+    StagingRing() = default;
+    StagingRing(const StagingRing&) = delete;
+    StagingRing& operator=(const StagingRing&) = delete;
+    ~StagingRing();
   };
-  AugmentStaging augment_staging_;
+  StagingRing upload_staging_, augment_staging_, download_staging_;
 };
 
 }  // namespace cuda

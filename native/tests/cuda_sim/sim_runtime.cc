@@ -201,9 +201,21 @@ bool any_pending() {
 // Times the host blocked on queued GPU work (byol_sim_blocking_waits below): a synchronization
 // with work still pending, or a copy into pageable memory (which waits for its stream).
 std::atomic<uint64_t> g_blocking_waits{0};
+std::atomic<uint64_t> g_work_items{0};
 void note_wait(bool pending) {
   if (pending) ++g_blocking_waits;
 }
+
+// BYOL_SIM_STATS=1: one line at exit with the counts (what a process asked of the GPU).
+const bool g_stats_at_exit = [] {
+  if (env_long("BYOL_SIM_STATS", 0) != 0)
+    std::atexit([] {
+      std::fprintf(stderr, "cuda (simulated): %llu work items, %llu blocking host waits\n",
+                   static_cast<unsigned long long>(g_work_items.load()),
+                   static_cast<unsigned long long>(g_blocking_waits.load()));
+    });
+  return true;
+}();
 
 bool is_pinned(const void* ptr, size_t bytes) {
   const char* p = static_cast<const char*>(ptr);
@@ -244,6 +256,7 @@ bool submit_launch(cudaStream_t stream, std::function<void()>& work) {
   if (stream && !settings().sync) {
     stream->queue.push_back(std::move(work));
     ++stream->enqueued;
+    ++g_work_items;
     return true;
   }
   work();
@@ -269,6 +282,7 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
   if (stream && !settings().sync) {
     stream->queue.push_back(std::move(work));
     ++stream->enqueued;
+    ++g_work_items;
     return cudaSuccess;
   }
   work();
