@@ -83,7 +83,18 @@ if (only === null || only === 'sim') {
     parts.push({ name: 'simulated GPU', passed: 0, failed: 1, skipped: 0, seconds: 0 });
   } else {
     const env = { BYOL_CUDA_LIBRARY: simLibrary, BYOL_TEST_NO_TIMING: '1' };
-    run('simulated GPU (C++)', runner, ['--backend', 'cuda', '--filter', filter ?? '@cuda'], parseRunner, env);
+    // BYOL_SIM_STATS: the simulated runtime's line at exit; every case frees what it allocated,
+    // so the runner must end with no device memory and no pinned host memory left.
+    run('simulated GPU (C++)', runner, ['--backend', 'cuda', '--filter', filter ?? '@cuda'], (out) => {
+      const counts = parseRunner(out);
+      const left = out.match(/cuda \(simulated\): .* (\d+) bytes of device memory still allocated, (\d+) pinned host allocations/);
+      if (!counts) return counts;
+      if (!left || +left[1] !== 0 || +left[2] !== 0) {
+        console.log(`simulated GPU (C++): ${left ? `${left[1]} bytes of device memory and ${left[2]} pinned allocations left at exit (a leak)` : 'no BYOL_SIM_STATS line at exit'}: counted as 1 failure`);
+        counts.failed += 1;
+      }
+      return counts;
+    }, { ...env, BYOL_SIM_STATS: '1' });
     if (!filter) run('simulated GPU (js)', process.execPath, [join(root, 'node_modules', 'uvu', 'bin.js'), 'test', simJs], parseUvu, env);
   }
 }

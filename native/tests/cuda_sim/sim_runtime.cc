@@ -210,9 +210,9 @@ void note_wait(bool pending) {
 const bool g_stats_at_exit = [] {
   if (env_long("BYOL_SIM_STATS", 0) != 0)
     std::atexit([] {
-      std::fprintf(stderr, "cuda (simulated): %llu work items, %llu blocking host waits\n",
+      std::fprintf(stderr, "cuda (simulated): %llu work items, %llu blocking host waits, %zu bytes of device memory still allocated, %zu pinned host allocations\n",
                    static_cast<unsigned long long>(g_work_items.load()),
-                   static_cast<unsigned long long>(g_blocking_waits.load()));
+                   static_cast<unsigned long long>(g_blocking_waits.load()), heap().live_bytes(), pinned().size());
     });
   return true;
 }();
