@@ -422,6 +422,16 @@ BYOL_TEST("emu/step_same_bits_in_either_schedule", ctx) {
 
 // ---- on a GPU ----------------------------------------------------------------------------------
 
+// begin_capture, or the case skips (a GPU without memory pools) or fails with the reason.
+bool begin_capture_or_skip(Backend* b) {
+  if (b->begin_capture()) return true;
+  std::string why;
+  b->end_capture(&why);
+  byol_test::skip_if_graphs_unavailable(why);
+  byol_test::expect_true(false, "begin_capture", why);
+  return false;
+}
+
 BYOL_TEST("graph/replay_matches_eager@cuda", ctx) {
   if (!ctx.cuda) byol_test::skip("no CUDA backend on this machine");
   for (byol::OptimizerKind kind : {byol::OptimizerKind::lars, byol::OptimizerKind::adamw}) {
@@ -447,13 +457,7 @@ BYOL_TEST("graph/gate_keeps_other_threads_out@cuda", ctx) {
   Backend* b = ctx.cuda;
   Tensor x = Tensor::zeros(b, {1024}), y = Tensor::zeros(b, {1024});
   b->synchronize();
-  if (!b->begin_capture()) {
-    std::string why;
-    b->end_capture(&why);
-    byol_test::skip_if_graphs_unavailable(why);
-    byol_test::expect_true(false, "begin_capture", why);
-    return;
-  }
+  if (!begin_capture_or_skip(b)) return;
   std::atomic<bool> done{false};
   std::thread other([&] {
     b->fill(x.f32(), 2.0f, 1024);
@@ -503,13 +507,7 @@ BYOL_TEST("graph/device_label_check@cuda", ctx) {
   byol_test::expect_true(std::isnan(loss.to_vector_f32()[0]), "reported once; the loss is NaN");
 
   b->upload(labels.raw(), good, sizeof(good));
-  if (!b->begin_capture()) {
-    std::string why;
-    b->end_capture(&why);
-    byol_test::skip_if_graphs_unavailable(why);
-    byol_test::expect_true(false, "begin_capture", why);
-    return;
-  }
+  if (!begin_capture_or_skip(b)) return;
   b->cross_entropy_forward(loss.f32(), probs.f32(), logits.f32(), static_cast<const int32_t*>(labels.raw()), B, K);
   std::string error;
   std::unique_ptr<byol::Graph> graph = b->end_capture(&error);

@@ -245,6 +245,16 @@ void* allocate(size_t bytes) {
   return heap().alloc(bytes);
 }
 
+// Queues `work` on `stream` (not the legacy stream, and not under BYOL_SIM_SYNC); false when
+// the caller must run it now. Under the lock.
+bool defer(cudaStream_t stream, std::function<void()>& work) {
+  if (!stream || settings().sync) return false;
+  stream->queue.push_back(std::move(work));
+  ++stream->enqueued;
+  ++g_work_items;
+  return true;
+}
+
 // The emulator's kernel launches come here (emu.h, SubmitHook): recorded while their stream
 // captures, otherwise run now under the device lock.
 bool submit_launch(cudaStream_t stream, std::function<void()>& work) {
@@ -253,13 +263,7 @@ bool submit_launch(cudaStream_t stream, std::function<void()>& work) {
     if (!stream->invalidated) stream->graph->nodes.push_back(std::move(work));
     return true;
   }
-  if (stream && !settings().sync) {
-    stream->queue.push_back(std::move(work));
-    ++stream->enqueued;
-    ++g_work_items;
-    return true;
-  }
-  work();
+  if (!defer(stream, work)) work();
   return true;
 }
 
@@ -279,13 +283,7 @@ cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
     stream->graph->nodes.push_back(std::move(work));
     return cudaSuccess;
   }
-  if (stream && !settings().sync) {
-    stream->queue.push_back(std::move(work));
-    ++stream->enqueued;
-    ++g_work_items;
-    return cudaSuccess;
-  }
-  work();
+  if (!defer(stream, work)) work();
   return cudaSuccess;
 }
 
