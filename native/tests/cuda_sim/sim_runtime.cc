@@ -202,6 +202,7 @@ bool any_pending() {
 // with work still pending, or a copy into pageable memory (which waits for its stream).
 std::atomic<uint64_t> g_blocking_waits{0};
 std::atomic<uint64_t> g_work_items{0};
+std::atomic<uint64_t> g_legacy_items{0};  // work on the legacy (null) stream
 void note_wait(bool pending) {
   if (pending) ++g_blocking_waits;
 }
@@ -210,8 +211,11 @@ void note_wait(bool pending) {
 const bool g_stats_at_exit = [] {
   if (env_long("BYOL_SIM_STATS", 0) != 0)
     std::atexit([] {
-      std::fprintf(stderr, "cuda (simulated): %llu work items, %llu blocking host waits, %zu bytes of device memory still allocated, %zu pinned host allocations\n",
-                   static_cast<unsigned long long>(g_work_items.load()),
+      std::fprintf(stderr,
+                   "cuda (simulated): %llu work items (%llu on the legacy stream), %llu blocking host waits, %zu bytes "
+                   "of device memory still allocated, %zu pinned host allocations\n",
+                   static_cast<unsigned long long>(g_work_items.load() + g_legacy_items.load()),
+                   static_cast<unsigned long long>(g_legacy_items.load()),
                    static_cast<unsigned long long>(g_blocking_waits.load()), heap().live_bytes(), pinned().size());
     });
   return true;
@@ -248,6 +252,7 @@ void* allocate(size_t bytes) {
 // Queues `work` on `stream` (not the legacy stream, and not under BYOL_SIM_SYNC); false when
 // the caller must run it now. Under the lock.
 bool defer(cudaStream_t stream, std::function<void()>& work) {
+  if (!stream) ++g_legacy_items;
   if (!stream || settings().sync) return false;
   stream->queue.push_back(std::move(work));
   ++stream->enqueued;
