@@ -2,7 +2,8 @@
 // (native/tests/cuda_sim, built as build-cmake/libbyol_cuda_sim.so). `npm test` runs this file
 // in its "simulated GPU (js)" suite with BYOL_CUDA_LIBRARY pointing there; the plain JS suite
 // leaves it out (its name does not end in .test.mjs). Checked here:
-//   - what a machine lacks (no driver, no GPU, a driver too old, a device index out of range),
+//   - what a machine lacks (no driver, no GPU, a driver too old, a GPU older than the kernels'
+//     sm_80, a device index out of range),
 //     as the plugin itself reports it through probeCuda/resolveDevice (BYOL_SIM_* settings);
 //   - out of GPU memory: the error names the size asked and what the pool holds, and the model
 //     steps on exactly as a fresh one does;
@@ -63,14 +64,18 @@ test('what the machine lacks, in the plugin\'s own words', () => {
     [{ BYOL_SIM_DEVICES: '0' }, /cuda: no GPU: the NVIDIA driver \(CUDA 13\.0\) found no CUDA device; check nvidia-smi/],
     [{ BYOL_SIM_DRIVER: '12080' },
       /the NVIDIA driver supports CUDA up to 12\.8 but libbyol_cuda\.so was built with CUDA 13\.0: update the NVIDIA driver/],
+    [{ BYOL_SIM_CC: '7.5' },
+      /\(compute capability 7\.5\) cannot run libbyol_cuda\.so's kernels: cudaErrorNoKernelImageForDevice: .*rebuild with -DCMAKE_CUDA_ARCHITECTURES=75\)/],
   ];
   for (const [env, reason] of cases) {
     const out = child(probeScript, env);
     assert.is(out.probe.available, false, JSON.stringify(env));
     assert.match(out.probe.reason, /^device 'cuda:0' is not available: /);
     assert.match(out.probe.reason, reason);
-    assert.match(out.second, reason);
+    // cuda:2 of a one-GPU machine: the machine-wide causes come first, else the index.
+    assert.match(out.second, env.BYOL_SIM_CC ? /cuda: device index 2 out of range: 1 GPU found/ : reason);
   }
+  assert.match(child(probeScript, { BYOL_SIM_CC: '8.6' }).probe.description, /\(sm_86, /);
   const two = child(probeScript, { BYOL_SIM_DEVICES: '2' });
   assert.is(two.probe.available, true);
   assert.match(two.second, /cuda: device index 2 out of range: 2 GPUs found \(cuda:0 byol simulated GPU \(host CPU\), cuda:1 /);

@@ -54,10 +54,15 @@ struct cudaFuncAttributes {
 cudaError_t cudaGetLastError();
 const char* cudaGetErrorName(cudaError_t status);
 const char* cudaGetErrorString(cudaError_t status);
+namespace byol_emu {
+// What cudaFuncGetAttributes answers (cudaSuccess unless the simulated runtime of ../cuda_sim
+// plays a GPU the kernels were not built for).
+cudaError_t kernel_image_status();
+}  // namespace byol_emu
 template <typename Kernel>
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, Kernel) {
   *attributes = cudaFuncAttributes{};
-  return cudaSuccess;
+  return byol_emu::kernel_image_status();
 }
 
 #define __global__

@@ -536,6 +536,13 @@ void set_submit_hook(SubmitHook hook) { g_submit_hook = hook; }
 
 void set_last_error(cudaError_t status) { t_last_error = status; }
 
+namespace {
+std::atomic<cudaError_t> g_kernel_image_status{cudaSuccess};
+}  // namespace
+
+void set_kernel_image_status(cudaError_t status) { g_kernel_image_status = status; }
+cudaError_t kernel_image_status() { return g_kernel_image_status.load(); }
+
 void Launch::submit(std::function<void()> work) const {
   if (!valid()) {
     t_last_error = cudaErrorInvalidConfiguration;

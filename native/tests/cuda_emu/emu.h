@@ -65,6 +65,10 @@ void expect_races(bool on);
 // runtime of ../cuda_sim.
 void set_last_error(cudaError_t status);
 
+// cudaFuncGetAttributes' answer (cuda_runtime.h): cudaErrorNoKernelImageForDevice makes the
+// plugin's startup probe report a GPU its kernels were not built for.
+void set_kernel_image_status(cudaError_t status);
+
 // Where a launch's work goes. Without a hook it runs at once; the simulated runtime
 // (../cuda_sim) installs one that records it instead while `stream` is being captured into a
 // CUDA graph, and returns true then.

@@ -26,7 +26,8 @@
 //   - events (host clock), NVTX range depth, the profiler window.
 // Settings (environment, read once): BYOL_SIM_DEVICES (1), BYOL_SIM_DRIVER (13000: CUDA
 // 13.0; 0 = no driver), BYOL_SIM_MEMORY_MB (16384), BYOL_SIM_SMS (8), BYOL_SIM_POOLS (1),
-// BYOL_SIM_SYNC (0).
+// BYOL_SIM_SYNC (0), BYOL_SIM_CC (9.0: the compute capability; below 8.0 the kernels' image
+// probe fails, as the real plugin's sm_80/sm_90 code and compute_90 PTX would).
 // Not modelled: concurrency between streams, timing, anything of the hardware.
 #include "cuda_runtime.h"
 
@@ -55,7 +56,7 @@ namespace {
 constexpr int kRuntimeVersion = 13000;
 
 struct Settings {
-  int devices = 1, driver = 13000, sms = 8;
+  int devices = 1, driver = 13000, sms = 8, cc_major = 9, cc_minor = 0;
   bool pools = true, sync = false;
   size_t memory = size_t(16384) << 20;
 };
@@ -80,6 +81,15 @@ const Settings& settings() {
     r.sms = std::max(1, int(env_long("BYOL_SIM_SMS", 8)));
     r.pools = env_long("BYOL_SIM_POOLS", 1) != 0;
     r.sync = env_long("BYOL_SIM_SYNC", 0) != 0;
+    if (const char* cc = std::getenv("BYOL_SIM_CC"); cc && *cc) {
+      int major = 0, minor = 0;
+      if (std::sscanf(cc, "%d.%d", &major, &minor) == 2 && major > 0 && minor >= 0 && minor < 10) {
+        r.cc_major = major;
+        r.cc_minor = minor;
+      } else {
+        std::fprintf(stderr, "cuda (simulated): ignoring BYOL_SIM_CC='%s' (expected a compute capability like 8.6)\n", cc);
+      }
+    }
     r.memory = size_t(env_long("BYOL_SIM_MEMORY_MB", 16384)) << 20;
     return r;
   }();
@@ -274,6 +284,8 @@ bool submit_launch(cudaStream_t stream, std::function<void()>& work) {
 
 const bool g_hook_installed = [] {
   byol_emu::set_submit_hook(submit_launch);
+  // The real plugin holds sm_80 and sm_90 code and compute_90 PTX: older GPUs cannot run it.
+  if (settings().cc_major < 8) byol_emu::set_kernel_image_status(cudaErrorNoKernelImageForDevice);
   return true;
 }();
 
@@ -345,8 +357,8 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* props, int device) {
   *props = cudaDeviceProp{};
   std::snprintf(props->name, sizeof props->name, "byol simulated GPU (host CPU)");
   props->totalGlobalMem = settings().memory;
-  props->major = 9;
-  props->minor = 0;
+  props->major = settings().cc_major;
+  props->minor = settings().cc_minor;
   props->multiProcessorCount = settings().sms;
   props->maxThreadsPerBlock = 1024;
   props->warpSize = 32;
