@@ -112,12 +112,12 @@ struct CUgraph_st {
 };
 
 struct CUgraphExec_st {
-  std::vector<Work> nodes;
+  // Shared with its queued launches: CUDA keeps an exec graph alive until its launches ran.
+  std::shared_ptr<const std::vector<Work>> nodes;
   std::shared_ptr<Owned> owned;
 };
 
 struct CUstream_st {
-  unsigned flags = 0;
   std::deque<Work> queue;          // enqueued, not yet run
   uint64_t enqueued = 0, done = 0;  // work items ever queued / run
   CUgraph_st* graph = nullptr;  // non-null while capturing
@@ -600,8 +600,7 @@ cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t str
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned flags) {
   if (!stream) return fail(cudaErrorInvalidValue);
   std::lock_guard<std::recursive_mutex> lock(mutex());
-  *stream = new CUstream_st();
-  (*stream)->flags = flags;
+  *stream = new CUstream_st();  // flags: every stream here is as cudaStreamNonBlocking
   streams().insert(*stream);
   return cudaSuccess;
 }
@@ -731,7 +730,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
 cudaError_t cudaGraphInstantiateWithFlags(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags) {
   if (!exec || !graph || flags != 0) return fail(cudaErrorInvalidValue);
   std::lock_guard<std::recursive_mutex> lock(mutex());
-  *exec = new CUgraphExec_st{graph->nodes, graph->owned};
+  *exec = new CUgraphExec_st{std::make_shared<const std::vector<Work>>(graph->nodes), graph->owned};
   return cudaSuccess;
 }
 
@@ -746,10 +745,8 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!exec) return fail(cudaErrorInvalidValue);
   std::lock_guard<std::recursive_mutex> lock(mutex());
   if (stream && stream->graph) return fail(cudaErrorStreamCaptureUnsupported);
-  // The exec graph may be destroyed before its launch runs (CUDA keeps it alive until then).
-  auto nodes = std::make_shared<std::vector<Work>>(exec->nodes);
-  auto owned = exec->owned;
-  return byol_sim::enqueue(stream, [nodes, owned] {
+  // The exec graph may be destroyed before this launch runs: it holds the nodes and memory.
+  return byol_sim::enqueue(stream, [nodes = exec->nodes, owned = exec->owned] {
     for (const Work& node : *nodes) node();
   });
 }
