@@ -151,10 +151,10 @@ test('the trainer waits for the GPU once per step (augmentation and uploads run 
   // BYOL_SIM_STATS=1: the simulated runtime prints its count of blocking host waits at exit.
   const waits = (steps) => {
     const out = newRunDir();
-    const run = spawnSync(process.execPath, [join(root, 'dist', 'cli', 'main.js'), 'train', '--data', 'synthetic',
-      '--data-limit', '64', '--data-size', '16', '--width', '0.125', '--projector-hidden', '32', '--projector-out', '16',
-      '--predictor-hidden', '32', '--batch-size', '8', '--steps', String(steps), '--device', 'cuda', '--progress', 'none',
-      '--checkpoint-every', '0', '--out', out], { encoding: 'utf8', env: { ...process.env, BYOL_SIM_STATS: '1' } });
+    const run = runCli(root, ['train', '--data', 'synthetic', '--data-limit', '64', '--data-size', '16', '--width', '0.125',
+      '--projector-hidden', '32', '--projector-out', '16', '--predictor-hidden', '32', '--batch-size', '8',
+      '--steps', String(steps), '--device', 'cuda', '--progress', 'none', '--checkpoint-every', '0', '--out', out],
+    { BYOL_SIM_STATS: '1' });
     assert.is(run.status, 0, run.stderr);
     const m = run.stderr.match(/cuda \(simulated\): \d+ work items \(0 on the legacy stream\), (\d+) blocking host waits/);
     assert.ok(m, run.stderr);

@@ -68,11 +68,12 @@ export async function runCollecting(options) {
   return { result, text, log: await readLog(join(result.runDir, 'log.jsonl')) };
 }
 
-// The CLI (dist/cli/main.js) run in `cwd` with one OpenMP thread; spawnSync's result.
-export function runCli(cwd, args) {
+// The CLI (dist/cli/main.js) run in `cwd` with one OpenMP thread and `env` added; spawnSync's
+// result.
+export function runCli(cwd, args, env = {}) {
   const bin = join(dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'cli', 'main.js');
   return spawnSync(process.execPath, [bin, ...args], {
-    cwd, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' }, timeout: 120_000,
+    cwd, encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1', ...env }, timeout: 120_000,
   });
 }
 
