@@ -176,6 +176,7 @@ memory CpuBackend::plan_input(ConvPlan& plan, const float* inp) {
 
 std::string CpuBackend::conv_implementation(PlanOp op, const ConvShape& s) {
   check_shape("conv_implementation", s);
+  if (conv_uses_gemm(op, s)) return s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0 ? "gemm:sgemm" : "gemm:im2col+sgemm";
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
   return conv_plan(op, s, false).impl;
 }
@@ -191,6 +192,7 @@ void CpuBackend::conv2d_forward(float* out, const float* inp, const float* weigh
   BYOL_CPU_CHECK_PTR(op, weight);
   use_threads();
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
+  if (conv_uses_gemm(PlanOp::conv_forward, s)) return gemm_conv_forward(out, inp, weight, s);
   try {
     ConvPlan& plan = conv_plan(PlanOp::conv_forward, s, false);
     memory user_weights(plan.user_weights_md, engine_, const_cast<float*>(weight));
@@ -222,6 +224,7 @@ void CpuBackend::conv2d_backward_data(float* dinp, const float* dout, const floa
   BYOL_CPU_CHECK_PTR(op, weight);
   use_threads();
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
+  if (conv_uses_gemm(PlanOp::conv_backward_data, s)) return gemm_conv_backward_data(dinp, dout, weight, s);
   try {
     ConvPlan& plan = conv_plan(PlanOp::conv_backward_data, s, false);
     memory user_weights(plan.user_weights_md, engine_, const_cast<float*>(weight));
@@ -256,6 +259,11 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
   BYOL_CPU_CHECK_PTR(op, dweight);
   BYOL_CPU_CHECK_PTR(op, dout);
   BYOL_CPU_CHECK_PTR(op, inp);
+  if (conv_uses_gemm(PlanOp::conv_backward_weight, s)) {
+    use_threads();
+    std::lock_guard<std::mutex> lock(dnnl_mutex_);
+    return gemm_conv_backward_weight(dweight, dout, inp, s, accumulate);
+  }
   if (strided_1x1_with_few_channels(s)) {
     // oneDNN 2.6's jit_1x1 backward-weights kernel for a strided 1x1 convolution with fewer
     // than 8 input channels (padded to its 8-channel block) writes outside its buffers: wrong
@@ -280,7 +288,7 @@ void CpuBackend::conv2d_backward_weight(float* dweight, const float* dout, const
   const int threads = std::max(1, std::min(threads_.load(), s.N));
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
-    try {
+  try {
     ConvPlan& plan = conv_plan(PlanOp::conv_backward_weight, s, accumulate);
     memory user_dweights(plan.user_weights_md, engine_, dweight);
     memory dweights = user_dweights;

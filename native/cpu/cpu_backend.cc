@@ -111,6 +111,9 @@ CpuBackend::CpuBackend(int threads)
   } catch (const dnnl::error& e) {
     BYOL_FAIL("cpu: could not create the oneDNN CPU engine: ", e.what());
   }
+  avx512_convolutions_ = !cpu_capabilities().conv_gemm_auto;
+  if (const char* env = std::getenv("BYOL_CPU_CONV"); env && *env)
+    set_conv_algorithm(parse_conv_algorithm(env, "BYOL_CPU_CONV"));
 }
 
 CpuBackend::~CpuBackend() = default;
@@ -165,6 +168,10 @@ std::string CpuBackend::describe() const {
   os << "cpu: " << cpu_model_ << ", " << threads << (threads == 1 ? " thread" : " threads") << ", oneDNN " << caps.onednn_version
      << " (" << caps.onednn_isa << ")";
   if (conv_bf16()) os << ", bf16 convolutions";
+  if (conv_algorithm() != ConvAlgorithm::automatic)
+    os << ", " << conv_algorithm_name(conv_algorithm()) << " convolutions";
+  else if (!avx512_convolutions_)
+    os << ", im2col+SGEMM for wide convolutions";
   return os.str();
 }
 
@@ -210,6 +217,20 @@ const char* variant_isa(const std::string& variant) {
 
 }  // namespace
 
+const char* conv_algorithm_name(ConvAlgorithm a) {
+  switch (a) {
+    case ConvAlgorithm::onednn: return "onednn";
+    case ConvAlgorithm::gemm: return "gemm";
+    default: return "auto";
+  }
+}
+
+ConvAlgorithm parse_conv_algorithm(const std::string& text, const std::string& what) {
+  for (ConvAlgorithm a : {ConvAlgorithm::automatic, ConvAlgorithm::onednn, ConvAlgorithm::gemm})
+    if (text == conv_algorithm_name(a)) return a;
+  BYOL_FAIL(what, ": expected 'auto', 'onednn' or 'gemm' but received '", text, "'");
+}
+
 void CpuBackend::set_conv_bf16(bool bf16) {
   if (bf16 && !cpu_capabilities().bf16_supported)
     throw NotSupported(std::string("cpu: bf16 convolutions need a CPU with AVX-512 (oneDNN runs ") +
@@ -226,6 +247,9 @@ CpuCapabilities cpu_capabilities() {
   caps.onednn_isa = isa_name(isa);
   caps.bf16_native = isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
   caps.bf16_supported = caps.bf16_native || isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni;
+  // cpu_isa values are feature masks (avx2_vnni is numerically above avx512_core).
+  const int avx512 = static_cast<int>(dnnl::cpu_isa::avx512_core);
+  caps.conv_gemm_auto = (static_cast<int>(isa) & avx512) != avx512;
   caps.kernels_multiversioned = kKernelsMultiversioned;
   caps.kernel_variant = build_variant();
   caps.kernel_variants = {caps.kernel_variant};

@@ -84,6 +84,16 @@ class ScratchBuffer {
   size_t bytes_ = 0;
 };
 
+// Which code computes the fp32 convolutions (set_conv_algorithm, BYOL_CPU_CONV).
+enum class ConvAlgorithm {
+  automatic,  // per shape: conv_uses_gemm
+  onednn,     // oneDNN's direct convolutions throughout
+  gemm,       // im2col + SGEMM for every float32 convolution (conv_gemm.cc)
+};
+// "auto", "onednn", "gemm"; parse_conv_algorithm throws byol::Error naming `what` otherwise.
+const char* conv_algorithm_name(ConvAlgorithm a);
+ConvAlgorithm parse_conv_algorithm(const std::string& text, const std::string& what);
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads);
@@ -182,6 +192,15 @@ class CpuBackend final : public Backend {
   void set_conv_bf16(bool bf16);
   bool conv_bf16() const { return conv_bf16_.load(); }
 
+  // The convolution algorithm for ops started after the call. The backend starts with the
+  // BYOL_CPU_CONV environment variable's ("auto" when unset). automatic: im2col + SGEMM for
+  // float32 convolutions with >= 16 input channels where oneDNN runs below AVX-512 (twice its
+  // direct kernels' speed there), oneDNN everywhere else. Both agree to float rounding.
+  void set_conv_algorithm(ConvAlgorithm algorithm) { conv_algorithm_.store(algorithm); }
+  ConvAlgorithm conv_algorithm() const { return conv_algorithm_.load(); }
+  // Whether this convolution runs as im2col + SGEMM under the current settings.
+  bool conv_uses_gemm(PlanOp op, const ConvShape& s) const;
+
   // The OpenMP thread count of later ops (>= 1; the addon's setNumThreads, applied between
   // tasks on its compute thread).
   void set_threads(int threads);
@@ -192,6 +211,12 @@ class CpuBackend final : public Backend {
   void use_threads() const;
 
   ConvPlan& conv_plan(PlanOp op, const ConvShape& s, bool accumulate);
+  // conv_gemm.cc (dnnl_mutex_ held: they use scratch_ and input_scratch_).
+  const float* gemm_weights(const float* weight, const ConvShape& s);  // KRSC copy (1x1: weight)
+  void gemm_conv_forward(float* out, const float* inp, const float* weight, const ConvShape& s);
+  void gemm_conv_backward_data(float* dinp, const float* dout, const float* weight, const ConvShape& s);
+  void gemm_conv_backward_weight(float* dweight, const float* dout, const float* inp, const ConvShape& s,
+                                 bool accumulate);
   dnnl::memory plan_input(ConvPlan& plan, const float* inp);
   LinearPlan& linear_plan(PlanOp op, int B, int I, int O, bool has_bias, bool accumulate);
   void limit_cache();
@@ -204,12 +229,14 @@ class CpuBackend final : public Backend {
   mutable std::mutex dnnl_mutex_;  // guards the plans, scratch_ and stream_
   std::unordered_map<PlanKey, std::unique_ptr<ConvPlan>, PlanKeyHash> conv_plans_;
   std::unordered_map<PlanKey, std::unique_ptr<LinearPlan>, PlanKeyHash> linear_plans_;
-  ScratchBuffer scratch_;        // reordered weights
-  ScratchBuffer input_scratch_;  // bf16 copies of a convolution's input
+  ScratchBuffer scratch_;        // reordered weights (GEMM path: KRSC weights, KRSC weight gradient)
+  ScratchBuffer input_scratch_;  // bf16 copies of a convolution's input (GEMM path: unfolded rows)
   ScratchBuffer primitive_scratchpad_;  // the conv and matmul primitives' scratchpads (user mode)
   // A plan's scratchpad (its scratchpad_md) over primitive_scratchpad_ (dnnl_mutex_ held).
   dnnl::memory scratchpad(const dnnl::memory::desc& md);
   std::atomic<bool> conv_bf16_{false};
+  std::atomic<ConvAlgorithm> conv_algorithm_{ConvAlgorithm::automatic};
+  bool avx512_convolutions_ = false;  // oneDNN runs AVX-512 code here (conv_uses_gemm)
   OpTimer op_timer_;
   friend class OpClock;
 };
@@ -249,6 +276,8 @@ struct CpuCapabilities {
   bool kernels_multiversioned = false;  // false: one path fixed at build time
   bool bf16_native = false;      // oneDNN's ISA has bf16 dot products (set_conv_bf16 pays off)
   bool bf16_supported = false;   // oneDNN's ISA runs bf16 convolutions at all (AVX-512 and up)
+  bool conv_gemm_auto = false;   // the automatic rule runs wide convolutions as im2col + SGEMM
+                                 // (oneDNN below AVX-512; CpuBackend::conv_uses_gemm)
   std::string compiler;          // what built byol.node, e.g. "GCC 12.2.0"
 };
 CpuCapabilities cpu_capabilities();

@@ -5,10 +5,14 @@
 // and with one thread the heap was corrupted. Each shape is run several times, with and without
 // accumulate, on a 1-thread and a 2-thread backend; neighbouring shapes that oneDNN handles
 // (C >= 8, 3x3) are the control.
+// The im2col + SGEMM path (conv_gemm.cc) is checked the same way for all three passes, forced
+// on whatever the automatic rule would pick here, with the setting that chooses it.
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <vector>
 
+#include "../cpu/cpu_backend.h"
 #include "byol/backend.h"
 #include "harness.h"
 #include "runner.h"
@@ -16,6 +20,8 @@
 namespace {
 
 using byol::ConvShape;
+using byol_test::expect_error;
+using byol_test::expect_true;
 
 // dW (K, C, R, S) of the convolution, in double.
 std::vector<double> weight_gradient(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& dy) {
@@ -78,6 +84,154 @@ BYOL_TEST("cpu/conv_weight_gradient_strided_1x1_few_channels", ctx) {
   check_shapes(ctx.cpu, "2 threads");
   std::unique_ptr<byol::Backend> one = byol::make_cpu_backend(1);
   check_shapes(one.get(), "1 thread");
+}
+
+// ---- im2col + SGEMM (conv_gemm.cc) against float64 loops ----
+
+// y (N, P, Q, K) of the convolution, in double.
+std::vector<double> forward(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& w) {
+  const int P = s.P(), Q = s.Q();
+  std::vector<double> y(size_t(s.N) * P * Q * s.K, 0.0);
+  for (int n = 0; n < s.N; ++n)
+    for (int p = 0; p < P; ++p)
+      for (int q = 0; q < Q; ++q)
+        for (int k = 0; k < s.K; ++k) {
+          double sum = 0.0;
+          for (int r = 0; r < s.R; ++r)
+            for (int t = 0; t < s.S; ++t) {
+              const int h = p * s.stride - s.pad + r, v = q * s.stride - s.pad + t;
+              if (h < 0 || h >= s.H || v < 0 || v >= s.W) continue;
+              for (int c = 0; c < s.C; ++c)
+                sum += double(w[((size_t(k) * s.C + c) * s.R + r) * s.S + t]) * x[((size_t(n) * s.H + h) * s.W + v) * s.C + c];
+            }
+          y[((size_t(n) * P + p) * Q + q) * s.K + k] = sum;
+        }
+  return y;
+}
+
+// dx (N, H, W, C) of the convolution, in double.
+std::vector<double> data_gradient(const ConvShape& s, const std::vector<float>& dy, const std::vector<float>& w) {
+  const int P = s.P(), Q = s.Q();
+  std::vector<double> dx(size_t(s.N) * s.H * s.W * s.C, 0.0);
+  for (int n = 0; n < s.N; ++n)
+    for (int p = 0; p < P; ++p)
+      for (int q = 0; q < Q; ++q)
+        for (int k = 0; k < s.K; ++k) {
+          const double g = dy[((size_t(n) * P + p) * Q + q) * s.K + k];
+          for (int r = 0; r < s.R; ++r)
+            for (int t = 0; t < s.S; ++t) {
+              const int h = p * s.stride - s.pad + r, v = q * s.stride - s.pad + t;
+              if (h < 0 || h >= s.H || v < 0 || v >= s.W) continue;
+              for (int c = 0; c < s.C; ++c)
+                dx[((size_t(n) * s.H + h) * s.W + v) * s.C + c] += g * w[((size_t(k) * s.C + c) * s.R + r) * s.S + t];
+            }
+        }
+  return dx;
+}
+
+std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// All three passes through the GEMM path on shapes that reach each of its branches: 3x3 and
+// 7x7 unfolding with padding, strides whose last window stops short of the input (rows the
+// kernel never reads, which backward-data must zero), 1x1 strided (unfolded) and 1x1 stride 1
+// (no unfolding; the weight gradient accumulates in place), non-square images, and a batch
+// whose unfolded rows exceed one chunk (8 MiB), so the weight gradient sums over chunks.
+void check_gemm_shapes(byol::cpu::CpuBackend* be, const std::string& tag) {
+  struct Case {
+    int N, H, W, C, K, R, stride, pad;
+  };
+  const Case cases[] = {{2, 8, 8, 4, 8, 3, 1, 1},   {3, 9, 7, 5, 6, 3, 2, 1},   {2, 10, 10, 3, 8, 7, 2, 3},
+                        {2, 8, 8, 6, 4, 3, 2, 0},   {2, 7, 7, 8, 16, 1, 2, 0},  {3, 5, 6, 16, 8, 1, 1, 0},
+                        {2, 6, 6, 2, 3, 2, 2, 1},   {1, 4, 4, 32, 32, 3, 1, 1}, {5, 40, 40, 32, 4, 3, 1, 1}};
+  uint32_t seed = 11;
+  for (const Case& c : cases) {
+    ConvShape s;
+    s.N = c.N, s.H = c.H, s.W = c.W, s.C = c.C, s.K = c.K, s.R = s.S = c.R, s.stride = c.stride, s.pad = c.pad;
+    std::mt19937 rng(seed++);
+    std::normal_distribution<float> normal;
+    std::vector<float> x(size_t(s.N) * s.H * s.W * s.C), dy(size_t(s.N) * s.P() * s.Q() * s.K),
+        w(size_t(s.K) * s.C * s.R * s.S);
+    for (float& v : x) v = normal(rng);
+    for (float& v : dy) v = normal(rng);
+    for (float& v : w) v = normal(rng);
+    const std::string name = tag + " N" + std::to_string(s.N) + " " + std::to_string(s.H) + "x" + std::to_string(s.W) +
+                             " C" + std::to_string(s.C) + " K" + std::to_string(s.K) + " " + std::to_string(s.R) + "x" +
+                             std::to_string(s.R) + " s" + std::to_string(s.stride) + " pad " + std::to_string(s.pad);
+    expect_true(be->conv_implementation(byol::cpu::PlanOp::conv_forward, s).rfind("gemm:", 0) == 0,
+                name + " runs as a GEMM", be->conv_implementation(byol::cpu::PlanOp::conv_forward, s));
+    byol::Tensor tx = byol::Tensor::from_host(be, x.data(), {int64_t(x.size())}, byol::DType::f32);
+    byol::Tensor tdy = byol::Tensor::from_host(be, dy.data(), {int64_t(dy.size())}, byol::DType::f32);
+    byol::Tensor tw = byol::Tensor::from_host(be, w.data(), {int64_t(w.size())}, byol::DType::f32);
+    byol::Tensor y(be, {int64_t(dy.size())}, byol::DType::f32), dx(be, {int64_t(x.size())}, byol::DType::f32),
+        dw(be, {int64_t(w.size())}, byol::DType::f32);
+    be->fill(y.f32(), NAN, dy.size());
+    be->fill(dx.f32(), NAN, x.size());
+    be->fill(dw.f32(), NAN, w.size());
+    // Sums of up to C*R*S (forward, backward-data) or N*P*Q (weights) products of unit normals.
+    be->conv2d_forward(y.f32(), tx.f32(), tw.f32(), s);
+    byol_test::check(name + " forward", y.to_vector_f32(), to_float(forward(s, x, w)), 1e-4f, 1e-5f);
+    be->conv2d_backward_data(dx.f32(), tdy.f32(), tw.f32(), s);
+    byol_test::check(name + " backward-data", dx.to_vector_f32(), to_float(data_gradient(s, dy, w)), 1e-4f, 1e-5f);
+    const std::vector<double> want = weight_gradient(s, x, dy);
+    be->conv2d_backward_weight(dw.f32(), tdy.f32(), tx.f32(), s, false);
+    byol_test::check(name + " backward-weight", dw.to_vector_f32(), to_float(want), 1e-3f, 1e-5f);
+    std::vector<double> twice(want);
+    for (double& v : twice) v *= 2.0;
+    be->conv2d_backward_weight(dw.f32(), tdy.f32(), tx.f32(), s, true);
+    byol_test::check(name + " backward-weight accumulated", dw.to_vector_f32(), to_float(twice), 2e-3f, 1e-5f);
+    expect_true(tx.to_vector_f32() == x && tw.to_vector_f32() == w && tdy.to_vector_f32() == dy,
+                name + " leaves its inputs unchanged");
+  }
+}
+
+BYOL_TEST("cpu/conv_gemm_against_float64", ctx) {
+  for (int threads : {2, 1}) {
+    byol::cpu::CpuBackend be(threads);
+    be.set_conv_algorithm(byol::cpu::ConvAlgorithm::gemm);
+    check_gemm_shapes(&be, std::to_string(threads) + (threads == 1 ? " thread" : " threads"));
+  }
+}
+
+// Which convolutions take the GEMM path: every float32 one when forced, none when oneDNN is
+// forced or the convolution is bf16 (backward-weight stays float32 in a bf16 plan); the
+// setting's parser names what it read; BYOL_CPU_CONV sets a new backend's algorithm.
+BYOL_TEST("cpu/conv_algorithm_setting", ctx) {
+  using byol::cpu::ConvAlgorithm;
+  using byol::cpu::PlanOp;
+  byol::cpu::CpuBackend be(1);
+  ConvShape s;
+  s.N = 4, s.H = s.W = 8, s.C = s.K = 64, s.R = s.S = 3, s.stride = 1, s.pad = 1;
+  const PlanOp ops[] = {PlanOp::conv_forward, PlanOp::conv_backward_data, PlanOp::conv_backward_weight};
+  be.set_conv_algorithm(ConvAlgorithm::gemm);
+  for (PlanOp op : ops) expect_true(be.conv_uses_gemm(op, s), "gemm: pass " + std::to_string(int(op)) + " is a GEMM");
+  expect_true(be.describe().find("gemm convolutions") != std::string::npos, "describe() names a forced algorithm",
+              be.describe());
+  be.set_conv_algorithm(ConvAlgorithm::onednn);
+  for (PlanOp op : ops) expect_true(!be.conv_uses_gemm(op, s), "onednn: pass " + std::to_string(int(op)) + " is oneDNN's");
+  if (byol::cpu::cpu_capabilities().bf16_supported) {
+    be.set_conv_algorithm(ConvAlgorithm::gemm);
+    be.set_conv_bf16(true);
+    expect_true(!be.conv_uses_gemm(PlanOp::conv_forward, s) && !be.conv_uses_gemm(PlanOp::conv_backward_data, s) &&
+                    be.conv_uses_gemm(PlanOp::conv_backward_weight, s),
+                "bf16 forward and backward-data stay on oneDNN; backward-weight (float32) follows the setting");
+  }
+  // Narrow convolutions stay on oneDNN under the automatic rule on every machine.
+  be.set_conv_bf16(false);
+  be.set_conv_algorithm(ConvAlgorithm::automatic);
+  ConvShape narrow = s;
+  narrow.C = 16;
+  for (PlanOp op : ops) expect_true(!be.conv_uses_gemm(op, narrow), "auto: 16 input channels stay on oneDNN");
+  expect_error("an unknown algorithm", [] { byol::cpu::parse_conv_algorithm("fast", "BYOL_CPU_CONV"); },
+               {"BYOL_CPU_CONV", "'auto', 'onednn' or 'gemm'", "'fast'"});
+  const char* before = std::getenv("BYOL_CPU_CONV");
+  const std::string saved = before ? before : "";
+  setenv("BYOL_CPU_CONV", "gemm", 1);
+  byol::cpu::CpuBackend from_env(1);
+  setenv("BYOL_CPU_CONV", "slow", 1);
+  expect_error("BYOL_CPU_CONV=slow", [] { byol::cpu::CpuBackend bad(1); }, {"BYOL_CPU_CONV", "'slow'"});
+  if (before) setenv("BYOL_CPU_CONV", saved.c_str(), 1);
+  else unsetenv("BYOL_CPU_CONV");
+  expect_true(from_env.conv_algorithm() == ConvAlgorithm::gemm, "BYOL_CPU_CONV=gemm starts the backend on gemm");
 }
 
 }  // namespace

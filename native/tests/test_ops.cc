@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "../cpu/cpu_backend.h"
 #include "byol/backend.h"
 #include "byol/safetensors.h"
 #include "byol/tensor.h"
@@ -550,6 +551,16 @@ GeneratorRegistrar generate_op_cases([](Context& ctx, const std::vector<BackendS
                                   "' in native/tests/test_ops.cc (add one to op_table)");
                        it->second(slot.backend, c);
                      }});
+      // The CPU backend's convolutions once more through im2col + SGEMM (conv_gemm.cc), which
+      // the automatic rule picks only for some shapes and only below AVX-512.
+      if (slot.name == "cpu" && name.rfind("conv2d", 0) == 0)
+        out.push_back({"ops/" + name + "@cpu-gemm", [file, name, value](Context&) {
+                         static byol::cpu::CpuBackend gemm(0);
+                         gemm.set_conv_algorithm(byol::cpu::ConvAlgorithm::gemm);
+                         OpCase c(file, name, byol::parse_json(value, "metadata of fixture case '" + name + "'"));
+                         BYOL_CHECK(c.op() == "conv2d", c.what(), ": expected op conv2d");
+                         run_conv2d(&gemm, c);
+                       }});
     }
   }
 });
