@@ -62,6 +62,9 @@ export interface NativeBinding {
     onednn: { version: string; isa: string; bf16Native: boolean; bf16Supported: boolean };
     kernels: { variant: string; isa: string; variants: string[]; multiversioned: boolean };
     compiler: string;
+    // The float32 convolution algorithm (BYOL_CPU_CONV: 'auto', 'onednn' or 'gemm'; 'auto' when
+    // unset) and whether 'auto' runs wide convolutions as im2col + SGEMM here (below AVX-512).
+    convolutions: { algorithm: string; gemmWhenAuto: boolean };
   };
   setNumThreads(threads: number): void;
   getNumThreads(): number;

@@ -25,6 +25,7 @@ function byol(args, env = {}) {
   const childEnv = { ...process.env, OMP_NUM_THREADS: '1', ...env };
   delete childEnv.FORCE_COLOR;
   delete childEnv.NO_COLOR;
+  if (!('BYOL_CPU_CONV' in env)) delete childEnv.BYOL_CPU_CONV; // the tests read the default
   const result = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', env: childEnv, timeout: 120_000 });
   return { code: result.status, out: result.stdout, err: result.stderr };
 }
@@ -192,6 +193,7 @@ test('formatInfo: a GPU machine as a table: versions and files of each library, 
       model: 'Xeon', cores: 16, threads: 16, backend: 'cpu: Xeon', features: ['avx', 'fma', 'avx2'], featuresFrom: '/proc/cpuinfo',
       kernels: { variant: 'x86-64-v3', isa: 'AVX2, FMA, BMI2, F16C', variants: ['x86-64-v4', 'x86-64-v3', 'x86-64'], multiversioned: true },
       onednn: { version: '2.6.3', isa: 'avx2', bf16Native: false, path: '/usr/lib/libdnnl.so.2.6' }, openmp: '/usr/lib/libgomp.so.1.0.0',
+      convolutions: { algorithm: 'auto', gemmWhenAuto: true },
     },
     cuda: {
       available: true, description: H100,
@@ -214,6 +216,7 @@ cpu             Xeon, 16 cores, 16 threads
   byol kernels  x86-64-v3: AVX2, FMA, BMI2, F16C (picked at load time from x86-64-v4, x86-64-v3, x86-64)
   oneDNN        2.6.3, ISA avx2, /usr/lib/libdnnl.so.2.6
   bf16 convs    emulated (no bf16 dot products): convPrecision 'auto' stays fp32
+  fp32 convs    im2col + SGEMM for wide layers (oneDNN runs below AVX-512 here), oneDNN direct for the rest (BYOL_CPU_CONV=auto)
   OpenMP        /usr/lib/libgomp.so.1.0.0
 cuda            available: 1 of 2 GPUs usable
   plugin        /app/libbyol_cuda.so
@@ -246,6 +249,9 @@ test('info --json: structured CPU facts: features, kernel path, oneDNN version a
   assert.match(onednn.version, /^\d+\.\d+\.\d+$/);
   assert.ok(info.cpu.backend.includes(`oneDNN ${onednn.version} (${onednn.isa})`), info.cpu.backend);
   assert.is(onednn.bf16Native, ['avx512_core_bf16', 'avx512_core_amx'].includes(onednn.isa));
+  // The automatic convolution rule takes GEMMs exactly below AVX-512, and the backend says so.
+  assert.equal(info.cpu.convolutions, { algorithm: 'auto', gemmWhenAuto: !onednn.isa.startsWith('avx512') });
+  assert.is(info.cpu.backend.includes('im2col+SGEMM for wide convolutions'), info.cpu.convolutions.gemmWhenAuto, info.cpu.backend);
   // The JPEG fast path: present exactly when the addon has the binding; then libjpeg is mapped.
   const { native } = require('../dist/native.js');
   if (native.jpegVersion === undefined) assert.is(info.cpu.jpeg, null);
@@ -312,7 +318,7 @@ test('info: an aligned table; without CUDA it says why with the loader report', 
   const lines = run.out.trimEnd().split('\n');
   const keys = lines.filter((line) => /^\S/.test(line) || /^  \S/.test(line)).map((line) => line.trim().split(/\s{2,}/)[0]);
   // OpenMP's file is known only where /proc/self/maps is.
-  const expected = ['byol', 'platform', 'addon', 'cpu', 'features', 'byol kernels', 'oneDNN', 'bf16 convs',
+  const expected = ['byol', 'platform', 'addon', 'cpu', 'features', 'byol kernels', 'oneDNN', 'bf16 convs', 'fp32 convs',
     ...(process.platform === 'linux' ? ['OpenMP'] : []), 'JPEG', 'cuda', 'plugin'];
   assert.equal(keys.slice(0, expected.length), expected);
   // Every row's value starts in one column; continuation lines (which may indent further, as

@@ -56,6 +56,9 @@ export interface InstallInfo {
     kernels: ReturnType<NativeBinding['cpuInfo']>['kernels'] | null;
     onednn: { version: string; isa: string; bf16Native: boolean; path: string | null } | null;
     openmp: string | null; // the OpenMP runtime's file
+    // The float32 convolution algorithm (BYOL_CPU_CONV) and what 'auto' does here.
+    // Optional: reports from before the field have none.
+    convolutions?: ReturnType<NativeBinding['cpuInfo']>['convolutions'] | null;
     // Image folders' JPEG fast path: libjpeg's file when the addon was built with it, else null
     // (JPEGs then decode through sharp).
     jpeg: { version: number; path: string | null } | null;
@@ -277,6 +280,7 @@ export function installInfo(): InstallInfo {
       featuresFrom: features === null ? null : '/proc/cpuinfo',
       kernels: null,
       onednn: null,
+      convolutions: null,
       openmp: null,
       jpeg: null,
     },
@@ -303,6 +307,7 @@ export function installInfo(): InstallInfo {
     const cpu = native.cpuInfo();
     info.addon.compiler = cpu.compiler;
     info.cpu.kernels = cpu.kernels;
+    info.cpu.convolutions = cpu.convolutions;
     info.cpu.onednn = { ...cpu.onednn, path: null };
     if (native.jpegVersion !== undefined) info.cpu.jpeg = { version: native.jpegVersion, path: null };
     info.cuda.plugin.candidates = native.cudaLibraryCandidates();
@@ -392,6 +397,14 @@ function stripDevicePrefix(reason: string): string {
   return reason.replace(/^device 'cuda:\d+' is not available: /, '');
 }
 
+// The float32 convolutions' algorithm, as `byol info` says it (cpu_backend.h set_conv_algorithm).
+function convolutionText(c: NonNullable<InstallInfo['cpu']['convolutions']>): string {
+  const setting = `BYOL_CPU_CONV=${c.algorithm}`;
+  if (c.algorithm === 'gemm') return `im2col + SGEMM throughout (${setting})`;
+  if (c.algorithm === 'onednn' || !c.gemmWhenAuto) return `oneDNN direct (${setting})`;
+  return `im2col + SGEMM for wide layers (oneDNN runs below AVX-512 here), oneDNN direct for the rest (${setting})`;
+}
+
 export function formatInfo(info: InstallInfo): string {
   const { cpu, cuda } = info;
   const rows: [string, string][] = [
@@ -417,6 +430,7 @@ export function formatInfo(info: InstallInfo): string {
       ? 'native (bf16 dot products): convPrecision \'auto\' uses them'
       : 'emulated (no bf16 dot products): convPrecision \'auto\' stays fp32']);
   }
+  if (cpu.convolutions) rows.push(['  fp32 convs', convolutionText(cpu.convolutions)]);
   if (cpu.openmp) rows.push(['  OpenMP', cpu.openmp]);
   if (info.addon.loaded && cpu.jpeg !== undefined) { // undefined: a report from before the field
     rows.push(['  JPEG', cpu.jpeg

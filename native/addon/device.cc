@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <new>
@@ -126,7 +127,7 @@ Napi::Value CudaLibraryCandidates(const Napi::CallbackInfo& info) {
 }
 
 // cpuInfo(): { onednn: { version, isa, bf16Native, bf16Supported }, kernels: { variant, isa, variants, multiversioned },
-// compiler }. Creates no backend, so `byol info` can report it even if the engine fails.
+// compiler, convolutions: { algorithm, gemmWhenAuto } }. Creates no backend, so `byol info` can report it even if the engine fails.
 Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   return Guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
@@ -148,6 +149,14 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
     out.Set("onednn", onednn);
     out.Set("kernels", kernels);
     out.Set("compiler", caps.compiler);
+    // The CPU backend's convolution algorithm (cpu_backend.h set_conv_algorithm): the setting a
+    // backend starts with (BYOL_CPU_CONV, validated when the backend was created) and whether its
+    // automatic rule runs wide convolutions as im2col + SGEMM on this CPU.
+    Napi::Object convolutions = Napi::Object::New(env);
+    const char* setting = std::getenv("BYOL_CPU_CONV");
+    convolutions.Set("algorithm", setting && *setting ? setting : "auto");
+    convolutions.Set("gemmWhenAuto", caps.conv_gemm_auto);
+    out.Set("convolutions", convolutions);
     return out;
   });
 }
