@@ -23,24 +23,45 @@ using byol::ConvShape;
 using byol_test::expect_error;
 using byol_test::expect_true;
 
-// dW (K, C, R, S) of the convolution, in double.
-std::vector<double> weight_gradient(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& dy) {
+// Calls fn(y, x, w) with the flat indices of every product y[n,p,q,k] += x[n,h,w,c] * w[k,c,r,t]
+// of the convolution (NHWC activations, OIHW weights): the float64 references below are sums
+// over it.
+template <typename Fn>
+void for_each_product(const ConvShape& s, Fn&& fn) {
   const int P = s.P(), Q = s.Q();
-  std::vector<double> dw(size_t(s.K) * s.C * s.R * s.S, 0.0);
   for (int n = 0; n < s.N; ++n)
     for (int p = 0; p < P; ++p)
       for (int q = 0; q < Q; ++q)
-        for (int k = 0; k < s.K; ++k) {
-          const double g = dy[((size_t(n) * P + p) * Q + q) * s.K + k];
+        for (int k = 0; k < s.K; ++k)
           for (int r = 0; r < s.R; ++r)
             for (int t = 0; t < s.S; ++t) {
               const int h = p * s.stride - s.pad + r, w = q * s.stride - s.pad + t;
               if (h < 0 || h >= s.H || w < 0 || w >= s.W) continue;
               for (int c = 0; c < s.C; ++c)
-                dw[((size_t(k) * s.C + c) * s.R + r) * s.S + t] += g * x[((size_t(n) * s.H + h) * s.W + w) * s.C + c];
+                fn(((size_t(n) * P + p) * Q + q) * s.K + k, ((size_t(n) * s.H + h) * s.W + w) * s.C + c,
+                   ((size_t(k) * s.C + c) * s.R + r) * s.S + t);
             }
-        }
+}
+
+// dW (K, C, R, S) of the convolution, in double.
+std::vector<double> weight_gradient(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& dy) {
+  std::vector<double> dw(size_t(s.K) * s.C * s.R * s.S, 0.0);
+  for_each_product(s, [&](size_t yi, size_t xi, size_t wi) { dw[wi] += double(dy[yi]) * x[xi]; });
   return dw;
+}
+
+// y (N, P, Q, K) of the convolution, in double.
+std::vector<double> forward(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& w) {
+  std::vector<double> y(size_t(s.N) * s.P() * s.Q() * s.K, 0.0);
+  for_each_product(s, [&](size_t yi, size_t xi, size_t wi) { y[yi] += double(w[wi]) * x[xi]; });
+  return y;
+}
+
+// dx (N, H, W, C) of the convolution, in double.
+std::vector<double> data_gradient(const ConvShape& s, const std::vector<float>& dy, const std::vector<float>& w) {
+  std::vector<double> dx(size_t(s.N) * s.H * s.W * s.C, 0.0);
+  for_each_product(s, [&](size_t yi, size_t xi, size_t wi) { dx[xi] += double(dy[yi]) * w[wi]; });
+  return dx;
 }
 
 void check_shapes(byol::Backend* be, const std::string& tag) {
@@ -87,47 +108,6 @@ BYOL_TEST("cpu/conv_weight_gradient_strided_1x1_few_channels", ctx) {
 }
 
 // ---- im2col + SGEMM (conv_gemm.cc) against float64 loops ----
-
-// y (N, P, Q, K) of the convolution, in double.
-std::vector<double> forward(const ConvShape& s, const std::vector<float>& x, const std::vector<float>& w) {
-  const int P = s.P(), Q = s.Q();
-  std::vector<double> y(size_t(s.N) * P * Q * s.K, 0.0);
-  for (int n = 0; n < s.N; ++n)
-    for (int p = 0; p < P; ++p)
-      for (int q = 0; q < Q; ++q)
-        for (int k = 0; k < s.K; ++k) {
-          double sum = 0.0;
-          for (int r = 0; r < s.R; ++r)
-            for (int t = 0; t < s.S; ++t) {
-              const int h = p * s.stride - s.pad + r, v = q * s.stride - s.pad + t;
-              if (h < 0 || h >= s.H || v < 0 || v >= s.W) continue;
-              for (int c = 0; c < s.C; ++c)
-                sum += double(w[((size_t(k) * s.C + c) * s.R + r) * s.S + t]) * x[((size_t(n) * s.H + h) * s.W + v) * s.C + c];
-            }
-          y[((size_t(n) * P + p) * Q + q) * s.K + k] = sum;
-        }
-  return y;
-}
-
-// dx (N, H, W, C) of the convolution, in double.
-std::vector<double> data_gradient(const ConvShape& s, const std::vector<float>& dy, const std::vector<float>& w) {
-  const int P = s.P(), Q = s.Q();
-  std::vector<double> dx(size_t(s.N) * s.H * s.W * s.C, 0.0);
-  for (int n = 0; n < s.N; ++n)
-    for (int p = 0; p < P; ++p)
-      for (int q = 0; q < Q; ++q)
-        for (int k = 0; k < s.K; ++k) {
-          const double g = dy[((size_t(n) * P + p) * Q + q) * s.K + k];
-          for (int r = 0; r < s.R; ++r)
-            for (int t = 0; t < s.S; ++t) {
-              const int h = p * s.stride - s.pad + r, v = q * s.stride - s.pad + t;
-              if (h < 0 || h >= s.H || v < 0 || v >= s.W) continue;
-              for (int c = 0; c < s.C; ++c)
-                dx[((size_t(n) * s.H + h) * s.W + v) * s.C + c] += g * w[((size_t(k) * s.C + c) * s.R + r) * s.S + t];
-            }
-        }
-  return dx;
-}
 
 std::vector<float> to_float(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
 
