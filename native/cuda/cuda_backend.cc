@@ -377,7 +377,7 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
   // that other threads queue meanwhile (the next batch's augmentation) is not waited for, as
   // a stream synchronization would.
   const bool status_fetched = fetch_device_status();
-  {
+  try {
     std::lock_guard<std::mutex> staging_lock(download_staging_.mutex);
     size_t offset = 0;
     while (offset < bytes) {
@@ -390,6 +390,9 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
       std::memcpy(static_cast<char*>(host_dst) + offset, slot.host, n);
       offset += n;
     }
+  } catch (...) {
+    keep_device_status(status_fetched);
+    throw;
   }
   check_device_status(status_fetched);
 }
@@ -420,7 +423,12 @@ void CudaBackend::synchronize() {
   BYOL_CUDA_OP("synchronize");
   refuse_in_capture("waits for the host");
   const bool status_fetched = fetch_device_status();
-  BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  try {
+    BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    keep_device_status(status_fetched);
+    throw;
+  }
   check_device_status(status_fetched);
 }
 
@@ -551,6 +559,10 @@ bool CudaBackend::fetch_device_status() {
   if (!status_may_be_set_.exchange(false)) return false;
   BYOL_CUDA_CHECK(cudaMemcpyAsync(host_status_, device_status_, sizeof(unsigned), cudaMemcpyDeviceToHost, stream_));
   return true;
+}
+
+void CudaBackend::keep_device_status(bool fetched) {
+  if (fetched) status_may_be_set_.store(true);
 }
 
 void CudaBackend::check_device_status(bool fetched) {

@@ -275,9 +275,12 @@ class CudaBackend final : public Backend {
   // The device status word: fetch_device_status() queues its copy to the host when a checking
   // kernel may have set it (returns whether it did); after the sync, check_device_status()
   // throws the error a destructor deferred, then, when fetched, clears the word and throws on a
-  // bad-label bit. A download fetches before its own copy, so both share the one wait.
+  // bad-label bit. A download fetches before its own copy, so both share the one wait. When the
+  // copy or the wait fails instead, keep_device_status() leaves the word to the next check, so a
+  // bad label is still reported after the other error.
   bool fetch_device_status();
   void check_device_status(bool fetched);
+  void keep_device_status(bool fetched);
   // A kernel that may set the status word was enqueued (or recorded: the capture's graph then
   // marks the word at every launch).
   void note_status_kernel() {

@@ -506,6 +506,16 @@ BYOL_TEST("graph/device_label_check@cuda", ctx) {
   byol_test::expect_error("eager: the next download", [&] { loss.to_vector_f32(); }, {"cross_entropy_forward", "label"});
   byol_test::expect_true(std::isnan(loss.to_vector_f32()[0]), "reported once; the loss is NaN");
 
+  // A download that fails on its own (here: a host address as its device source, which the
+  // runtime refuses) does not swallow a pending bad label: that download or the next reports it.
+  b->cross_entropy_forward(loss.f32(), probs.f32(), logits.f32(), static_cast<const int32_t*>(labels.raw()), B, K);
+  float not_device[4] = {0, 0, 0, 0}, into[4];
+  const std::string failed = byol_test::error_message([&] { b->download(into, not_device, sizeof(into)); });
+  byol_test::log_line("  the failing download: " + failed);
+  if (failed.find("label") == std::string::npos)
+    byol_test::expect_error("after a failed download: the next download", [&] { loss.to_vector_f32(); },
+                            {"cross_entropy_forward", "label"});
+
   b->upload(labels.raw(), good, sizeof(good));
   if (!begin_capture_or_skip(b)) return;
   b->cross_entropy_forward(loss.f32(), probs.f32(), logits.f32(), static_cast<const int32_t*>(labels.raw()), B, K);
