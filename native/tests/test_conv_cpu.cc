@@ -155,6 +155,13 @@ void check_gemm_shapes(byol::cpu::CpuBackend* be, const std::string& tag) {
     const std::vector<double> want = weight_gradient(s, x, dy);
     be->conv2d_backward_weight(dw.f32(), tdy.f32(), tx.f32(), s, false);
     byol_test::check(name + " backward-weight", dw.to_vector_f32(), to_float(want), 1e-3f, 1e-5f);
+    // Deterministic: the same call gives the same bits (resumed runs depend on it).
+    const std::vector<float> first_y = y.to_vector_f32(), first_dx = dx.to_vector_f32(), first_dw = dw.to_vector_f32();
+    be->conv2d_forward(y.f32(), tx.f32(), tw.f32(), s);
+    be->conv2d_backward_data(dx.f32(), tdy.f32(), tw.f32(), s);
+    be->conv2d_backward_weight(dw.f32(), tdy.f32(), tx.f32(), s, false);
+    expect_true(y.to_vector_f32() == first_y && dx.to_vector_f32() == first_dx && dw.to_vector_f32() == first_dw,
+                name + " gives the same bits on a second call");
     std::vector<double> twice(want);
     for (double& v : twice) v *= 2.0;
     be->conv2d_backward_weight(dw.f32(), tdy.f32(), tx.f32(), s, true);
