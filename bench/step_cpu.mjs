@@ -8,6 +8,8 @@
 //        [--batch 64] [--size 32] [--width 1] [--hidden 4096] [--out 256] [--precision fp32|bf16]
 // --precision bf16: our step with bf16 convolutions (setCpuConvPrecision) against PyTorch under
 // CPU autocast to bfloat16; --write then replaces the "BYOL step, CPU, bf16" section.
+// PyTorch runs twice, in its default NCHW memory format and in channels_last (--torch-layout
+// nchw|channels-last|both, default both); the ratio is against the faster of the two.
 // PyTorch is run as `python3 bench/torch_step.py` with PYTHONPATH from the environment
 // (default /root/.cache/byol/py, where tools/setup.sh BYOL_WITH_TORCH=1 installs it).
 import { createRequire } from 'node:module';
@@ -31,6 +33,10 @@ const out = Number(option('--out', '256'));
 const precision = option('--precision', 'fp32');
 if (precision !== 'fp32' && precision !== 'bf16') throw new Error(`--precision: expected fp32 or bf16 but received ${precision}`);
 const bf16 = precision === 'bf16';
+const torchLayout = option('--torch-layout', 'both');
+if (!['nchw', 'channels-last', 'both'].includes(torchLayout)) {
+  throw new Error(`--torch-layout: expected nchw, channels-last or both but received ${torchLayout}`);
+}
 setNumThreads(threads);
 setCpuConvPrecision(precision);
 
@@ -87,10 +93,11 @@ async function benchNative() {
   return result;
 }
 
-function benchTorch() {
+function benchTorch(channelsLast) {
   return runPythonJson('torch_step.py', ['--threads', String(threads), '--steps', String(steps),
     '--warmup', String(warmup), '--batch', String(batch), '--size', String(size), '--width', String(width),
-    '--hidden', String(hidden), '--out', String(out), ...(bf16 ? ['--bf16'] : [])], threads);
+    '--hidden', String(hidden), '--out', String(out), ...(bf16 ? ['--bf16'] : []),
+    ...(channelsLast ? ['--channels-last'] : [])], threads);
 }
 
 const machine = `${devices().cpu ?? 'cpu'}; ${cpus().length} cores, ${cpus()[0]?.model ?? 'unknown CPU'}`;
@@ -101,7 +108,13 @@ console.log(`BYOL step benchmark: ${caseName}`);
 const load = loadavg()[0].toFixed(2);
 console.log(`machine: ${machine}; ${threads} threads; ${steps} timed steps after ${warmup} warm-up; load average ${load}`);
 const native = await benchNative();
-const torch = argv.includes('--no-torch') ? { error: 'skipped (--no-torch)' } : benchTorch();
+const layouts = { nchw: [false], 'channels-last': [true], both: [false, true] }[torchLayout];
+const torchRuns = argv.includes('--no-torch') ? [] : layouts.map((channelsLast) => benchTorch(channelsLast));
+const torchOk = torchRuns.filter((r) => !r.error);
+// The baseline is PyTorch's faster layout on this machine.
+const torch = argv.includes('--no-torch')
+  ? { error: 'skipped (--no-torch)' }
+  : torchOk.length ? torchOk.reduce((a, b) => (b.steps_per_s > a.steps_per_s ? b : a)) : torchRuns[0];
 
 const fmt = (v, d = 2) => (typeof v === 'number' ? v.toFixed(d) : '-');
 const rows = [
@@ -109,16 +122,19 @@ const rows = [
   [`byol (native CPU${bf16 ? ', bf16 convolutions' : ''})`, fmt(native.stepsPerS, 3), fmt(native.msPerStep, 0), String(native.threads), fmt(native.peakRss, 0),
     fmt(native.rssEnd - native.rssStart, 1)],
 ];
-if (!torch.error) {
-  rows.push([`PyTorch ${torch.torch}${bf16 ? ' (autocast bf16)' : ''}`, fmt(torch.steps_per_s, 3), fmt(torch.ms_per_step, 0), String(torch.threads),
-    fmt(torch.peak_rss_mb, 0), fmt(torch.rss_mb[1] - torch.rss_mb[0], 1)]);
+for (const t of torchOk) {
+  const details = [t.channels_last ? 'channels_last' : 'NCHW', ...(bf16 ? ['autocast bf16'] : [])].join(', ');
+  rows.push([`PyTorch ${t.torch} (${details})`, fmt(t.steps_per_s, 3), fmt(t.ms_per_step, 0), String(t.threads),
+    fmt(t.peak_rss_mb, 0), fmt(t.rss_mb[1] - t.rss_mb[0], 1)]);
 }
+for (const t of torchRuns.filter((r) => r.error)) console.log(`PyTorch: ${t.error}`);
 const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
 const table = rows.map((r) => `| ${r.map((v, c) => v.padEnd(widths[c])).join(' | ')} |`);
 table.splice(1, 0, `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
 console.log(table.join('\n'));
 const ratio = torch.error ? null : native.stepsPerS / torch.steps_per_s;
-if (ratio !== null) console.log(`ratio byol / PyTorch: ${ratio.toFixed(2)}x`);
+const against = torch.error ? '' : ` (PyTorch's faster layout here, ${torch.channels_last ? 'channels_last' : 'NCHW'})`;
+if (ratio !== null) console.log(`ratio byol / PyTorch: ${ratio.toFixed(2)}x${against}`);
 else console.log(`PyTorch: ${torch.error}`);
 // Growth between the first and the last sample of the timed steps; the allocator may keep
 // a few MB of slack, a leak grows with the step count.
@@ -133,11 +149,11 @@ if (argv.includes('--write')) {
     '',
     `\`node bench/step_cpu.mjs ${argv.join(' ')}\` (${new Date().toISOString().slice(0, 10)}, load average ${load} at the start).`,
     `Case: ${caseName}; random views, fixed lr/tau. Machine: ${machine}; ${threads} threads.`,
-    'PyTorch runs the same step (bench/torch_step.py, modules of tools/ref_byol.py) with the same thread count.',
+    'PyTorch runs the same step (bench/torch_step.py, modules of tools/ref_byol.py) with the same thread count, in its NCHW default and in channels_last.',
     '',
     ...table,
     '',
-    ratio !== null ? `Ratio byol / PyTorch: **${ratio.toFixed(2)}x** steps/s.` : `PyTorch: ${torch.error}.`,
+    ratio !== null ? `Ratio byol / PyTorch: **${ratio.toFixed(2)}x** steps/s${against}.` : `PyTorch: ${torch.error}.`,
     `Native RSS over the ${steps} timed steps: ${fmt(native.rssStart, 0)} -> ${fmt(native.rssEnd, 0)} MB (${flat ? 'flat' : 'growing'}).`,
   ]);
   console.log(`wrote the section to ${file}`);

@@ -5,9 +5,11 @@ as the native step) timed in PyTorch on the CPU, for bench/step_cpu.mjs to compa
     PYTHONPATH=/root/.cache/byol/py python3 bench/torch_step.py --threads 2 --steps 20
 
 Prints one JSON line: {"steps_per_s", "ms_per_step", "threads", "peak_rss_mb", "rss_mb" (after
-warm-up and at the end), "torch", "config", "bf16"}. Default: ResNet-18 cifar stem, batch 64,
-32x32x3, projector 4096/256, predictor 4096, LARS (BYOL.md), random views, the same lr/tau every
-step; --bf16 runs it under CPU autocast to bfloat16.
+warm-up and at the end), "torch", "config", "bf16", "channels_last"}. Default: ResNet-18 cifar
+stem, batch 64, 32x32x3, projector 4096/256, predictor 4096, LARS (BYOL.md), random views, the
+same lr/tau every step; --bf16 runs it under CPU autocast to bfloat16; --channels-last keeps the
+model's weights and the views in PyTorch's NHWC memory format (its convolutions then skip the
+NCHW reorders; byol's activations are NHWC throughout).
 add_model_args/model_config are shared with bench/torch_gpu_step.py (the GPU variant of this).
 """
 import argparse
@@ -58,6 +60,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--bf16", action="store_true",
                     help="run the step under torch.autocast('cpu', dtype=torch.bfloat16)")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="weights and views in torch.channels_last memory format")
     add_model_args(ap)
     a = ap.parse_args()
 
@@ -65,10 +69,15 @@ def main():
     config = model_config(a)
     torch.manual_seed(0)
     model = ref_byol.BYOL(config)
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     momenta = {n: torch.zeros_like(p) for n, p in model.online_params()}
     g = torch.Generator().manual_seed(1)
     v1 = torch.randn(a.batch, 3, a.size, a.size, generator=g)
     v2 = torch.randn(a.batch, 3, a.size, a.size, generator=g)
+    if a.channels_last:
+        v1 = v1.contiguous(memory_format=torch.channels_last)
+        v2 = v2.contiguous(memory_format=torch.channels_last)
 
     def step():
         precision = torch.autocast("cpu", dtype=torch.bfloat16) if a.bf16 else contextlib.nullcontext()
@@ -86,7 +95,8 @@ def main():
         steps_per_s=a.steps / elapsed, ms_per_step=1000 * elapsed / a.steps, steps=a.steps,
         threads=torch.get_num_threads(), loss=loss, rss_mb=[round(rss_start, 1), round(rss_mb(), 1)],
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        torch=torch.__version__, config=config, batch=a.batch, size=a.size, bf16=a.bf16)))
+        torch=torch.__version__, config=config, batch=a.batch, size=a.size, bf16=a.bf16,
+        channels_last=a.channels_last)))
 
 
 if __name__ == "__main__":

@@ -176,8 +176,9 @@ test('OMP_NUM_THREADS is the default thread count', () => {
 // arriving on different libuv threads used to give each of them a libgomp pool of its own, and
 // more pool threads than CPUs turned every barrier into futex waits (steps 1.3-1.6x slower).
 // Here: concurrent steps, augmentation and downloads on a 4-thread libuv pool with 2 OpenMP
-// threads start no thread besides the compute thread and its one libgomp worker (both named
-// byol-compute), and a later setNumThreads() reaches the CPU backend.
+// threads, and large Tensor.from copies on the JavaScript thread, start no thread besides the
+// compute thread and its one libgomp worker (both named byol-compute), and a later
+// setNumThreads() reaches the CPU backend.
 test('CPU work runs on one compute thread; setNumThreads applies to the backend', () => {
   const script = `
     const fs = require('node:fs');
@@ -200,9 +201,14 @@ test('CPU work runs on one compute thread; setNumThreads applies to the backend'
         config: byol.augmentConfig({ preset: 'grayscale' }), seed: 0, epoch: 0, indices: Int32Array.from({ length: 64 }, (_, i) => i), view,
         shape: [64, 28, 28, 1] })));
       const [v1, v2] = views.map((v) => v.images);
+      // Copies on the JavaScript thread, large enough that the CPU backend would split them over
+      // an OpenMP team: an NCHW batch (permuted to NHWC) and a flat 8 MB tensor.
+      const big = [byol.Tensor.from(new Float32Array(2 * 3 * 256 * 256), [2, 3, 256, 256]),
+        byol.Tensor.from(new Float32Array(2_000_000), [2_000_000])];
       await Promise.all([model.step(v1, v2, { lr: 0.1, tau: 0.99 }), v1.toArray(), model.embed(v2),
         model.step(v2, v1, { lr: 0.1, tau: 0.99 }), v2.toArray()]);
       const after = threads();
+      for (const t of big) t.dispose();
       byol.setNumThreads(1);
       await v1.toArray();  // a task on the compute thread applies the count
       const described = byol.devices().cpu;

@@ -25,6 +25,7 @@
 #include <pthread.h>
 #endif
 
+#include "../cpu/cpu_backend.h"
 #include "addon.h"
 
 namespace byol_addon {
@@ -103,7 +104,9 @@ void RunWhereDeviceComputes(const byol::Backend* backend, const std::function<vo
     return;
   }
   // Here on a libuv thread: a CPU tensor read by GPU work is copied by the CPU backend, whose
-  // copies open parallel regions; with a count of 1 they stay serial and start no second pool.
+  // copies open parallel regions; marked serial (its ops then set a count of 1), they start no
+  // second pool.
+  byol::cpu::set_thread_serial(true);
   if (omp_get_max_threads() != 1) omp_set_num_threads(1);
   task();
 }

@@ -250,6 +250,9 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
   static std::once_flag defaults;
   std::call_once(defaults, [] { g_default_threads.store(omp_get_max_threads()); });
   omp_set_num_threads(1);
+  // The CPU backend's ops would set the backend's count again (Tensor.from's copy, the backend's
+  // creation): on this thread they keep 1.
+  byol::cpu::set_thread_serial(true);
   exports.Set("describeDevice", Napi::Function::New(env, DescribeDevice, "describeDevice"));
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda, "probeCuda"));
   exports.Set("cudaLibraryCandidates",

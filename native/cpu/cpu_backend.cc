@@ -118,8 +118,14 @@ CpuBackend::CpuBackend(int threads)
 
 CpuBackend::~CpuBackend() = default;
 
+namespace {
+thread_local bool t_serial = false;
+}  // namespace
+
+void set_thread_serial(bool serial) { t_serial = serial; }
+
 void CpuBackend::use_threads() const {
-  const int n = threads_.load();
+  const int n = t_serial ? 1 : threads_.load();
   if (omp_get_max_threads() != n) omp_set_num_threads(n);
 }
 

@@ -94,6 +94,15 @@ enum class ConvAlgorithm {
 const char* conv_algorithm_name(ConvAlgorithm a);
 ConvAlgorithm parse_conv_algorithm(const std::string& text, const std::string& what);
 
+// Marks the calling thread as one whose CPU backend work runs on one thread (serial true): its
+// ops set OpenMP's count to 1 instead of the backend's. For hosts that keep their own threads
+// out of OpenMP (the addon: the JavaScript threads' small synchronous copies, and libuv threads
+// feeding the GPU). Every host thread that opens a parallel region gets a libgomp pool of its
+// own, and once the pools hold more threads than there are CPUs libgomp stops spinning at
+// barriers in every pool: each of a step's hundreds of regions then wakes its workers through
+// futex calls (the Node step took 1.2x the native one that way).
+void set_thread_serial(bool serial);
+
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(int threads);
