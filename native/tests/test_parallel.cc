@@ -2,11 +2,15 @@
 // start on its own 128-byte boundary: a block boundary inside a cache line made two threads'
 // batch norm sums bounce that line between cores (1.1-1.4x slower steps, depending on where
 // the heap put the buffer). Checked for many widths and thread counts, with the heap's
-// alignment varied by allocations in between.
+// alignment varied by allocations in between. Also: threads marked serial stay serial.
+#include <omp.h>
+
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <vector>
 
+#include "../cpu/cpu_backend.h"
 #include "../cpu/parallel.h"
 #include "harness.h"
 #include "runner.h"
@@ -46,3 +50,29 @@ BYOL_TEST("cpu/thread_accumulators_aligned_and_disjoint", ctx) {
 }
 
 }  // namespace
+
+// A thread marked serial (cpu::set_thread_serial, the addon's JavaScript and libuv threads)
+// keeps OpenMP's count at 1 through the CPU backend's ops, here a copy large enough to be split
+// over the team, so it never opens a libgomp pool; an unmarked thread takes the backend's count.
+namespace serial_check {
+int count_after_upload(byol::cpu::CpuBackend* be, bool serial) {
+  int seen = -1;
+  std::thread t([&] {
+    byol::cpu::set_thread_serial(serial);
+    omp_set_num_threads(1);
+    std::vector<float> host(size_t(2) << 20, 1.0f);  // 8 MiB
+    float* dev = static_cast<float*>(be->alloc(host.size() * sizeof(float)));
+    be->upload(dev, host.data(), host.size() * sizeof(float));
+    be->release(dev);
+    seen = omp_get_max_threads();
+  });
+  t.join();
+  return seen;
+}
+}  // namespace serial_check
+
+BYOL_TEST("cpu/serial_threads_stay_serial", ctx) {
+  byol::cpu::CpuBackend be(2);
+  byol_test::expect_true(serial_check::count_after_upload(&be, true) == 1, "a serial thread keeps 1 after an 8 MiB upload");
+  byol_test::expect_true(serial_check::count_after_upload(&be, false) == 2, "an unmarked thread takes the backend's 2");
+}
