@@ -117,6 +117,22 @@ export function getCpuConvPrecision(): 'fp32' | 'bf16' {
   return native.getCpuConvPrecision();
 }
 
+// Which code computes the CPU backend's float32 convolutions. 'auto' (the default, or the
+// BYOL_CPU_CONV environment variable's value at start): im2col + SGEMM for wide layers where
+// oneDNN has no AVX-512 kernels, oneDNN's direct convolutions elsewhere; 'onednn' or 'gemm'
+// force one. Both agree to float rounding. Process-wide, from the next op on.
+export type ConvAlgorithm = 'auto' | 'onednn' | 'gemm';
+export const CONV_ALGORITHMS: readonly ConvAlgorithm[] = ['auto', 'onednn', 'gemm'];
+
+export function setCpuConvAlgorithm(algorithm: ConvAlgorithm): ConvAlgorithm {
+  native.setCpuConvAlgorithm(oneOf('algorithm', algorithm, CONV_ALGORITHMS));
+  return algorithm;
+}
+
+export function getCpuConvAlgorithm(): ConvAlgorithm {
+  return native.getCpuConvAlgorithm();
+}
+
 // Op timing: where a step's time goes, without an external profiler. While on, the device's
 // backend times every op it runs (CPU: wall time of the call; CUDA: device time between events
 // around it, costing a few microseconds of host time per op) and sums it per phase of the step

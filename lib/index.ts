@@ -3,10 +3,10 @@
 export { Tensor, MAX_DIMS, validateShape } from './tensor';
 export type { ArrayFor, DType, FromOptions, Layout, TensorData, ToArrayOptions, TypedArray, ZerosOptions } from './tensor';
 export {
-  devices, getCpuConvPrecision, getNumThreads, opRate, opTimes, probeCuda, resolveDevice, setCpuConvPrecision,
-  setNumThreads, setOpTiming,
+  devices, getCpuConvAlgorithm, getCpuConvPrecision, getNumThreads, opRate, opTimes, probeCuda, resolveDevice, setCpuConvAlgorithm,
+  setCpuConvPrecision, setNumThreads, setOpTiming,
 } from './device';
-export type { ConvPrecision, OpTime, OpTimesOptions } from './device';
+export type { ConvAlgorithm, ConvPrecision, OpTime, OpTimesOptions } from './device';
 export type { CudaStatus, DeviceInfo, DeviceName } from './device';
 export { DeviceError, DisposedError, NativeLoadError } from './errors';
 export { ByolOptionError } from './validate';

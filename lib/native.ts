@@ -71,6 +71,9 @@ export interface NativeBinding {
   // The CPU backend's convolution precision (process-wide; applies to work started after).
   setCpuConvPrecision(precision: 'fp32' | 'bf16'): void;
   getCpuConvPrecision(): 'fp32' | 'bf16';
+  // The CPU backend's float32 convolution algorithm (process-wide; from the next op on).
+  setCpuConvAlgorithm(algorithm: 'auto' | 'onednn' | 'gemm'): void;
+  getCpuConvAlgorithm(): 'auto' | 'onednn' | 'gemm';
   // The profiler capture window of a device's backend (nsys --capture-range=cudaProfilerApi):
   // true when it has one (CUDA: cudaProfilerStart/Stop; stop first waits for queued work),
   // false when not (CPU). Throws naming the device when it cannot be created.

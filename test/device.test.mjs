@@ -116,6 +116,38 @@ test('device names are validated and canonical', () => {
     'Expected integer between 0 and 9999 for index but received -1 of type number');
 });
 
+test('setCpuConvAlgorithm: auto | onednn | gemm reach the backend and agree; bad values name the parameter', async () => {
+  const { Byol, getCpuConvAlgorithm, setCpuConvAlgorithm } = require('../dist/index.js');
+  const start = getCpuConvAlgorithm();
+  assert.is(start, process.env.BYOL_CPU_CONV || 'auto');
+  const model = await Byol.create({ encoder: { arch: 'resnet18', stem: 'cifar', inChannels: 1, width: 0.5 },
+    projector: { hidden: 64, out: 32 }, predictor: { hidden: 64 }, optimizer: { name: 'lars' }, device: 'cpu', seed: 3 });
+  const images = Tensor.from(Float32Array.from({ length: 4 * 16 * 16 }, (_, i) => Math.sin(i * 0.7)), [4, 1, 16, 16]);
+  const embed = async () => Array.from(await (await model.embed(images)).toArray());
+  try {
+    assert.is(setCpuConvAlgorithm('gemm'), 'gemm');
+    assert.is(getCpuConvAlgorithm(), 'gemm');
+    assert.match(devices().cpu, /, gemm convolutions$/);
+    const viaGemm = await embed();
+    throwsMessage(() => setCpuConvAlgorithm('fast'), ByolOptionError,
+      'Expected one of \'auto\', \'onednn\', \'gemm\' for algorithm but received "fast" of type string');
+    assert.is(getCpuConvAlgorithm(), 'gemm');
+    assert.is(setCpuConvAlgorithm('onednn'), 'onednn');
+    assert.match(devices().cpu, /, onednn convolutions$/);
+    const viaOnednn = await embed();
+    // The same features to float rounding (32-256 channels: every layer but the stem switches).
+    const scale = Math.max(...viaOnednn.map(Math.abs));
+    const worst = Math.max(...viaGemm.map((v, i) => Math.abs(v - viaOnednn[i])));
+    assert.ok(worst <= 1e-4 * scale, `gemm vs oneDNN embeddings differ by ${worst} (scale ${scale})`);
+    assert.ok(viaGemm.some((v, i) => v !== viaOnednn[i]), 'both settings gave the same bits: did the setting reach the backend?');
+  } finally {
+    setCpuConvAlgorithm(start);
+    model.dispose();
+    images.dispose();
+  }
+  assert.is(getCpuConvAlgorithm(), start);
+});
+
 test('setCpuConvPrecision: fp32 | bf16 | auto (bf16 only where oneDNN has bf16 dot products)', () => {
   assert.is(getCpuConvPrecision(), 'fp32');
   if (!require('../dist/native.js').native.cpuInfo().onednn.bf16Supported) {

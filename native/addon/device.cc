@@ -193,6 +193,24 @@ Napi::Value GetCpuConvPrecision(const Napi::CallbackInfo& info) {
   });
 }
 
+// setCpuConvAlgorithm('auto' | 'onednn' | 'gemm'): which code computes the CPU backend's float32
+// convolutions from the next op on (process-wide; cpu_backend.h set_conv_algorithm).
+Napi::Value SetCpuConvAlgorithm(const Napi::CallbackInfo& info) {
+  std::string algorithm = ArgString(info, 0, "algorithm");
+  return Guarded(info.Env(), [&]() -> Napi::Value {
+    const byol::cpu::ConvAlgorithm a = byol::cpu::parse_conv_algorithm(algorithm, "algorithm");
+    static_cast<byol::cpu::CpuBackend*>(GetBackend("cpu"))->set_conv_algorithm(a);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value GetCpuConvAlgorithm(const Napi::CallbackInfo& info) {
+  return Guarded(info.Env(), [&]() -> Napi::Value {
+    const byol::cpu::ConvAlgorithm a = static_cast<byol::cpu::CpuBackend*>(GetBackend("cpu"))->conv_algorithm();
+    return Napi::String::New(info.Env(), byol::cpu::conv_algorithm_name(a));
+  });
+}
+
 }  // namespace
 
 byol::Backend* GetBackend(const std::string& device) {
@@ -264,6 +282,10 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
               Napi::Function::New(env, SetCpuConvPrecision, "setCpuConvPrecision"));
   exports.Set("getCpuConvPrecision",
               Napi::Function::New(env, GetCpuConvPrecision, "getCpuConvPrecision"));
+  exports.Set("setCpuConvAlgorithm",
+              Napi::Function::New(env, SetCpuConvAlgorithm, "setCpuConvAlgorithm"));
+  exports.Set("getCpuConvAlgorithm",
+              Napi::Function::New(env, GetCpuConvAlgorithm, "getCpuConvAlgorithm"));
 }
 
 }  // namespace byol_addon
