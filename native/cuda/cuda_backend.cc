@@ -376,8 +376,7 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
   // after the data's copy: the step's readback and the label check share one wait, and work
   // that other threads queue meanwhile (the next batch's augmentation) is not waited for, as
   // a stream synchronization would.
-  const bool status_fetched = fetch_device_status();
-  try {
+  wait_checking_status([&] {
     std::lock_guard<std::mutex> staging_lock(download_staging_.mutex);
     size_t offset = 0;
     while (offset < bytes) {
@@ -390,11 +389,7 @@ void CudaBackend::download(void* host_dst, const void* src, size_t bytes) {
       std::memcpy(static_cast<char*>(host_dst) + offset, slot.host, n);
       offset += n;
     }
-  } catch (...) {
-    keep_device_status(status_fetched);
-    throw;
-  }
-  check_device_status(status_fetched);
+  });
 }
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
@@ -422,14 +417,7 @@ void CudaBackend::fill(float* dst, float value, size_t n) {
 void CudaBackend::synchronize() {
   BYOL_CUDA_OP("synchronize");
   refuse_in_capture("waits for the host");
-  const bool status_fetched = fetch_device_status();
-  try {
-    BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  } catch (...) {
-    keep_device_status(status_fetched);
-    throw;
-  }
-  check_device_status(status_fetched);
+  wait_checking_status([&] { BYOL_CUDA_CHECK(cudaStreamSynchronize(stream_)); });
 }
 
 // ---- profiling -----------------------------------------------------------------------------
@@ -555,14 +543,18 @@ bool CudaBackend::profiler_stop() {
   return true;
 }
 
-bool CudaBackend::fetch_device_status() {
-  if (!status_may_be_set_.exchange(false)) return false;
-  BYOL_CUDA_CHECK(cudaMemcpyAsync(host_status_, device_status_, sizeof(unsigned), cudaMemcpyDeviceToHost, stream_));
-  return true;
-}
-
-void CudaBackend::keep_device_status(bool fetched) {
-  if (fetched) status_may_be_set_.store(true);
+void CudaBackend::wait_checking_status(const std::function<void()>& wait) {
+  // The word's copy is queued before `wait` so that one wait covers both.
+  const bool fetched = status_may_be_set_.exchange(false);
+  try {
+    if (fetched)
+      BYOL_CUDA_CHECK(cudaMemcpyAsync(host_status_, device_status_, sizeof(unsigned), cudaMemcpyDeviceToHost, stream_));
+    wait();
+  } catch (...) {
+    if (fetched) status_may_be_set_ = true;  // the next check reads the word
+    throw;
+  }
+  check_device_status(fetched);
 }
 
 void CudaBackend::check_device_status(bool fetched) {

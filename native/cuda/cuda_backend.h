@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -272,15 +273,14 @@ class CudaBackend final : public Backend {
   void free_raw(void* ptr);
   // Makes this backend's device current on the calling thread.
   void activate() const;
-  // The device status word: fetch_device_status() queues its copy to the host when a checking
-  // kernel may have set it (returns whether it did); after the sync, check_device_status()
-  // throws the error a destructor deferred, then, when fetched, clears the word and throws on a
-  // bad-label bit. A download fetches before its own copy, so both share the one wait. When the
-  // copy or the wait fails instead, keep_device_status() leaves the word to the next check, so a
-  // bad label is still reported after the other error.
-  bool fetch_device_status();
+  // Runs `wait` (a host wait for queued work: download's copies, synchronize) with the device
+  // status word's copy to the host queued first when a checking kernel may have set it, so both
+  // share the one wait; then check_device_status() throws the error a destructor deferred and,
+  // when the word was fetched, clears it and throws on a bad-label bit. When `wait` throws
+  // instead, the word is left to the next check, so a bad label is still reported after the
+  // other error.
+  void wait_checking_status(const std::function<void()>& wait);
   void check_device_status(bool fetched);
-  void keep_device_status(bool fetched);
   // A kernel that may set the status word was enqueued (or recorded: the capture's graph then
   // marks the word at every launch).
   void note_status_kernel() {

@@ -1,6 +1,7 @@
 // staging.cc: the CUDA backend's pinned staging rings (StagingRing in cuda_backend.h), through
 // which upload() and augment() copy the caller's host bytes so the caller may reuse them at
-// once while the device copy stays asynchronous.
+// once while the device copy stays asynchronous, and into which download() copies so that it
+// can wait for an event just after its copy instead of for the whole stream.
 #include <algorithm>
 
 #include "cuda_backend.h"
