@@ -13,7 +13,6 @@
 // The AsyncWorker that hands a task here blocks its libuv thread until the task is done, so a
 // promise still settles as before; tasks run one at a time, in the order they arrive, which
 // also keeps a prefetched augmentation from competing with a step for the same cores.
-#include <omp.h>
 
 #include <condition_variable>
 #include <deque>
@@ -104,10 +103,9 @@ void RunWhereDeviceComputes(const byol::Backend* backend, const std::function<vo
     return;
   }
   // Here on a libuv thread: a CPU tensor read by GPU work is copied by the CPU backend, whose
-  // copies open parallel regions; marked serial (its ops then set a count of 1), they start no
-  // second pool.
+  // copies open parallel regions; marked serial (a count of 1, which its ops keep), they start
+  // no second pool.
   byol::cpu::set_thread_serial(true);
-  if (omp_get_max_threads() != 1) omp_set_num_threads(1);
   task();
 }
 

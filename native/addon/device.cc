@@ -153,8 +153,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
     // backend starts with (BYOL_CPU_CONV, validated when the backend was created) and whether its
     // automatic rule runs wide convolutions as im2col + SGEMM on this CPU.
     Napi::Object convolutions = Napi::Object::New(env);
-    const char* setting = std::getenv("BYOL_CPU_CONV");
-    convolutions.Set("algorithm", setting && *setting ? setting : "auto");
+    convolutions.Set("algorithm", byol::cpu::conv_algorithm_setting());
     convolutions.Set("gemmWhenAuto", caps.conv_gemm_auto);
     out.Set("convolutions", convolutions);
     return out;
@@ -267,9 +266,8 @@ void InitDevice(Napi::Env env, Napi::Object exports) {
   // small copies, and a parallel region on it would start a second libgomp pool (compute.cc).
   static std::once_flag defaults;
   std::call_once(defaults, [] { g_default_threads.store(omp_get_max_threads()); });
-  omp_set_num_threads(1);
-  // The CPU backend's ops would set the backend's count again (Tensor.from's copy, the backend's
-  // creation): on this thread they keep 1.
+  // Count 1, kept through the CPU backend's ops, which would otherwise set the backend's count
+  // again on this thread (Tensor.from's copy, the backend's creation).
   byol::cpu::set_thread_serial(true);
   exports.Set("describeDevice", Napi::Function::New(env, DescribeDevice, "describeDevice"));
   exports.Set("probeCuda", Napi::Function::New(env, ProbeCuda, "probeCuda"));

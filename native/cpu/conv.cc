@@ -176,7 +176,7 @@ memory CpuBackend::plan_input(ConvPlan& plan, const float* inp) {
 
 std::string CpuBackend::conv_implementation(PlanOp op, const ConvShape& s) {
   check_shape("conv_implementation", s);
-  if (conv_uses_gemm(op, s)) return s.R == 1 && s.S == 1 && s.stride == 1 && s.pad == 0 ? "gemm:sgemm" : "gemm:im2col+sgemm";
+  if (conv_uses_gemm(op, s)) return gemm_conv_implementation(s);
   std::lock_guard<std::mutex> lock(dnnl_mutex_);
   return conv_plan(op, s, false).impl;
 }

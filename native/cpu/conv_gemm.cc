@@ -142,7 +142,7 @@ bool CpuBackend::conv_uses_gemm(PlanOp op, const ConvShape& s) const {
   }
   // Where oneDNN has AVX-512 kernels they are the ones measured ahead of PyTorch; the GEMM
   // path was measured (byol_bench_conv) only against jit:avx2 and below.
-  if (avx512_convolutions_) return false;
+  if (!conv_gemm_auto_) return false;
   // Per pass, from byol_bench_conv on ResNet-18 shapes (2-core AVX2 EPYC, BENCHMARKS.md). With
   // fewer than 32 channels on either side the GEMMs are thin (16 columns, or an inner dimension
   // of 16) and oneDNN's direct kernels win by up to 2x. Above that, backward-weight gains
@@ -156,6 +156,10 @@ bool CpuBackend::conv_uses_gemm(PlanOp op, const ConvShape& s) const {
     case PlanOp::conv_forward: return narrow >= 64;
     default: return narrow >= 64 && s.stride > 1;
   }
+}
+
+const char* CpuBackend::gemm_conv_implementation(const ConvShape& s) {
+  return is_pointwise(s) ? "gemm:sgemm" : "gemm:im2col+sgemm";
 }
 
 const float* CpuBackend::gemm_weights(const float* weight, const ConvShape& s) {

@@ -111,9 +111,8 @@ CpuBackend::CpuBackend(int threads)
   } catch (const dnnl::error& e) {
     BYOL_FAIL("cpu: could not create the oneDNN CPU engine: ", e.what());
   }
-  avx512_convolutions_ = !cpu_capabilities().conv_gemm_auto;
-  if (const char* env = std::getenv("BYOL_CPU_CONV"); env && *env)
-    set_conv_algorithm(parse_conv_algorithm(env, "BYOL_CPU_CONV"));
+  conv_gemm_auto_ = cpu_capabilities().conv_gemm_auto;
+  set_conv_algorithm(parse_conv_algorithm(conv_algorithm_setting(), "BYOL_CPU_CONV"));
 }
 
 CpuBackend::~CpuBackend() = default;
@@ -122,7 +121,10 @@ namespace {
 thread_local bool t_serial = false;
 }  // namespace
 
-void set_thread_serial(bool serial) { t_serial = serial; }
+void set_thread_serial(bool serial) {
+  t_serial = serial;
+  if (serial && omp_get_max_threads() != 1) omp_set_num_threads(1);
+}
 
 void CpuBackend::use_threads() const {
   const int n = t_serial ? 1 : threads_.load();
@@ -176,7 +178,7 @@ std::string CpuBackend::describe() const {
   if (conv_bf16()) os << ", bf16 convolutions";
   if (conv_algorithm() != ConvAlgorithm::automatic)
     os << ", " << conv_algorithm_name(conv_algorithm()) << " convolutions";
-  else if (!avx512_convolutions_)
+  else if (conv_gemm_auto_)
     os << ", im2col+SGEMM for wide convolutions";
   return os.str();
 }
@@ -229,6 +231,11 @@ const char* conv_algorithm_name(ConvAlgorithm a) {
     case ConvAlgorithm::gemm: return "gemm";
     default: return "auto";
   }
+}
+
+std::string conv_algorithm_setting() {
+  const char* env = std::getenv("BYOL_CPU_CONV");
+  return env && *env ? env : "auto";
 }
 
 ConvAlgorithm parse_conv_algorithm(const std::string& text, const std::string& what) {

@@ -93,9 +93,13 @@ enum class ConvAlgorithm {
 // "auto", "onednn", "gemm"; parse_conv_algorithm throws byol::Error naming `what` otherwise.
 const char* conv_algorithm_name(ConvAlgorithm a);
 ConvAlgorithm parse_conv_algorithm(const std::string& text, const std::string& what);
+// The algorithm a new CPU backend starts with, as written: the BYOL_CPU_CONV environment
+// variable, or "auto" when it is unset or empty (not validated here; the backend's constructor
+// parses it).
+std::string conv_algorithm_setting();
 
-// Marks the calling thread as one whose CPU backend work runs on one thread (serial true): its
-// ops set OpenMP's count to 1 instead of the backend's. For hosts that keep their own threads
+// Marks the calling thread as one whose CPU backend work runs on one thread (serial true): sets
+// its OpenMP count to 1 now, and its ops then set 1 instead of the backend's count. For hosts that keep their own threads
 // out of OpenMP (the addon: the JavaScript threads' small synchronous copies, and libuv threads
 // feeding the GPU). Every host thread that opens a parallel region gets a libgomp pool of its
 // own, and once the pools hold more threads than there are CPUs libgomp stops spinning at
@@ -201,10 +205,11 @@ class CpuBackend final : public Backend {
   void set_conv_bf16(bool bf16);
   bool conv_bf16() const { return conv_bf16_.load(); }
 
-  // The convolution algorithm for ops started after the call. The backend starts with the
-  // BYOL_CPU_CONV environment variable's ("auto" when unset). automatic: im2col + SGEMM for
-  // float32 convolutions with >= 16 input channels where oneDNN runs below AVX-512 (twice its
-  // direct kernels' speed there), oneDNN everywhere else. Both agree to float rounding.
+  // The convolution algorithm for ops started after the call. The backend starts with
+  // conv_algorithm_setting(). automatic: where oneDNN runs below AVX-512, im2col + SGEMM for the
+  // float32 convolutions and passes conv_uses_gemm's measured rule picks (32+ channels on both
+  // sides; up to twice oneDNN's direct kernels there), oneDNN everywhere else. Both agree to
+  // float rounding.
   void set_conv_algorithm(ConvAlgorithm algorithm) { conv_algorithm_.store(algorithm); }
   ConvAlgorithm conv_algorithm() const { return conv_algorithm_.load(); }
   // Whether this convolution runs as im2col + SGEMM under the current settings.
@@ -220,7 +225,9 @@ class CpuBackend final : public Backend {
   void use_threads() const;
 
   ConvPlan& conv_plan(PlanOp op, const ConvShape& s, bool accumulate);
-  // conv_gemm.cc (dnnl_mutex_ held: they use scratch_ and input_scratch_).
+  // conv_gemm.cc: "gemm:sgemm" (a 1x1 stride-1 convolution, never unfolded) or
+  // "gemm:im2col+sgemm"; then the passes (dnnl_mutex_ held: they use scratch_ and input_scratch_).
+  static const char* gemm_conv_implementation(const ConvShape& s);
   const float* gemm_weights(const float* weight, const ConvShape& s);  // KRSC copy (1x1: weight)
   void gemm_conv_forward(float* out, const float* inp, const float* weight, const ConvShape& s);
   void gemm_conv_backward_data(float* dinp, const float* dout, const float* weight, const ConvShape& s);
@@ -245,7 +252,7 @@ class CpuBackend final : public Backend {
   dnnl::memory scratchpad(const dnnl::memory::desc& md);
   std::atomic<bool> conv_bf16_{false};
   std::atomic<ConvAlgorithm> conv_algorithm_{ConvAlgorithm::automatic};
-  bool avx512_convolutions_ = false;  // oneDNN runs AVX-512 code here (conv_uses_gemm)
+  bool conv_gemm_auto_ = false;  // cpu_capabilities().conv_gemm_auto, read once (conv_uses_gemm)
   OpTimer op_timer_;
   friend class OpClock;
 };
