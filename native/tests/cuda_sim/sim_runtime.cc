@@ -262,11 +262,10 @@ void* allocate(size_t bytes) {
 // Queues `work` on `stream` (not the legacy stream, and not under BYOL_SIM_SYNC); false when
 // the caller must run it now. Under the lock.
 bool defer(cudaStream_t stream, std::function<void()>& work) {
-  if (!stream) ++g_legacy_items;
+  ++(stream ? g_work_items : g_legacy_items);
   if (!stream || settings().sync) return false;
   stream->queue.push_back(std::move(work));
   ++stream->enqueued;
-  ++g_work_items;
   return true;
 }
 
